@@ -1,0 +1,765 @@
+//! The ledger core: owns the log writer and the derived state, decides what is accepted.
+//!
+//! Data flow of a write:
+//! 1. a caller hands a [`Submission`] to [`Ledger::submit`]; it waits in a bounded queue;
+//! 2. the writer thread (one OS thread; blocking I/O never runs on async workers) takes every
+//!    waiting submission up to the batch limits and validates each by folding it onto the
+//!    current state — the [`StateStore`] plus an overlay of what earlier submissions of the
+//!    same batch changed — so racing requests are decided in one order;
+//! 3. accepted submissions become one log record each; the batch is written with one write
+//!    and one fdatasync ([`LogWriter::append`]);
+//! 4. only then are the records applied to the store and every caller answered. A reader
+//!    that sees the answer sees the write (read-your-writes).
+//!
+//! If the log fails, the writer is poisoned: the batch and everything after it fails, and a
+//! restart recovers from the disk. HTTP and CLI both go through this type.
+
+pub mod memory;
+
+use crate::event::codec::{self, ENTRY_SCHEMA_CURRENT, KIND_ENTRY};
+use crate::event::fold::{self, Rejection};
+use crate::event::*;
+use crate::limits::*;
+use crate::log::reader::{LogReader, OwnedRecord};
+use crate::log::writer::NewRecord;
+use crate::log::{LogConfig, LogError, LogWriter, ScanSummary, Storage};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A committed log entry with where it lives, as the store applies it.
+#[derive(Clone, Debug)]
+pub struct CommittedEntry {
+    pub position: Position,
+    pub segment: u64,
+    pub offset: u64,
+    pub entry: Entry,
+}
+
+/// The first answer to an idempotent submission, kept so a repeat can return it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdempotentResult {
+    pub request_digest: [u8; 32],
+    pub position: Position,
+    pub recorded_at: Micros,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Error)]
+#[error("state store: {0}")]
+pub struct StoreError(pub String);
+
+/// What the writer needs from the derived state, and what keeps it current. Implemented by
+/// the sled projection and by [`memory::MemoryStore`].
+///
+/// `apply` must be idempotent per position: entries at or below [`Self::applied_position`]
+/// are skipped, so catch-up can always restart from the checkpoint.
+pub trait StateStore: Send + Sync + 'static {
+    fn action(&self, id: ActionId) -> Result<Option<Action>, StoreError>;
+    fn id_for_uid(&self, uid: &str) -> Result<Option<ActionId>, StoreError>;
+    /// The unfinished exclusive action holding `resource` for `tenant`, if any.
+    fn exclusive_holder(
+        &self,
+        tenant: &str,
+        resource: &ResourceRef,
+    ) -> Result<Option<ActionId>, StoreError>;
+    fn idempotent_result(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<IdempotentResult>, StoreError>;
+    /// Highest action id created so far (0 when none).
+    fn max_action_id(&self) -> Result<ActionId, StoreError>;
+    /// Position of the last applied log record (0 when none).
+    fn applied_position(&self) -> u64;
+    fn apply(&self, entries: &[CommittedEntry]) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// The command was refused; nothing was written.
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record in the log does not fold: the log or the code is wrong.
+    #[error("log record {position} does not apply: {reason}")]
+    BadRecord { position: u64, reason: String },
+    /// The ledger is shutting down or its writer has stopped.
+    #[error("the ledger is closed")]
+    Closed,
+}
+
+/// The answer to an accepted submission.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed {
+    pub position: Position,
+    pub recorded_at: Micros,
+    /// The action after each command, in command order.
+    pub actions: Vec<Action>,
+    /// True when this is the stored first answer of an idempotent repeat (nothing written).
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// `<data-dir>/log`.
+    pub log_dir: PathBuf,
+    pub segment_bytes: u64,
+    pub commit_batch_records_max: usize,
+    pub commit_batch_bytes_max: usize,
+    pub append_queue_max: usize,
+}
+
+impl LedgerConfig {
+    pub fn new(log_dir: impl Into<PathBuf>) -> LedgerConfig {
+        LedgerConfig {
+            log_dir: log_dir.into(),
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            commit_batch_records_max: COMMIT_BATCH_RECORDS_MAX,
+            commit_batch_bytes_max: COMMIT_BATCH_BYTES_MAX,
+            append_queue_max: APPEND_QUEUE_MAX,
+        }
+    }
+}
+
+struct Request {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Committed, LedgerError>>,
+}
+
+/// The ledger. Cheap to share behind an `Arc`; all writes funnel into one writer thread.
+pub struct Ledger {
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    store: Arc<dyn StateStore>,
+    reader: LogReader,
+    /// Last committed (durable and applied) position, published after each batch.
+    committed: watch::Receiver<u64>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    recovery: ScanSummary,
+}
+
+/// Records applied during catch-up are handed to the store in chunks of this many.
+const CATCH_UP_CHUNK: usize = 1024;
+
+impl Ledger {
+    /// Recovers the log, brings `store` up to date with it, and starts the writer thread.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        config: LedgerConfig,
+        store: Arc<dyn StateStore>,
+    ) -> Result<Ledger, LedgerError> {
+        let applied = store.applied_position();
+        let mut pending: Vec<CommittedEntry> = Vec::new();
+        let mut store_error: Option<StoreError> = None;
+        let log_config = LogConfig {
+            dir: config.log_dir.clone(),
+            segment_bytes: config.segment_bytes,
+        };
+        let (writer, summary) = LogWriter::open(storage.clone(), log_config, &mut |rec| {
+            if rec.meta.position <= applied {
+                return Ok(());
+            }
+            let entry = codec::decode_entry(rec.meta.kind, rec.meta.schema, rec.payload)
+                .map_err(|e| e.to_string())?;
+            pending.push(CommittedEntry {
+                position: rec.meta.position,
+                segment: rec.segment,
+                offset: rec.offset,
+                entry,
+            });
+            if pending.len() >= CATCH_UP_CHUNK {
+                if let Err(e) = store.apply(&pending) {
+                    store_error = Some(e);
+                    return Err("state store failed during catch-up".into());
+                }
+                pending.clear();
+            }
+            Ok(())
+        })
+        .map_err(|e| match store_error.take() {
+            Some(se) => LedgerError::Store(se),
+            None => LedgerError::Log(e),
+        })?;
+        store.apply(&pending)?;
+        if store.applied_position() > summary.last_position {
+            return Err(LedgerError::Store(StoreError(format!(
+                "the projection has applied position {} but the log ends at {}; rebuild it",
+                store.applied_position(),
+                summary.last_position
+            ))));
+        }
+
+        let next_id = store.max_action_id()? + 1;
+        let (tx, rx) = mpsc::channel(config.append_queue_max.max(1));
+        let (committed_tx, committed_rx) = watch::channel(summary.last_position);
+        let state = WriterState {
+            log: writer,
+            store: store.clone(),
+            next_id,
+            last_recorded_at: 0,
+            committed: committed_tx,
+            config: config.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || state.run(rx))
+            .map_err(|e| LogError::io(&config.log_dir, e))?;
+        Ok(Ledger {
+            tx: Mutex::new(Some(tx)),
+            store,
+            reader: LogReader::new(storage, config.log_dir.clone()),
+            committed: committed_rx,
+            writer: Mutex::new(Some(handle)),
+            recovery: summary,
+        })
+    }
+
+    /// Validates and durably records a submission; returns once it is in the log (fdatasync
+    /// returned) and applied to the store.
+    pub async fn submit(&self, submission: Submission) -> Result<Committed, LedgerError> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Request { submission, reply })
+            .await
+            .map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// [`Self::submit`] for synchronous callers (CLI, tests). Must not be called from an
+    /// async worker thread.
+    pub fn submit_blocking(&self, submission: Submission) -> Result<Committed, LedgerError> {
+        let tx = self.sender()?;
+        let (reply, rx) = oneshot::channel();
+        tx.blocking_send(Request { submission, reply })
+            .map_err(|_| LedgerError::Closed)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Request>, LedgerError> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(LedgerError::Closed)
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    /// The last position that is durable and applied.
+    pub fn committed_position(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// A receiver that changes whenever a batch commits (for wait and watch).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// What recovery found when the ledger opened (torn tail, segments, head digest).
+    pub fn recovery(&self) -> &ScanSummary {
+        &self.recovery
+    }
+
+    /// Reads committed records with `after < position <= upto`.
+    pub fn read_records(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(OwnedRecord, Entry)>, LedgerError> {
+        let upto = self.committed_position();
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.reader.for_each(after, upto, &mut |rec| {
+            match codec::decode_entry(rec.kind, rec.schema, &rec.payload) {
+                Ok(entry) => out.push((rec, entry)),
+                Err(e) => {
+                    bad = Some((rec.position, e.to_string()));
+                    return false;
+                }
+            }
+            out.len() < limit
+        })?;
+        if let Some((position, reason)) = bad {
+            return Err(LedgerError::BadRecord { position, reason });
+        }
+        Ok(out)
+    }
+
+    /// Stops accepting submissions, lets the writer finish everything already queued (each
+    /// answered after its fsync), and waits for the writer thread to exit.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What the writer thread owns.
+struct WriterState {
+    log: LogWriter,
+    store: Arc<dyn StateStore>,
+    next_id: ActionId,
+    /// `recorded_at` never goes backwards along the log, so time and position order agree.
+    last_recorded_at: Micros,
+    committed: watch::Sender<u64>,
+    config: LedgerConfig,
+}
+
+/// What earlier submissions of the batch being built changed; consulted before the store.
+#[derive(Default)]
+struct Overlay {
+    actions: HashMap<ActionId, Action>,
+    uids: HashMap<String, ActionId>,
+    /// (tenant, resource) → holder; `None` = released within this batch.
+    exclusive: HashMap<(String, ResourceRef), Option<ActionId>>,
+    idempotent: HashMap<(String, String), IdempotentResult>,
+    /// Submissions accepted into the batch so far.
+    accepted: u64,
+}
+
+/// An accepted submission waiting for its fsync.
+struct Pending {
+    reply: oneshot::Sender<Result<Committed, LedgerError>>,
+    entry: Entry,
+    payload: Vec<u8>,
+    actions: Vec<Action>,
+}
+
+enum Outcome {
+    Accepted(Pending),
+    Answered,
+}
+
+impl WriterState {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut overlay = Overlay::default();
+            let mut accepted: Vec<Pending> = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            // Group commit: take everything already waiting, up to the batch limits.
+            while let Some(req) = next.take() {
+                if let Outcome::Accepted(p) = self.admit(req, &mut overlay) {
+                    bytes += p.payload.len();
+                    accepted.push(p);
+                }
+                if accepted.len() >= self.config.commit_batch_records_max
+                    || bytes >= self.config.commit_batch_bytes_max
+                {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !accepted.is_empty() {
+                self.commit(accepted);
+            }
+        }
+        tracing::debug!("ledger writer stopped: queue closed and drained");
+    }
+
+    fn now(&mut self) -> Micros {
+        let now = chrono::Utc::now().timestamp_micros();
+        self.last_recorded_at = now.max(self.last_recorded_at);
+        self.last_recorded_at
+    }
+
+    /// Validates one submission against store + overlay. Refusals are answered at once;
+    /// they depend only on state that is already committed or will be committed before any
+    /// later batch.
+    fn admit(&mut self, req: Request, overlay: &mut Overlay) -> Outcome {
+        let Request { submission, reply } = req;
+        if let Some(reason) = self.log.poisoned() {
+            let _ = reply.send(Err(LogError::Poisoned(reason.to_string()).into()));
+            return Outcome::Answered;
+        }
+        match self.validate(&submission, overlay) {
+            Ok(Validated::Replay(result)) => {
+                let _ = reply.send(Ok(Committed {
+                    position: result.position,
+                    recorded_at: result.recorded_at,
+                    actions: result.actions,
+                    replayed: true,
+                }));
+                Outcome::Answered
+            }
+            Ok(Validated::New {
+                entry,
+                actions,
+                scratch,
+            }) => match codec::encode_entry(&entry) {
+                Ok(payload) => {
+                    overlay.merge(*scratch);
+                    Outcome::Accepted(Pending {
+                        reply,
+                        entry,
+                        payload,
+                        actions,
+                    })
+                }
+                Err(e) => {
+                    self.next_id -= entry
+                        .ops
+                        .iter()
+                        .filter(|op| matches!(op, Op::Create(_)))
+                        .count() as u64;
+                    let _ = reply.send(Err(Rejection::Limit {
+                        limit: "RECORD_PAYLOAD_BYTES_MAX",
+                        field: "request".into(),
+                        max: RECORD_PAYLOAD_BYTES_MAX as u64,
+                        actual: match e {
+                            codec::CodecError::TooLarge { actual, .. } => actual as u64,
+                            _ => 0,
+                        },
+                    }
+                    .into()));
+                    Outcome::Answered
+                }
+            },
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                Outcome::Answered
+            }
+        }
+    }
+
+    fn validate(&mut self, sub: &Submission, overlay: &Overlay) -> Result<Validated, LedgerError> {
+        if sub.commands.is_empty() {
+            return Err(Rejection::BadRequest {
+                field: "commands".into(),
+                reason: "must not be empty".into(),
+            }
+            .into());
+        }
+        if sub.commands.len() > BATCH_COMMANDS_MAX {
+            return Err(Rejection::Limit {
+                limit: "BATCH_COMMANDS_MAX",
+                field: "commands".into(),
+                max: BATCH_COMMANDS_MAX as u64,
+                actual: sub.commands.len() as u64,
+            }
+            .into());
+        }
+        if let Some(stamp) = &sub.idempotency {
+            let key = (stamp.tenant.clone(), stamp.key.clone());
+            let previous = match overlay.idempotent.get(&key) {
+                Some(r) => Some(r.clone()),
+                None => self.store.idempotent_result(&stamp.tenant, &stamp.key)?,
+            };
+            if let Some(previous) = previous {
+                if previous.request_digest == stamp.request_digest {
+                    return Ok(Validated::Replay(previous));
+                }
+                return Err(Rejection::IdempotencyKeyReused {
+                    key: stamp.key.clone(),
+                }
+                .into());
+            }
+        }
+
+        let recorded_at = self.now();
+        // Accepted records of this batch are appended in order, so this one's position is
+        // known now.
+        let position = self.log.next_position() + overlay.accepted;
+        let mut scratch = Overlay::default();
+        let mut ops = Vec::with_capacity(sub.commands.len());
+        let mut actions = Vec::with_capacity(sub.commands.len());
+        let first_id = self.next_id;
+        for command in &sub.commands {
+            let admitted = match command {
+                Command::Create(c) => {
+                    self.admit_create(sub, c, overlay, &mut scratch, recorded_at, position)
+                }
+                Command::Event(e) => {
+                    self.admit_event(sub, e, overlay, &scratch, recorded_at, position)
+                }
+            };
+            let (op, after) = match admitted {
+                Ok(x) => x,
+                Err(e) => {
+                    self.next_id = first_id;
+                    return Err(e);
+                }
+            };
+            if after.exclusive && after.status.is_terminal() {
+                scratch
+                    .exclusive
+                    .insert((after.tenant.clone(), after.resource.clone()), None);
+            }
+            scratch.actions.insert(after.id, after.clone());
+            actions.push(after);
+            ops.push(op);
+        }
+        let entry = Entry {
+            recorded_at,
+            principal: sub.principal.clone(),
+            idempotency: sub.idempotency.clone(),
+            ops,
+        };
+        if let Some(stamp) = &sub.idempotency {
+            scratch.idempotent.insert(
+                (stamp.tenant.clone(), stamp.key.clone()),
+                IdempotentResult {
+                    request_digest: stamp.request_digest,
+                    position,
+                    recorded_at,
+                    actions: actions.clone(),
+                },
+            );
+        }
+        Ok(Validated::New {
+            entry,
+            actions,
+            scratch: Box::new(scratch),
+        })
+    }
+
+    fn lookup_action(
+        &self,
+        id: ActionId,
+        overlay: &Overlay,
+        scratch: &Overlay,
+    ) -> Result<Option<Action>, LedgerError> {
+        if let Some(a) = scratch
+            .actions
+            .get(&id)
+            .or_else(|| overlay.actions.get(&id))
+        {
+            return Ok(Some(a.clone()));
+        }
+        Ok(self.store.action(id)?)
+    }
+
+    fn admit_create(
+        &mut self,
+        sub: &Submission,
+        c: &CreateAction,
+        overlay: &Overlay,
+        scratch: &mut Overlay,
+        recorded_at: Micros,
+        position: Position,
+    ) -> Result<(Op, Action), LedgerError> {
+        fold::validate_create(c)?;
+        if let Some(scope) = &sub.tenant_scope {
+            if &c.tenant != scope {
+                return Err(Rejection::BadRequest {
+                    field: "tenant".into(),
+                    reason: format!("may only create actions for tenant {scope:?}"),
+                }
+                .into());
+            }
+        }
+        let id = self.next_id;
+        let uid = match &c.uid {
+            Some(uid) => {
+                if uid.starts_with(GENERATED_UID_PREFIX) {
+                    return Err(Rejection::BadRequest {
+                        field: "uid".into(),
+                        reason: format!(
+                            "the prefix {GENERATED_UID_PREFIX:?} is reserved for generated uids"
+                        ),
+                    }
+                    .into());
+                }
+                let holder = match scratch.uids.get(uid).or_else(|| overlay.uids.get(uid)) {
+                    Some(id) => Some(*id),
+                    None => self.store.id_for_uid(uid)?,
+                };
+                if let Some(holder) = holder {
+                    let visible = self
+                        .lookup_action(holder, overlay, scratch)?
+                        .filter(|a| sub.tenant_scope.as_ref().is_none_or(|t| &a.tenant == t))
+                        .map(|a| a.id);
+                    return Err(Rejection::UidTaken {
+                        uid: uid.clone(),
+                        existing: visible,
+                    }
+                    .into());
+                }
+                uid.clone()
+            }
+            None => format!("{GENERATED_UID_PREFIX}{id}"),
+        };
+        if c.exclusive {
+            let key = (c.tenant.clone(), c.resource.clone());
+            let holder = match scratch
+                .exclusive
+                .get(&key)
+                .or_else(|| overlay.exclusive.get(&key))
+            {
+                Some(h) => *h,
+                None => self.store.exclusive_holder(&c.tenant, &c.resource)?,
+            };
+            if let Some(blocking) = holder {
+                return Err(Rejection::ResourceBusy {
+                    resource_type: c.resource.resource_type.clone(),
+                    resource_id: c.resource.id.clone(),
+                    blocking,
+                }
+                .into());
+            }
+            scratch.exclusive.insert(key, Some(id));
+        }
+        self.next_id += 1;
+        scratch.uids.insert(uid.clone(), id);
+        let new = NewAction {
+            id,
+            uid,
+            tenant: c.tenant.clone(),
+            user: c.user.clone(),
+            action_type: c.action_type.clone(),
+            kind: c.kind,
+            resource: c.resource.clone(),
+            related: c.related.clone(),
+            node: c.node.clone(),
+            region: c.region.clone(),
+            description: c.description.clone(),
+            labels: c.labels.clone(),
+            status: c.status,
+            exclusive: c.exclusive,
+        };
+        let action = fold::create(&new, recorded_at, position);
+        Ok((Op::Create(new), action))
+    }
+
+    fn admit_event(
+        &mut self,
+        sub: &Submission,
+        e: &RecordEvent,
+        overlay: &Overlay,
+        scratch: &Overlay,
+        recorded_at: Micros,
+        position: Position,
+    ) -> Result<(Op, Action), LedgerError> {
+        fold::validate_event(&e.body)?;
+        let not_found = || LedgerError::from(Rejection::NotFound(e.action.to_string()));
+        let id = match &e.action {
+            ActionRef::Id(id) => *id,
+            ActionRef::Uid(uid) => match scratch.uids.get(uid).or_else(|| overlay.uids.get(uid)) {
+                Some(id) => *id,
+                None => self.store.id_for_uid(uid)?.ok_or_else(not_found)?,
+            },
+        };
+        let mut action = self
+            .lookup_action(id, overlay, scratch)?
+            .ok_or_else(not_found)?;
+        if sub
+            .tenant_scope
+            .as_ref()
+            .is_some_and(|t| &action.tenant != t)
+        {
+            return Err(not_found());
+        }
+        if let Some(expected) = e.expected_version {
+            if expected != action.version {
+                return Err(Rejection::VersionConflict {
+                    action: id,
+                    expected,
+                    actual: action.version,
+                }
+                .into());
+            }
+        }
+        fold::apply(&mut action, &e.body, recorded_at, position)?;
+        let op = Op::Event {
+            action: id,
+            body: e.body.clone(),
+        };
+        Ok((op, action))
+    }
+
+    /// Writes the batch, fsyncs once, applies it, answers everyone.
+    fn commit(&mut self, accepted: Vec<Pending>) {
+        let records: Vec<NewRecord<'_>> = accepted
+            .iter()
+            .map(|p| NewRecord {
+                kind: KIND_ENTRY,
+                schema: ENTRY_SCHEMA_CURRENT,
+                payload: &p.payload,
+            })
+            .collect();
+        let appended = match self.log.append(&records) {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = e.to_string();
+                for p in accepted {
+                    let _ = p.reply.send(Err(LogError::Poisoned(reason.clone()).into()));
+                }
+                return;
+            }
+        };
+        let entries: Vec<CommittedEntry> = accepted
+            .iter()
+            .zip(&appended)
+            .map(|(p, a)| CommittedEntry {
+                position: a.position,
+                segment: a.segment,
+                offset: a.offset,
+                entry: p.entry.clone(),
+            })
+            .collect();
+        let applied = self.store.apply(&entries);
+        let last = appended.last().map_or(0, |a| a.position);
+        if let Err(e) = &applied {
+            // Durable but not applied: answer the truth (it is recorded), and refuse
+            // further writes until a restart catches the projection up from the log.
+            tracing::error!(error = %e, "projection apply failed; refusing further writes");
+            self.log_poison_for_store(e);
+        }
+        let _ = self.committed.send(last);
+        for (p, a) in accepted.into_iter().zip(&appended) {
+            debug_assert!(p.actions.iter().all(|x| x.updated_position == a.position));
+            let _ = p.reply.send(Ok(Committed {
+                position: a.position,
+                recorded_at: p.entry.recorded_at,
+                actions: p.actions,
+                replayed: false,
+            }));
+        }
+    }
+
+    fn log_poison_for_store(&mut self, e: &StoreError) {
+        // Reuse the log's poison flag: every later submission is refused with the reason.
+        self.log
+            .poison_external(format!("projection apply failed: {e}"));
+    }
+}
+
+/// Prefix of ledger-generated uids; clients may not use it.
+pub const GENERATED_UID_PREFIX: &str = "al-";
+
+enum Validated {
+    Replay(IdempotentResult),
+    New {
+        entry: Entry,
+        actions: Vec<Action>,
+        scratch: Box<Overlay>,
+    },
+}
+
+impl Overlay {
+    fn merge(&mut self, other: Overlay) {
+        self.actions.extend(other.actions);
+        self.uids.extend(other.uids);
+        self.exclusive.extend(other.exclusive);
+        self.idempotent.extend(other.idempotent);
+        self.accepted += 1;
+    }
+}

@@ -1,0 +1,22 @@
+//! action-ledger: a persistent, event-sourced ledger of long-running cloud actions.
+//!
+//! Control planes report each action's lifecycle (created, started, progress, Nova-style
+//! sub-events, completed, failed, cancelled). The ledger validates each report against the
+//! action's state, appends it to a checksummed, hash-chained log (the single source of
+//! truth), acknowledges only after fdatasync, and folds the log into action snapshots.
+//!
+//! # Layout
+//! - [`event`]: commands, log entries and action snapshots; the versioned codec; the fold
+//!   (the lifecycle rules). Pure, no I/O.
+//! - [`log`]: segments, record framing, the storage seam, recovery/verify scanner, the
+//!   writer (one write + one fdatasync per batch) and the reader.
+//! - [`ledger`]: the core that owns the log writer thread and the derived state; group
+//!   commit; decides what is accepted. HTTP and CLI both go through it.
+//! - [`limits`]: every named limit.
+//!
+//! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
+
+pub mod event;
+pub mod ledger;
+pub mod limits;
+pub mod log;

@@ -1,0 +1,302 @@
+//! The event model through the ledger: lifecycle rules, versions, uids, batches,
+//! idempotency and exclusivity. A refused command must write nothing.
+
+use crate::support::*;
+use action_ledger::event::*;
+use action_ledger::log::SimStorage;
+
+fn ledger() -> action_ledger::ledger::Ledger {
+    open_sim(&SimStorage::new(), 1 << 20).unwrap()
+}
+
+#[test]
+fn happy_path_queued_running_completed() {
+    // Goal: the full lifecycle folds into the snapshot the contract describes.
+    let l = ledger();
+    let a = submit(&l, create("acme", "1")).unwrap().actions[0].clone();
+    assert_eq!((a.id, a.status, a.version), (1, Status::Queued, 1));
+    assert_eq!(a.uid, "al-1");
+    let a = submit(&l, event(1, EventBody::Started)).unwrap().actions[0].clone();
+    assert_eq!(a.status, Status::Running);
+    assert!(a.started_at.is_some());
+    let a = submit(&l, event(1, progress(40.0))).unwrap().actions[0].clone();
+    assert_eq!((a.progress, a.version), (40.0, 3));
+    let a = submit(
+        &l,
+        event(
+            1,
+            EventBody::EventStarted {
+                name: "compute_snapshot".into(),
+                host: Some("cmp-1".into()),
+            },
+        ),
+    )
+    .unwrap()
+    .actions[0]
+        .clone();
+    assert_eq!(a.events.len(), 1);
+    assert_eq!(
+        code(submit(&l, event(1, EventBody::Completed { message: None }))),
+        "invalid_transition",
+        "completing with an open sub-event is refused"
+    );
+    submit(
+        &l,
+        event(
+            1,
+            EventBody::EventFinished {
+                name: "compute_snapshot".into(),
+                result: SubResult::Success,
+                traceback: None,
+                details: None,
+            },
+        ),
+    )
+    .unwrap();
+    let c = submit(&l, event(1, EventBody::Completed { message: None })).unwrap();
+    let a = &c.actions[0];
+    assert_eq!(
+        (a.status, a.progress, a.version),
+        (Status::Completed, 100.0, 6)
+    );
+    assert!(a.completed_at.is_some());
+    assert_eq!(c.position, 6);
+}
+
+#[test]
+fn nothing_after_terminal_and_refusals_write_nothing() {
+    // Goal: every refused command leaves the log position where it was.
+    let l = ledger();
+    submit(&l, create("acme", "1")).unwrap();
+    let before = l.committed_position();
+    assert_eq!(
+        code(submit(&l, event(1, EventBody::Completed { message: None }))),
+        "invalid_transition",
+        "queued → completed skips running"
+    );
+    assert_eq!(code(submit(&l, event(1, progress(101.0)))), "bad_request");
+    assert_eq!(
+        code(submit(&l, event(1, progress(f64::NAN)))),
+        "bad_request"
+    );
+    assert_eq!(code(submit(&l, event(1, progress(-0.5)))), "bad_request");
+    assert_eq!(code(submit(&l, event(99, EventBody::Started))), "not_found");
+    assert_eq!(
+        code(submit(
+            &l,
+            event(
+                1,
+                EventBody::EventFinished {
+                    name: "never".into(),
+                    result: SubResult::Error,
+                    traceback: None,
+                    details: None
+                }
+            )
+        )),
+        "invalid_transition"
+    );
+    assert_eq!(l.committed_position(), before);
+    submit(
+        &l,
+        event(
+            1,
+            EventBody::Failed {
+                error: ErrorInfo {
+                    code: "boom".into(),
+                    message: "disk on fire".into(),
+                },
+            },
+        ),
+    )
+    .unwrap();
+    for body in [
+        EventBody::Started,
+        progress(10.0),
+        EventBody::Heartbeat,
+        EventBody::CancelRequested,
+        EventBody::Cancelled { message: None },
+        EventBody::Completed { message: None },
+    ] {
+        assert_eq!(code(submit(&l, event(1, body))), "invalid_transition");
+    }
+    assert_eq!(l.committed_position(), before + 1);
+}
+
+#[test]
+fn expected_version_is_checked() {
+    let l = ledger();
+    submit(&l, create("acme", "1")).unwrap();
+    let stale = Command::Event(RecordEvent {
+        action: ActionRef::Id(1),
+        expected_version: Some(7),
+        body: EventBody::Started,
+    });
+    assert_eq!(code(submit(&l, stale)), "version_conflict");
+    let fresh = Command::Event(RecordEvent {
+        action: ActionRef::Uid("al-1".into()),
+        expected_version: Some(1),
+        body: EventBody::Started,
+    });
+    assert_eq!(submit(&l, fresh).unwrap().actions[0].version, 2);
+}
+
+#[test]
+fn uids_are_unique_and_hidden_across_tenants() {
+    let l = ledger();
+    let mut c = CreateAction::new("acme", "reboot", "server", "s1");
+    c.uid = Some("req-1".into());
+    submit(&l, Command::Create(c.clone())).unwrap();
+    match l.submit_blocking(submission(Some("acme"), vec![Command::Create(c.clone())])) {
+        Err(action_ledger::ledger::LedgerError::Rejected(
+            action_ledger::event::fold::Rejection::UidTaken { existing, .. },
+        )) => assert_eq!(existing, Some(1)),
+        other => panic!("{other:?}"),
+    }
+    let mut other = c.clone();
+    other.tenant = "globex".into();
+    match l.submit_blocking(submission(Some("globex"), vec![Command::Create(other)])) {
+        Err(action_ledger::ledger::LedgerError::Rejected(
+            action_ledger::event::fold::Rejection::UidTaken { existing, .. },
+        )) => assert_eq!(existing, None, "another tenant's id is never revealed"),
+        other => panic!("{other:?}"),
+    }
+    c.uid = Some("al-7".into());
+    assert_eq!(code(submit(&l, Command::Create(c.clone()))), "bad_request");
+    c.uid = Some("123".into());
+    assert_eq!(code(submit(&l, Command::Create(c))), "bad_request");
+}
+
+#[test]
+fn tenants_cannot_touch_each_other() {
+    let l = ledger();
+    submit(&l, create("acme", "1")).unwrap();
+    let r = l.submit_blocking(submission(
+        Some("globex"),
+        vec![event(1, EventBody::Started)],
+    ));
+    assert_eq!(code(r), "not_found");
+    let r = l.submit_blocking(submission(Some("globex"), vec![create("acme", "2")]));
+    assert_eq!(code(r), "bad_request");
+}
+
+#[test]
+fn batch_is_all_or_nothing_and_sees_its_own_creates() {
+    let l = ledger();
+    let ok = l
+        .submit_blocking(submission(
+            None,
+            vec![
+                create("acme", "1"),
+                event(1, EventBody::Started),
+                event(1, progress(5.0)),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(ok.position, 1, "one submission is one record");
+    assert_eq!(ok.actions.len(), 3);
+    assert_eq!(ok.actions[2].version, 3);
+    let before = l.committed_position();
+    let bad = l.submit_blocking(submission(
+        None,
+        vec![
+            create("acme", "2"),
+            event(2, EventBody::Completed { message: None }),
+        ],
+    ));
+    assert_eq!(code(bad), "invalid_transition");
+    assert_eq!(l.committed_position(), before);
+    // The refused batch's id was not consumed.
+    assert_eq!(submit(&l, create("acme", "3")).unwrap().actions[0].id, 2);
+    assert_eq!(
+        code(l.submit_blocking(submission(None, vec![]))),
+        "bad_request"
+    );
+}
+
+#[test]
+fn idempotency_key_returns_first_answer() {
+    let l = ledger();
+    let stamp = |digest: u8| IdempotencyStamp {
+        tenant: "acme".into(),
+        key: "k1".into(),
+        request_digest: [digest; 32],
+    };
+    let mut s = submission(Some("acme"), vec![create("acme", "1")]);
+    s.idempotency = Some(stamp(1));
+    let first = l.submit_blocking(s.clone()).unwrap();
+    let again = l.submit_blocking(s.clone()).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.actions, first.actions);
+    assert_eq!(
+        l.committed_position(),
+        first.position,
+        "a repeat records nothing"
+    );
+    s.idempotency = Some(stamp(2));
+    assert_eq!(code(l.submit_blocking(s)), "idempotency_key_reused");
+}
+
+#[test]
+fn exclusive_create_refused_while_busy() {
+    let l = ledger();
+    let mut c = CreateAction::new("acme", "reboot", "droplet", "7");
+    c.exclusive = true;
+    c.status = InitialStatus::Running;
+    submit(&l, Command::Create(c.clone())).unwrap();
+    match submit(&l, Command::Create(c.clone())) {
+        Err(action_ledger::ledger::LedgerError::Rejected(
+            action_ledger::event::fold::Rejection::ResourceBusy { blocking, .. },
+        )) => assert_eq!(blocking, 1),
+        other => panic!("{other:?}"),
+    }
+    // Another tenant's droplet 7 is another resource.
+    let mut g = c.clone();
+    g.tenant = "globex".into();
+    submit(&l, Command::Create(g)).unwrap();
+    submit(&l, event(1, EventBody::Completed { message: None })).unwrap();
+    assert_eq!(submit(&l, Command::Create(c)).unwrap().actions[0].id, 3);
+}
+
+#[test]
+fn racing_exclusive_creates_have_one_winner() {
+    // Goal: many threads race for one resource; exactly one wins.
+    let l = std::sync::Arc::new(ledger());
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                let mut c = CreateAction::new("acme", "reboot", "droplet", "9");
+                c.exclusive = true;
+                submit(&l, Command::Create(c)).is_ok()
+            })
+        })
+        .collect();
+    let wins = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(wins, 1);
+}
+
+#[test]
+fn state_survives_reopen() {
+    // Goal: closing and reopening folds the log back to the same snapshots.
+    let sim = SimStorage::new();
+    let before = {
+        let l = open_sim(&sim, 512).unwrap();
+        for i in 0..20 {
+            submit(&l, create("acme", &i.to_string())).unwrap();
+            submit(&l, event(i + 1, EventBody::Started)).unwrap();
+        }
+        let snap: Vec<_> = (1..=20).map(|id| l.store().action(id).unwrap()).collect();
+        l.close();
+        snap
+    };
+    let l = open_sim(&sim, 512).unwrap();
+    assert!(l.recovery().segments.len() > 1, "small segments rotated");
+    let after: Vec<_> = (1..=20).map(|id| l.store().action(id).unwrap()).collect();
+    assert_eq!(before, after);
+    assert_eq!(submit(&l, create("acme", "x")).unwrap().actions[0].id, 21);
+}
