@@ -12,6 +12,9 @@
 //!   writer (one write + one fdatasync per batch) and the reader.
 //! - [`ledger`]: the core that owns the log writer thread and the derived state; group
 //!   commit; decides what is accepted. HTTP and CLI both go through it.
+//! - [`projection`]: the log folded into action snapshots and indexes in sled (the
+//!   persistent [`ledger::StateStore`]); queries with keyset cursors; rebuild, verify,
+//!   history and as-of reads.
 //! - [`limits`]: every named limit.
 //!
 //! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
@@ -20,3 +23,4 @@ pub mod event;
 pub mod ledger;
 pub mod limits;
 pub mod log;
+pub mod projection;

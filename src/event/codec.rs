@@ -64,6 +64,32 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         .map_err(|e| CodecError::Decode(e.to_string()))
 }
 
+/// [`encode`] for derived values that are not log records (projection snapshots, stored
+/// idempotent answers): the same byte format, without the record size limit. An action's
+/// snapshot may legally outgrow [`RECORD_PAYLOAD_BYTES_MAX`] (1024 sub-events with 16 KiB
+/// tracebacks each), and a store that refused to hold it would stop the ledger.
+pub fn encode_unbounded<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    options()
+        .with_no_limit()
+        .serialize(value)
+        .map_err(|e| CodecError::Decode(e.to_string()))
+}
+
+/// [`decode`] of a derived value written by [`encode_unbounded`], with the caller's size
+/// limit (so damaged bytes still cannot make the decoder allocate without bound).
+pub fn decode_bounded<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
+    if bytes.len() > max {
+        return Err(CodecError::TooLarge {
+            actual: bytes.len(),
+            max,
+        });
+    }
+    options()
+        .with_limit(max as u64)
+        .deserialize(bytes)
+        .map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 /// Encodes an entry as the payload of a record of kind [`KIND_ENTRY`], schema
 /// [`ENTRY_SCHEMA_CURRENT`].
 pub fn encode_entry(entry: &Entry) -> Result<Vec<u8>, CodecError> {

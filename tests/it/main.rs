@@ -4,5 +4,7 @@ mod codec;
 mod golden;
 mod lifecycle;
 mod powerloss;
+mod projection;
+mod projection_model;
 mod recovery;
 mod support;

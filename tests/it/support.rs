@@ -71,3 +71,31 @@ pub fn code(result: Result<Committed, LedgerError>) -> &'static str {
         Ok(c) => panic!("expected a rejection, got {c:?}"),
     }
 }
+
+/// A ledger on the simulated disk backed by `store` (e.g. a sled projection).
+pub fn open_sim_with(
+    sim: &SimStorage,
+    segment_bytes: u64,
+    store: Arc<dyn action_ledger::ledger::StateStore>,
+) -> Result<Ledger, LedgerError> {
+    let mut config = LedgerConfig::new(log_dir());
+    config.segment_bytes = segment_bytes;
+    Ledger::open(Arc::new(sim.clone()), config, store)
+}
+
+/// A sled projection in `dir` with a small cache (tests open many).
+pub fn open_projection(dir: &Path) -> Arc<action_ledger::projection::Projection> {
+    Arc::new(
+        action_ledger::projection::Projection::open(dir, projection_config())
+            .unwrap_or_else(|e| panic!("open projection {}: {e}", dir.display())),
+    )
+}
+
+pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
+    action_ledger::projection::ProjectionConfig {
+        cache_capacity_bytes: 8 * 1024 * 1024,
+        // Small batches so tests cross batch boundaries.
+        batch_writes_max: 64,
+        flush_every_ms: None,
+    }
+}

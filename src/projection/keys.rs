@@ -1,0 +1,440 @@
+//! The key layout of the projection's one sled tree, drawn once here.
+//!
+//! Every key starts with a one-byte prefix naming its family. Integers in keys are
+//! big-endian so byte order is numeric order; strings are `u32 BE length ‖ bytes` so a
+//! string component can never run into the next one (no separator to escape) and a
+//! prefix of components is a byte prefix of every key below it.
+//!
+//! ```text
+//! family       key                                                  value
+//! meta         00 ‖ name                                            see META_*
+//! snapshot     01 ‖ id u64                                          codec(Action)
+//! uid          02 ‖ uid bytes                                       id u64
+//! history      03 ‖ id u64 ‖ position u64                           segment u64 ‖ offset u64
+//! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
+//! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
+//! counter      06 ‖ scope ‖ dimension                               count u64
+//! updated      16 ‖ s(tenant) ‖ updated_at (i64, sign-flipped) ‖ id u64     (empty)
+//! id buckets   10..15 ‖ index components ‖ bucket u64               bucket value
+//! ```
+//!
+//! **Id buckets.** The id-ordered indexes (tenant recency, resource, status, type, user,
+//! kind) do not keep one key per action: ids are grouped in buckets of [`BUCKET_IDS`]
+//! consecutive ids, and one key per (index, bucket) holds which ids of the bucket are in
+//! the index. Why: sled 0.34 pays roughly the same per key whatever its size, and dense
+//! indexes (a tenant, a status, a kind) then cost one key per 256 actions — rebuild and bulk
+//! catch-up write ~256× fewer keys for them, and a newest-first scan reads 256 ids per key.
+//! Sparse indexes (a resource's actions are spread over the id space) degrade to about one
+//! small key per action, which is what a plain per-action index would cost anyway.
+//!
+//! Bucket value: the low bytes (`id % 256`) of its members, ascending, when there are fewer
+//! than 32 of them (so a value is never longer than a bitmap), otherwise a 32-byte bitmap
+//! (bit `i` of byte `i / 8`, least significant first). Length 32 means bitmap, shorter means
+//! list; an empty bucket has no key.
+//!
+//! **Counters** are kept per scope — `00` every tenant (admin queries), `01 ‖ s(tenant)` one
+//! tenant — and per dimension: `t` total, `r ‖ s(type) ‖ s(id)` resource (primary or
+//! related, each action once), `s ‖ status`, `y ‖ s(type)`, `w ‖ s(user)`, `k ‖ kind`.
+
+use crate::event::{Action, ActionId, Kind, Micros, ResourceRef, Status};
+
+pub const P_META: u8 = 0x00;
+pub const P_SNAPSHOT: u8 = 0x01;
+pub const P_UID: u8 = 0x02;
+pub const P_HISTORY: u8 = 0x03;
+pub const P_IDEMPOTENCY: u8 = 0x04;
+pub const P_EXCLUSIVE: u8 = 0x05;
+pub const P_COUNTER: u8 = 0x06;
+pub const P_IX_TENANT: u8 = 0x10;
+pub const P_IX_RESOURCE: u8 = 0x11;
+pub const P_IX_STATUS: u8 = 0x12;
+pub const P_IX_TYPE: u8 = 0x13;
+pub const P_IX_USER: u8 = 0x14;
+pub const P_IX_KIND: u8 = 0x15;
+pub const P_IX_UPDATED: u8 = 0x16;
+
+/// Format version of everything below. Bump it whenever a key, a value or the encoding of
+/// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
+/// rebuild is detected and redone.
+pub const META_FORMAT: &[u8] = b"\x00format";
+/// `00 ‖ "applied"` → u64 BE: the last log position applied. Written in every batch.
+pub const META_APPLIED: &[u8] = b"\x00applied";
+/// `00 ‖ "created"` → last created id u64 ‖ its created_at i64 ‖ monotone u8. Tracks
+/// whether `created_at` has been non-decreasing in id order so far, which lets a
+/// created-time range become an id range (see `list`).
+pub const META_CREATED: &[u8] = b"\x00created";
+
+/// Ids per bucket of an id-ordered index.
+pub const BUCKET_IDS: u64 = 256;
+const BITMAP_BYTES: usize = (BUCKET_IDS / 8) as usize;
+
+pub fn u64_be(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+/// Reads a big-endian u64 from exactly 8 bytes.
+pub fn read_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Orders signed microseconds as unsigned bytes: flipping the sign bit maps i64 order onto
+/// u64 order.
+pub fn time_key(t: Micros) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn push_str(key: &mut Vec<u8>, s: &str) {
+    key.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    key.extend_from_slice(s.as_bytes());
+}
+
+/// Splits one `s(..)` component off the front of `b`.
+pub fn take_str(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let s = b.get(4..4 + len)?;
+    Some((s, &b[4 + len..]))
+}
+
+pub fn snapshot_key(id: ActionId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = P_SNAPSHOT;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn uid_key(uid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + uid.len());
+    k.push(P_UID);
+    k.extend_from_slice(uid.as_bytes());
+    k
+}
+
+pub fn history_prefix(id: ActionId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = P_HISTORY;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn history_key(id: ActionId, position: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..9].copy_from_slice(&history_prefix(id));
+    k[9..].copy_from_slice(&position.to_be_bytes());
+    k
+}
+
+pub fn idempotency_key(tenant: &str, key: &str) -> Vec<u8> {
+    let mut k = vec![P_IDEMPOTENCY];
+    push_str(&mut k, tenant);
+    push_str(&mut k, key);
+    k
+}
+
+pub fn exclusive_key(tenant: &str, resource: &ResourceRef) -> Vec<u8> {
+    let mut k = vec![P_EXCLUSIVE];
+    push_str(&mut k, tenant);
+    push_str(&mut k, &resource.resource_type);
+    push_str(&mut k, &resource.id);
+    k
+}
+
+pub fn status_byte(s: Status) -> u8 {
+    match s {
+        Status::Queued => 0,
+        Status::Running => 1,
+        Status::Completed => 2,
+        Status::Failed => 3,
+        Status::Cancelled => 4,
+    }
+}
+
+pub fn kind_byte(k: Kind) -> u8 {
+    match k {
+        Kind::Task => 0,
+        Kind::StateMachine => 1,
+        Kind::Other => 2,
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Id-ordered indexes.
+
+/// The prefix of one id-ordered index (everything before the bucket number).
+pub fn ix_tenant(tenant: &str) -> Vec<u8> {
+    let mut k = vec![P_IX_TENANT];
+    push_str(&mut k, tenant);
+    k
+}
+
+/// Resource first, tenant last: a tenant's query reads one prefix, and an admin query
+/// enumerates the (few) tenants under `11 ‖ s(type) ‖ s(id)` by seeking.
+pub fn ix_resource_all(resource: &ResourceRef) -> Vec<u8> {
+    let mut k = vec![P_IX_RESOURCE];
+    push_str(&mut k, &resource.resource_type);
+    push_str(&mut k, &resource.id);
+    k
+}
+
+pub fn ix_resource(tenant: &str, resource: &ResourceRef) -> Vec<u8> {
+    let mut k = ix_resource_all(resource);
+    push_str(&mut k, tenant);
+    k
+}
+
+pub fn ix_status(tenant: &str, status: Status) -> Vec<u8> {
+    let mut k = vec![P_IX_STATUS];
+    push_str(&mut k, tenant);
+    k.push(status_byte(status));
+    k
+}
+
+pub fn ix_type(tenant: &str, action_type: &str) -> Vec<u8> {
+    let mut k = vec![P_IX_TYPE];
+    push_str(&mut k, tenant);
+    push_str(&mut k, action_type);
+    k
+}
+
+pub fn ix_user(tenant: &str, user: &str) -> Vec<u8> {
+    let mut k = vec![P_IX_USER];
+    push_str(&mut k, tenant);
+    push_str(&mut k, user);
+    k
+}
+
+pub fn ix_kind(tenant: &str, kind: Kind) -> Vec<u8> {
+    let mut k = vec![P_IX_KIND];
+    push_str(&mut k, tenant);
+    k.push(kind_byte(kind));
+    k
+}
+
+pub fn bucket_of(id: ActionId) -> u64 {
+    id / BUCKET_IDS
+}
+
+pub fn bucket_key(index: &[u8], bucket: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(index.len() + 8);
+    k.extend_from_slice(index);
+    k.extend_from_slice(&bucket.to_be_bytes());
+    k
+}
+
+/// The distinct resources an action is indexed under: primary first, then related.
+pub fn resources_of(a: &Action) -> Vec<&ResourceRef> {
+    let mut out: Vec<&ResourceRef> = Vec::with_capacity(1 + a.related.len());
+    out.push(&a.resource);
+    for r in &a.related {
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Every id-ordered index prefix `a` belongs to.
+pub fn id_indexes(a: &Action) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(6 + a.related.len());
+    out.push(ix_tenant(&a.tenant));
+    for r in resources_of(a) {
+        out.push(ix_resource(&a.tenant, r));
+    }
+    out.push(ix_status(&a.tenant, a.status));
+    out.push(ix_type(&a.tenant, &a.action_type));
+    if let Some(u) = &a.user {
+        out.push(ix_user(&a.tenant, u));
+    }
+    out.push(ix_kind(&a.tenant, a.kind));
+    out
+}
+
+pub fn updated_prefix(tenant: &str) -> Vec<u8> {
+    let mut k = vec![P_IX_UPDATED];
+    push_str(&mut k, tenant);
+    k
+}
+
+pub fn updated_key(a: &Action) -> Vec<u8> {
+    let mut k = updated_prefix(&a.tenant);
+    k.extend_from_slice(&time_key(a.updated_at));
+    k.extend_from_slice(&a.id.to_be_bytes());
+    k
+}
+
+// ----------------------------------------------------------------------------------------
+// Counters.
+
+/// Whose count: every tenant, or one.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'a> {
+    All,
+    Tenant(&'a str),
+}
+
+/// One counted dimension.
+#[derive(Clone, Copy, Debug)]
+pub enum Dim<'a> {
+    Total,
+    Resource(&'a ResourceRef),
+    Status(Status),
+    Type(&'a str),
+    User(&'a str),
+    Kind(Kind),
+}
+
+pub fn counter_key(scope: Scope<'_>, dim: Dim<'_>) -> Vec<u8> {
+    let mut k = vec![P_COUNTER];
+    match scope {
+        Scope::All => k.push(0),
+        Scope::Tenant(t) => {
+            k.push(1);
+            push_str(&mut k, t);
+        }
+    }
+    match dim {
+        Dim::Total => k.push(b't'),
+        Dim::Resource(r) => {
+            k.push(b'r');
+            push_str(&mut k, &r.resource_type);
+            push_str(&mut k, &r.id);
+        }
+        Dim::Status(s) => {
+            k.push(b's');
+            k.push(status_byte(s));
+        }
+        Dim::Type(t) => {
+            k.push(b'y');
+            push_str(&mut k, t);
+        }
+        Dim::User(u) => {
+            k.push(b'w');
+            push_str(&mut k, u);
+        }
+        Dim::Kind(kind) => {
+            k.push(b'k');
+            k.push(kind_byte(kind));
+        }
+    }
+    k
+}
+
+/// Every counter `a` adds one to.
+pub fn counters_of(a: &Action) -> Vec<Vec<u8>> {
+    let mut dims = vec![
+        Dim::Total,
+        Dim::Status(a.status),
+        Dim::Type(&a.action_type),
+        Dim::Kind(a.kind),
+    ];
+    if let Some(u) = &a.user {
+        dims.push(Dim::User(u));
+    }
+    for r in resources_of(a) {
+        dims.push(Dim::Resource(r));
+    }
+    let mut out = Vec::with_capacity(dims.len() * 2);
+    for d in dims {
+        out.push(counter_key(Scope::All, d));
+        out.push(counter_key(Scope::Tenant(&a.tenant), d));
+    }
+    out
+}
+
+// ----------------------------------------------------------------------------------------
+// Bucket values.
+
+/// The members of a bucket, as offsets `0..256` within it, ascending. `None` when the value
+/// is not a valid bucket value.
+pub fn bucket_members(value: &[u8]) -> Option<Vec<u8>> {
+    if value.len() == BITMAP_BYTES {
+        let mut out = Vec::with_capacity(64);
+        for (byte_i, byte) in value.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (1 << bit) != 0 {
+                    out.push((byte_i * 8 + bit) as u8);
+                }
+            }
+        }
+        Some(out)
+    } else if value.len() < BITMAP_BYTES {
+        // A list must be strictly ascending; anything else is damage.
+        if value.windows(2).any(|w| w[0] >= w[1]) {
+            return None;
+        }
+        Some(value.to_vec())
+    } else {
+        None
+    }
+}
+
+/// Encodes ascending, distinct offsets; `None` for an empty bucket (delete its key).
+pub fn bucket_value(members: &[u8]) -> Option<Vec<u8>> {
+    if members.is_empty() {
+        None
+    } else if members.len() < BITMAP_BYTES {
+        Some(members.to_vec())
+    } else {
+        let mut bitmap = vec![0u8; BITMAP_BYTES];
+        for &m in members {
+            bitmap[m as usize / 8] |= 1 << (m % 8);
+        }
+        Some(bitmap)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, or `None` when no
+/// such key exists (the prefix is all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_values_round_trip_at_the_list_bitmap_boundary() {
+        for n in [0usize, 1, 2, 31, 32, 33, 200, 256] {
+            let members: Vec<u8> = (0..n).map(|i| (i * 255 / n.max(1)) as u8).collect();
+            let mut members = members;
+            members.dedup();
+            match bucket_value(&members) {
+                None => assert!(members.is_empty()),
+                Some(v) => {
+                    assert!(v.len() <= BITMAP_BYTES);
+                    assert_eq!(bucket_members(&v).unwrap(), members);
+                }
+            }
+        }
+        assert!(
+            bucket_members(&[3, 2]).is_none(),
+            "unordered list is damage"
+        );
+        assert!(bucket_members(&[0u8; 33]).is_none());
+    }
+
+    #[test]
+    fn time_keys_sort_like_times() {
+        let times = [i64::MIN, -5, -1, 0, 1, 1_700_000_000_000_000, i64::MAX];
+        for w in times.windows(2) {
+            assert!(time_key(w[0]) < time_key(w[1]));
+        }
+    }
+
+    #[test]
+    fn prefix_end_bounds_the_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}

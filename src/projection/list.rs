@@ -1,0 +1,519 @@
+//! Planning and running an [`ActionQuery`]: pick the most selective index, scan it newest
+//! first, post-filter the rest on the snapshot.
+//!
+//! **Which index.** For one tenant, every equality filter that is set names a candidate
+//! index whose size is known exactly from its counter — the tenant's recency index
+//! (always), the resource index, the status indexes (merged), type, user, kind — and the
+//! smallest one is scanned. An `updated_since`/`updated_until` range is scanned in the
+//! `updated` index instead when it holds fewer entries than the best candidate (counted by
+//! scanning at most that many keys). A batch get by `ids` reads those snapshots directly.
+//! For every tenant (admin, `tenant: None`) only the resource index is used (merged over the
+//! tenants that have actions on that resource); everything else scans all snapshots newest
+//! first.
+//!
+//! **Created-time ranges** cost nothing extra: ids are assigned in log order and records'
+//! times never go backwards, so `created_at` is non-decreasing in id order and a range of
+//! creation times is a range of ids, found by binary search over the snapshots and applied
+//! as key bounds on whichever index is scanned. The projection records whether that order
+//! has ever been broken (an imported log could); if so, ranges are only post-filtered.
+//!
+//! **Cost.**
+//! - A page: O(scanned index entries until `limit + 1` matches) snapshot reads. With one
+//!   filter (or none) every scanned entry matches, so a page costs `limit + 1` reads.
+//! - `total`: from counters when the filters are the tenant plus at most one of resource,
+//!   statuses, type, user, kind — O(1). Any other combination (two equality filters, time
+//!   ranges, `resource_type`, `ids`) counts matches while scanning the chosen index to its
+//!   end: O(size of that index) snapshot reads, for every page.
+//! - `offset`: O(offset) — the skipped matches are read and filtered, then dropped. Keyset
+//!   cursors cost nothing extra; prefer them.
+//! - `resource_type` alone has no index: it post-filters the tenant's recency index.
+
+use super::cursor;
+use super::keys::{self, Dim, Scope};
+use super::query::{ActionQuery, Page, QueryError, LIST_IDS_MAX, LIST_LIMIT_MAX};
+use super::Projection;
+use crate::event::{Action, ActionId, Micros};
+use crate::ledger::StoreError;
+
+fn store(e: StoreError) -> QueryError {
+    QueryError::Store(e.0)
+}
+
+fn sled_q(e: sled::Error) -> QueryError {
+    QueryError::Store(format!("sled: {e}"))
+}
+
+/// Does `a` satisfy every filter of `q`? The single definition of the filter semantics;
+/// indexes only narrow what is checked here.
+pub(crate) fn matches(q: &ActionQuery, a: &Action) -> bool {
+    q.tenant.as_ref().is_none_or(|t| &a.tenant == t)
+        && q.resource
+            .as_ref()
+            .is_none_or(|r| &a.resource == r || a.related.contains(r))
+        && q.resource_type.as_ref().is_none_or(|t| {
+            &a.resource.resource_type == t || a.related.iter().any(|r| &r.resource_type == t)
+        })
+        && (q.statuses.is_empty() || q.statuses.contains(&a.status))
+        && q.action_type.as_ref().is_none_or(|t| &a.action_type == t)
+        && q.user.as_ref().is_none_or(|u| a.user.as_ref() == Some(u))
+        && q.kind.is_none_or(|k| a.kind == k)
+        && q.created_since.is_none_or(|t| a.created_at >= t)
+        && q.created_until.is_none_or(|t| a.created_at < t)
+        && q.updated_since.is_none_or(|t| a.updated_at >= t)
+        && q.updated_until.is_none_or(|t| a.updated_at < t)
+        && (q.ids.is_empty() || q.ids.contains(&a.id))
+}
+
+/// Ids in descending order, each with its snapshot bytes when the source already has them.
+trait IdStream {
+    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError>;
+}
+
+/// Newest-first scan of one id-bucket index, limited to ids in `lo..hi`.
+struct BucketScan {
+    iter: sled::Iter,
+    prefix_len: usize,
+    /// Ids of the current bucket, ascending (popped from the end).
+    pending: Vec<ActionId>,
+    lo: ActionId,
+    hi: ActionId,
+    done: bool,
+}
+
+impl BucketScan {
+    fn new(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> BucketScan {
+        let empty = hi <= lo;
+        let start = keys::bucket_key(prefix, keys::bucket_of(lo));
+        let end = keys::bucket_key(prefix, keys::bucket_of(hi.saturating_sub(1)));
+        BucketScan {
+            iter: tree.range(start..=end),
+            prefix_len: prefix.len(),
+            pending: Vec::new(),
+            lo,
+            hi,
+            done: empty,
+        }
+    }
+}
+
+impl IdStream for BucketScan {
+    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(id) = self.pending.pop() {
+                if id >= self.hi {
+                    continue;
+                }
+                if id < self.lo {
+                    self.done = true;
+                    return Ok(None);
+                }
+                return Ok(Some((id, None)));
+            }
+            let Some(kv) = self.iter.next_back() else {
+                self.done = true;
+                return Ok(None);
+            };
+            let (k, v) = kv.map_err(sled_q)?;
+            let bucket = k
+                .get(self.prefix_len..)
+                .and_then(keys::read_u64)
+                .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
+            let members = keys::bucket_members(&v)
+                .ok_or_else(|| QueryError::Store(format!("index bucket {k:?} is malformed")))?;
+            self.pending = members
+                .into_iter()
+                .map(|m| bucket * keys::BUCKET_IDS + u64::from(m))
+                .collect();
+        }
+    }
+}
+
+/// Newest-first over every snapshot with an id in `lo..hi` (admin scans).
+struct SnapshotScan {
+    iter: sled::Iter,
+}
+
+impl IdStream for SnapshotScan {
+    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+        match self.iter.next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv.map_err(sled_q)?;
+                let id = k
+                    .get(1..)
+                    .and_then(keys::read_u64)
+                    .ok_or_else(|| QueryError::Store(format!("snapshot key {k:?} is malformed")))?;
+                Ok(Some((id, Some(v))))
+            }
+        }
+    }
+}
+
+/// A fixed list of ids, already descending and de-duplicated.
+struct IdList(std::vec::IntoIter<ActionId>);
+
+impl IdStream for IdList {
+    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+        Ok(self.0.next().map(|id| (id, None)))
+    }
+}
+
+/// Union of descending streams, descending, without duplicates (an action moving between
+/// two merged indexes while the scan runs may show up in both).
+struct Merge {
+    streams: Vec<Box<dyn IdStream>>,
+    heads: Vec<Option<ActionId>>,
+    started: bool,
+}
+
+impl Merge {
+    fn new(streams: Vec<Box<dyn IdStream>>) -> Merge {
+        let heads = vec![None; streams.len()];
+        Merge {
+            streams,
+            heads,
+            started: false,
+        }
+    }
+}
+
+impl IdStream for Merge {
+    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+        if !self.started {
+            for (s, h) in self.streams.iter_mut().zip(self.heads.iter_mut()) {
+                *h = s.next_id()?.map(|(id, _)| id);
+            }
+            self.started = true;
+        }
+        let Some(top) = self.heads.iter().flatten().copied().max() else {
+            return Ok(None);
+        };
+        for (s, h) in self.streams.iter_mut().zip(self.heads.iter_mut()) {
+            if *h == Some(top) {
+                *h = s.next_id()?.map(|(id, _)| id);
+            }
+        }
+        Ok(Some((top, None)))
+    }
+}
+
+/// The smallest id whose action was created at or after `t` (one past the last id when
+/// none). Valid only while creation times are non-decreasing in id order.
+fn first_id_created_at_or_after(p: &Projection, t: Micros) -> Result<ActionId, QueryError> {
+    let tree = p.tree();
+    let last = crate::ledger::StateStore::max_action_id(p).map_err(store)?;
+    let (mut lo, mut hi) = (0u64, last + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        // Missing ids take the creation time of the next existing id, which keeps the
+        // predicate monotone.
+        let next = tree
+            .range(keys::snapshot_key(mid)..)
+            .next()
+            .transpose()
+            .map_err(sled_q)?
+            .filter(|(k, _)| k.first() == Some(&keys::P_SNAPSHOT));
+        match next {
+            Some((k, v)) => {
+                let id = keys::read_u64(&k[1..])
+                    .ok_or_else(|| QueryError::Store("snapshot key is malformed".into()))?;
+                let a = super::decode_action(id, &v).map_err(store)?;
+                if a.created_at < t {
+                    lo = id + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            None => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+/// `Some(total)` when one counter (or a sum of disjoint counters) answers it exactly.
+fn counter_total(p: &Projection, q: &ActionQuery) -> Result<Option<u64>, QueryError> {
+    if !q.ids.is_empty()
+        || q.resource_type.is_some()
+        || q.created_since.is_some()
+        || q.created_until.is_some()
+        || q.updated_since.is_some()
+        || q.updated_until.is_some()
+    {
+        return Ok(None);
+    }
+    let set = [
+        q.resource.is_some(),
+        !q.statuses.is_empty(),
+        q.action_type.is_some(),
+        q.user.is_some(),
+        q.kind.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if set > 1 {
+        return Ok(None);
+    }
+    let scope = match &q.tenant {
+        Some(t) => Scope::Tenant(t),
+        None => Scope::All,
+    };
+    let get = |d: Dim<'_>| p.counter(&keys::counter_key(scope, d)).map_err(store);
+    let total = if let Some(r) = &q.resource {
+        get(Dim::Resource(r))?
+    } else if !q.statuses.is_empty() {
+        let mut statuses = q.statuses.clone();
+        statuses.sort();
+        statuses.dedup();
+        let mut sum = 0;
+        for s in statuses {
+            sum += get(Dim::Status(s))?;
+        }
+        sum
+    } else if let Some(t) = &q.action_type {
+        get(Dim::Type(t))?
+    } else if let Some(u) = &q.user {
+        get(Dim::User(u))?
+    } else if let Some(k) = q.kind {
+        get(Dim::Kind(k))?
+    } else {
+        get(Dim::Total)?
+    };
+    Ok(Some(total))
+}
+
+/// Chooses and opens the id stream for `q`, limited to ids in `lo..hi`.
+fn plan(
+    p: &Projection,
+    q: &ActionQuery,
+    lo: ActionId,
+    hi: ActionId,
+) -> Result<Box<dyn IdStream>, QueryError> {
+    let tree = p.tree();
+    if !q.ids.is_empty() {
+        let mut ids: Vec<ActionId> = q
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| (lo..hi).contains(id))
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        return Ok(Box::new(IdList(ids.into_iter())));
+    }
+    let Some(tenant) = &q.tenant else {
+        if let Some(r) = &q.resource {
+            // Every tenant's bucket index on this resource, found by seeking from one
+            // tenant's prefix to the next.
+            let all = keys::ix_resource_all(r);
+            let mut streams: Vec<Box<dyn IdStream>> = Vec::new();
+            let mut seek = all.clone();
+            loop {
+                let Some(kv) = tree.range(seek..).next() else {
+                    break;
+                };
+                let (k, _) = kv.map_err(sled_q)?;
+                if !k.starts_with(&all) {
+                    break;
+                }
+                let (t, _) = keys::take_str(&k[all.len()..])
+                    .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
+                let prefix = k[..all.len() + 4 + t.len()].to_vec();
+                streams.push(Box::new(BucketScan::new(tree, &prefix, lo, hi)));
+                match keys::prefix_end(&prefix) {
+                    Some(end) => seek = end,
+                    None => break,
+                }
+            }
+            return Ok(Box::new(Merge::new(streams)));
+        }
+        let start = keys::snapshot_key(lo).to_vec();
+        let iter = if hi == ActionId::MAX {
+            tree.range(start..vec![keys::P_SNAPSHOT + 1])
+        } else {
+            tree.range(start..keys::snapshot_key(hi).to_vec())
+        };
+        return Ok(Box::new(SnapshotScan { iter }));
+    };
+
+    let scope = Scope::Tenant(tenant);
+    let count = |d: Dim<'_>| p.counter(&keys::counter_key(scope, d)).map_err(store);
+    // (size, index prefixes to merge)
+    let mut best: (u64, Vec<Vec<u8>>) = (count(Dim::Total)?, vec![keys::ix_tenant(tenant)]);
+    let mut consider = |size: u64, prefixes: Vec<Vec<u8>>| {
+        if size < best.0 {
+            best = (size, prefixes);
+        }
+    };
+    if let Some(r) = &q.resource {
+        consider(count(Dim::Resource(r))?, vec![keys::ix_resource(tenant, r)]);
+    }
+    if !q.statuses.is_empty() {
+        let mut statuses = q.statuses.clone();
+        statuses.sort();
+        statuses.dedup();
+        let mut size = 0;
+        for s in &statuses {
+            size += count(Dim::Status(*s))?;
+        }
+        consider(
+            size,
+            statuses
+                .iter()
+                .map(|s| keys::ix_status(tenant, *s))
+                .collect(),
+        );
+    }
+    if let Some(t) = &q.action_type {
+        consider(count(Dim::Type(t))?, vec![keys::ix_type(tenant, t)]);
+    }
+    if let Some(u) = &q.user {
+        consider(count(Dim::User(u))?, vec![keys::ix_user(tenant, u)]);
+    }
+    if let Some(k) = q.kind {
+        consider(count(Dim::Kind(k))?, vec![keys::ix_kind(tenant, k)]);
+    }
+
+    if q.updated_since.is_some() || q.updated_until.is_some() {
+        let prefix = keys::updated_prefix(tenant);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&keys::time_key(q.updated_since.unwrap_or(Micros::MIN)));
+        let end = match q.updated_until {
+            Some(t) => {
+                let mut e = prefix.clone();
+                e.extend_from_slice(&keys::time_key(t));
+                e
+            }
+            None => keys::prefix_end(&prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 17]),
+        };
+        let mut ids = Vec::new();
+        let mut small = true;
+        for kv in tree.range(start..end) {
+            let (k, _) = kv.map_err(sled_q)?;
+            let id = k
+                .len()
+                .checked_sub(8)
+                .and_then(|at| keys::read_u64(&k[at..]))
+                .ok_or_else(|| QueryError::Store(format!("updated key {k:?} is malformed")))?;
+            if (lo..hi).contains(&id) {
+                ids.push(id);
+            }
+            if ids.len() as u64 > best.0 {
+                small = false;
+                break;
+            }
+        }
+        if small {
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            ids.dedup();
+            return Ok(Box::new(IdList(ids.into_iter())));
+        }
+    }
+
+    let mut streams: Vec<Box<dyn IdStream>> = best
+        .1
+        .iter()
+        .map(|prefix| Box::new(BucketScan::new(tree, prefix, lo, hi)) as Box<dyn IdStream>)
+        .collect();
+    if streams.len() == 1 {
+        Ok(streams.remove(0))
+    } else {
+        Ok(Box::new(Merge::new(streams)))
+    }
+}
+
+pub(super) fn run(p: &Projection, q: &ActionQuery) -> Result<Page, QueryError> {
+    if q.limit == 0 {
+        return Err(QueryError::BadRequest("limit must be at least 1".into()));
+    }
+    if q.limit > LIST_LIMIT_MAX {
+        return Err(QueryError::BadRequest(format!(
+            "limit: limit LIST_LIMIT_MAX is {LIST_LIMIT_MAX}, got {}",
+            q.limit
+        )));
+    }
+    if q.ids.len() > LIST_IDS_MAX {
+        return Err(QueryError::BadRequest(format!(
+            "id: limit LIST_IDS_MAX is {LIST_IDS_MAX}, got {}",
+            q.ids.len()
+        )));
+    }
+    if q.cursor.is_some() && q.offset > 0 {
+        return Err(QueryError::BadRequest(
+            "cursor and offset paging cannot be combined".into(),
+        ));
+    }
+    // Ids below `after` only (the page after the cursor's).
+    let after = match &q.cursor {
+        Some(c) => Some(cursor::decode(q, c)?),
+        None => None,
+    };
+
+    let (mut lo, mut hi) = (0, ActionId::MAX);
+    if p.created_monotone() {
+        if let Some(t) = q.created_since {
+            lo = first_id_created_at_or_after(p, t)?;
+        }
+        if let Some(t) = q.created_until {
+            hi = first_id_created_at_or_after(p, t)?;
+        }
+    }
+
+    let counted = counter_total(p, q)?;
+    // With a counter for the total, the scan can start at the cursor and stop after the
+    // page; otherwise it runs over the whole range, counting, and the cursor only decides
+    // which matches go into the page.
+    let scan_hi = match (counted, after) {
+        (Some(_), Some(a)) => hi.min(a),
+        _ => hi,
+    };
+    let mut stream = plan(p, q, lo, scan_hi)?;
+
+    let limit = q.limit;
+    let mut page: Vec<Action> = Vec::with_capacity(limit.min(64));
+    let mut more = false;
+    let mut matched = 0u64;
+    let mut skipped = 0u64;
+    while let Some((id, bytes)) = stream.next_id()? {
+        let action = match bytes {
+            Some(b) => super::decode_action(id, &b).map_err(store)?,
+            // An index entry whose snapshot is gone can only be a race with a concurrent
+            // apply (never after it commits): skip it.
+            None => match p.load(id).map_err(store)? {
+                Some(a) => a,
+                None => continue,
+            },
+        };
+        if !matches(q, &action) {
+            continue;
+        }
+        matched += 1;
+        if after.is_some_and(|a| id >= a) {
+            continue;
+        }
+        if skipped < q.offset {
+            skipped += 1;
+            continue;
+        }
+        if page.len() < limit {
+            page.push(action);
+            continue;
+        }
+        more = true;
+        if counted.is_some() {
+            break;
+        }
+    }
+    let next_cursor = match (more, page.last()) {
+        (true, Some(last)) => Some(cursor::encode(q, last.id)),
+        _ => None,
+    };
+    Ok(Page {
+        actions: page,
+        next_cursor,
+        total: counted.unwrap_or(matched),
+    })
+}

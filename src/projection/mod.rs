@@ -1,0 +1,553 @@
+//! The persistent projection: the log folded into action snapshots and indexes in sled, the
+//! [`StateStore`] the writer validates against, and the queries every read route uses.
+//!
+//! Everything here is derived from the log and can be thrown away: the log is the only
+//! durability barrier (writes are acknowledged after the log's fdatasync, never after sled),
+//! so sled is never flushed on the acknowledgement path. What keeps the projection honest:
+//! - every batch written to sled carries its `applied_position` in the same atomic
+//!   [`sled::Batch`], so after any stop the projection is exactly "the log up to
+//!   `applied_position`", and [`crate::ledger::Ledger::open`] replays what follows;
+//! - [`StateStore::apply`] skips entries at or below `applied_position` (idempotent);
+//! - a format version is stored too; at [`Projection::open`] a projection that sled cannot
+//!   open, or of another version, or left half-built by an interrupted [`rebuild`], is
+//!   deleted and starts empty, so the ledger rebuilds it from position 0;
+//! - snapshots come from [`crate::event::fold::apply_entry`], the one fold.
+//!
+//! Modules:
+//! - [`keys`]: the key layout of the one sled tree (drawn there byte by byte);
+//! - `apply`: folding a run of committed entries into one set of sled writes;
+//! - [`query`]: the query types; `list`: planning and running them; [`cursor`]: keyset
+//!   cursors bound to their filters;
+//! - [`rebuild`]: rebuild from the log with progress, and `verify_projection`;
+//! - [`history`]: an action's log records and its state as of a position or time.
+//!
+//! Blocking: every method is synchronous sled work. The writer thread calls the
+//! [`StateStore`] methods; async callers must use `spawn_blocking` for the rest.
+
+mod apply;
+pub mod cursor;
+pub mod history;
+pub mod keys;
+mod list;
+pub mod query;
+pub mod rebuild;
+
+pub use history::{AsOf, HistoryRecord, RecordLocation};
+pub use query::{ActionQuery, Page, QueryError};
+pub use rebuild::{rebuild, verify_projection, RebuildProgress, RebuildSummary, VerifyReport};
+
+use crate::event::codec;
+use crate::event::{Action, ActionId, ActionRef, Micros, Position, ResourceRef};
+use crate::ledger::{CommittedEntry, IdempotentResult, StateStore, StoreError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use thiserror::Error;
+
+/// Name of the projection directory inside a data directory (next to `log/`).
+pub const PROJECTION_DIR_NAME: &str = "projection";
+/// Default size of sled's page cache. sled 0.34 defaults to 1 GiB, which would blow the
+/// memory budget of a small server; the value is a soft target, not a hard cap.
+pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Default for [`ProjectionConfig::batch_writes_max`]. sled 0.34 pins its epoch for a whole
+/// batch, so the garbage of every write in a batch stays allocated until it ends: measured
+/// here, 8k-write batches pushed RSS past 1 GB where 512-write batches stayed near 100 MB.
+pub const BATCH_WRITES_MAX_DEFAULT: usize = 1024;
+/// Largest stored snapshot or idempotent answer the projection will decode; a bound for
+/// damaged bytes, far above what the input limits allow an action to reach.
+pub const STORED_VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// `<data_dir>/projection`.
+pub fn projection_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(PROJECTION_DIR_NAME)
+}
+
+#[derive(Clone, Debug)]
+pub struct ProjectionConfig {
+    /// sled's page cache in bytes ([`CACHE_CAPACITY_BYTES_DEFAULT`]).
+    pub cache_capacity_bytes: u64,
+    /// Soft bound on the writes of one sled batch ([`BATCH_WRITES_MAX_DEFAULT`]). A batch
+    /// always holds whole log entries, so one huge entry may exceed it.
+    pub batch_writes_max: usize,
+    /// How often sled's background thread flushes its own buffers (`None`: only on
+    /// [`Projection::flush`] / drop). Not a durability setting: after a crash the projection
+    /// catches up from the log whatever sled lost.
+    pub flush_every_ms: Option<u64>,
+}
+
+impl Default for ProjectionConfig {
+    fn default() -> Self {
+        ProjectionConfig {
+            cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
+            batch_writes_max: BATCH_WRITES_MAX_DEFAULT,
+            flush_every_ms: Some(1000),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProjectionError {
+    /// Another process (or another `Projection` in this one) has the directory open.
+    #[error("projection {dir} is in use by another process: {reason}")]
+    Locked { dir: PathBuf, reason: String },
+    #[error("projection {dir}: I/O error: {source}")]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("projection {dir}: sled: {reason}")]
+    Sled { dir: PathBuf, reason: String },
+    #[error("projection {dir}: {reason}")]
+    Damaged { dir: PathBuf, reason: String },
+}
+
+/// What [`Projection::open`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenReport {
+    /// `Some(why)` when the old projection was deleted and an empty one started.
+    pub reset: Option<String>,
+    /// The log position the projection is at after opening.
+    pub applied_position: u64,
+}
+
+/// The first answer to an idempotent submission as stored (the plain on-disk mirror of
+/// [`IdempotentResult`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub(crate) struct StoredIdempotent {
+    pub request_digest: [u8; 32],
+    pub position: Position,
+    pub recorded_at: Micros,
+    pub actions: Vec<Action>,
+}
+
+/// Whether `created_at` has stayed non-decreasing in id order (see [`keys::META_CREATED`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CreatedMeta {
+    pub last_id: ActionId,
+    pub last_created_at: Micros,
+    pub monotone: bool,
+}
+
+impl CreatedMeta {
+    pub const EMPTY: CreatedMeta = CreatedMeta {
+        last_id: 0,
+        last_created_at: Micros::MIN,
+        monotone: true,
+    };
+
+    pub fn encode(&self) -> [u8; 17] {
+        let mut b = [0u8; 17];
+        b[..8].copy_from_slice(&self.last_id.to_be_bytes());
+        b[8..16].copy_from_slice(&self.last_created_at.to_be_bytes());
+        b[16] = self.monotone as u8;
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<CreatedMeta> {
+        if b.len() != 17 || b[16] > 1 {
+            return None;
+        }
+        Some(CreatedMeta {
+            last_id: u64::from_be_bytes(b[..8].try_into().ok()?),
+            last_created_at: i64::from_be_bytes(b[8..16].try_into().ok()?),
+            monotone: b[16] == 1,
+        })
+    }
+
+    /// Notes the creation of `a` (creations arrive in log order).
+    pub fn note(&mut self, a: &Action) {
+        if a.id <= self.last_id || a.created_at < self.last_created_at {
+            self.monotone = false;
+        }
+        self.last_id = self.last_id.max(a.id);
+        self.last_created_at = self.last_created_at.max(a.created_at);
+    }
+}
+
+/// The sled projection. Share it behind an `Arc`: the ledger holds it as its
+/// [`StateStore`], the HTTP layer queries it.
+pub struct Projection {
+    dir: PathBuf,
+    /// Owns sled's files and background flusher; dropped last (after `tree`).
+    db: sled::Db,
+    /// The one tree every key lives in (sled's default tree of `db`).
+    tree: sled::Tree,
+    config: ProjectionConfig,
+    /// Mirror of `META_APPLIED`, updated after each batch lands in sled.
+    applied: AtomicU64,
+    /// Mirror of `META_CREATED.monotone`, read by query planning.
+    created_monotone: AtomicBool,
+    /// Serialises writers (the ledger's writer thread, or a rebuild): `apply` reads indexes
+    /// and counters, then writes them back, which is only correct with one writer. Holds
+    /// the creation-order bookkeeping.
+    write: Mutex<CreatedMeta>,
+    opened: OpenReport,
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// Opens sled at `dir`. sled 0.34 has been reported to panic on some damaged files instead
+/// of returning an error; a panic here is turned into an error so the caller can delete and
+/// rebuild rather than crash-loop.
+fn open_sled(dir: &Path, config: &ProjectionConfig) -> Result<sled::Db, sled::Error> {
+    let sled_config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(config.cache_capacity_bytes)
+        .flush_every_ms(config.flush_every_ms)
+        .mode(sled::Mode::HighThroughput);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open())) {
+        Ok(result) => result,
+        Err(_) => Err(sled::Error::ReportableBug(
+            "sled panicked while opening".into(),
+        )),
+    }
+}
+
+impl Projection {
+    /// Opens the projection in `dir`, creating it if needed. A projection that sled cannot
+    /// open, whose format version differs, or that an interrupted rebuild left incomplete
+    /// is deleted and replaced by an empty one (see [`OpenReport::reset`]); the ledger then
+    /// catches it up from the start of the log. A directory locked by another process is an
+    /// error and is never deleted.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: ProjectionConfig,
+    ) -> Result<Projection, ProjectionError> {
+        let dir = dir.as_ref().to_path_buf();
+        let reset = match open_sled(&dir, &config) {
+            Ok(db) => match Self::check_format(&db) {
+                Ok(()) => return Self::from_db(dir, db, config, None),
+                Err(reason) => reason,
+            },
+            Err(e) if is_lock_error(&e) => {
+                return Err(ProjectionError::Locked {
+                    dir,
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => format!("sled failed to open it: {e}"),
+        };
+        tracing::warn!(dir = %dir.display(), reason = %reset, "deleting the projection; it will be rebuilt from the log");
+        let db = Self::fresh_db(&dir, &config)?;
+        db.insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
+            .map_err(|e| sled_err(&dir, e))?;
+        Self::from_db(dir, db, config, Some(reset))
+    }
+
+    /// Deletes `dir` and opens an empty sled there, *without* a format version: until one
+    /// is written, a later open treats it as incomplete.
+    pub(crate) fn fresh_db(
+        dir: &Path,
+        config: &ProjectionConfig,
+    ) -> Result<sled::Db, ProjectionError> {
+        // Never delete a projection another process is serving from: taking sled's lock
+        // first tells. (Any other failure to open is what deleting is for.)
+        if dir.exists() {
+            if let Err(e) = open_sled(dir, config) {
+                if is_lock_error(&e) {
+                    return Err(ProjectionError::Locked {
+                        dir: dir.to_path_buf(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ProjectionError::Io {
+                    dir: dir.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
+        open_sled(dir, config).map_err(|e| {
+            if is_lock_error(&e) {
+                ProjectionError::Locked {
+                    dir: dir.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            } else {
+                sled_err(dir, e)
+            }
+        })
+    }
+
+    /// `Ok` when `db` holds a complete projection of this format, or is brand new.
+    fn check_format(db: &sled::Db) -> Result<(), String> {
+        match db.get(keys::META_FORMAT) {
+            Ok(Some(v)) if v.as_ref() == keys::FORMAT_VERSION.to_be_bytes() => Ok(()),
+            Ok(Some(v)) => Err(format!(
+                "its format version is {:?}, this build uses {}",
+                v.as_ref(),
+                keys::FORMAT_VERSION
+            )),
+            Ok(None) => match db.first() {
+                Ok(None) => {
+                    db.insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
+                        .map_err(|e| format!("cannot initialise it: {e}"))?;
+                    Ok(())
+                }
+                Ok(Some(_)) => Err("it has no format version (an interrupted rebuild?)".into()),
+                Err(e) => Err(format!("cannot read it: {e}")),
+            },
+            Err(e) => Err(format!("cannot read its format version: {e}")),
+        }
+    }
+
+    pub(crate) fn from_db(
+        dir: PathBuf,
+        db: sled::Db,
+        config: ProjectionConfig,
+        reset: Option<String>,
+    ) -> Result<Projection, ProjectionError> {
+        let tree: sled::Tree = (*db).clone();
+        let damaged = |reason: String| ProjectionError::Damaged {
+            dir: dir.clone(),
+            reason,
+        };
+        let applied = match tree
+            .get(keys::META_APPLIED)
+            .map_err(|e| sled_err(&dir, e))?
+        {
+            None => 0,
+            Some(v) => keys::read_u64(&v)
+                .ok_or_else(|| damaged(format!("applied position is {} bytes", v.len())))?,
+        };
+        let created = match tree
+            .get(keys::META_CREATED)
+            .map_err(|e| sled_err(&dir, e))?
+        {
+            None => CreatedMeta::EMPTY,
+            Some(v) => CreatedMeta::decode(&v)
+                .ok_or_else(|| damaged("creation-order record is malformed".into()))?,
+        };
+        Ok(Projection {
+            dir,
+            db,
+            tree,
+            config,
+            applied: AtomicU64::new(applied),
+            created_monotone: AtomicBool::new(created.monotone),
+            write: Mutex::new(created),
+            opened: OpenReport {
+                reset,
+                applied_position: applied,
+            },
+        })
+    }
+
+    /// What happened at open.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.opened
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &ProjectionConfig {
+        &self.config
+    }
+
+    /// Asks sled to write its buffers out (shutdown; never on the acknowledgement path —
+    /// the log is the durability barrier). Returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize, ProjectionError> {
+        self.db.flush().map_err(|e| sled_err(&self.dir, e))
+    }
+
+    /// Bytes sled occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, ProjectionError> {
+        self.db.size_on_disk().map_err(|e| sled_err(&self.dir, e))
+    }
+
+    /// The snapshot of action `id`.
+    pub fn get(&self, id: ActionId) -> Result<Option<Action>, QueryError> {
+        self.load(id).map_err(|e| QueryError::Store(e.0))
+    }
+
+    /// The snapshot of the action with client uid `uid`.
+    pub fn get_by_uid(&self, uid: &str) -> Result<Option<Action>, QueryError> {
+        match self.uid(uid).map_err(|e| QueryError::Store(e.0))? {
+            Some(id) => self.get(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The action named by an id or a uid.
+    pub fn get_ref(&self, r: &ActionRef) -> Result<Option<Action>, QueryError> {
+        match r {
+            ActionRef::Id(id) => self.get(*id),
+            ActionRef::Uid(uid) => self.get_by_uid(uid),
+        }
+    }
+
+    /// Runs a query: newest first, filtered, paged. See [`ActionQuery`] and the `list`
+    /// module for costs.
+    pub fn list(&self, q: &ActionQuery) -> Result<Page, QueryError> {
+        list::run(self, q)
+    }
+
+    /// Where each log record that touched action `id` lives, in log order.
+    pub fn history(&self, id: ActionId) -> Result<Vec<RecordLocation>, QueryError> {
+        history::locations(self, id)
+    }
+
+    /// The raw sled tree, for tests that damage it on purpose. Not an API.
+    #[doc(hidden)]
+    pub fn tree_for_tests(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    pub(crate) fn created_monotone(&self) -> bool {
+        self.created_monotone.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn load(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
+        match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+            None => Ok(None),
+            Some(v) => decode_action(id, &v).map(Some),
+        }
+    }
+
+    fn uid(&self, uid: &str) -> Result<Option<ActionId>, StoreError> {
+        match self.tree.get(keys::uid_key(uid)).map_err(store_err)? {
+            None => Ok(None),
+            Some(v) => keys::read_u64(&v).map(Some).ok_or_else(|| {
+                StoreError(format!("uid {uid:?}: malformed id ({} bytes)", v.len()))
+            }),
+        }
+    }
+
+    /// A counter's value (0 when absent).
+    pub(crate) fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        match self.tree.get(key).map_err(store_err)? {
+            None => Ok(0),
+            Some(v) => keys::read_u64(&v)
+                .ok_or_else(|| StoreError(format!("counter of {} bytes", v.len()))),
+        }
+    }
+
+    /// Applies `entries` (see [`StateStore::apply`]) in sled batches of about
+    /// `batch_writes_max` writes, each carrying its own `applied_position`.
+    fn apply_entries(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
+        let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut i = 0;
+        while i < entries.len() {
+            let applied = self.applied.load(Ordering::Acquire);
+            let mut fold = apply::Fold::new(&self.tree, *created);
+            while i < entries.len() {
+                let c = &entries[i];
+                i += 1;
+                if c.position <= applied {
+                    continue;
+                }
+                fold.fold_entry(c)?;
+                if fold.writes_estimate() >= self.config.batch_writes_max {
+                    break;
+                }
+            }
+            if let Some(last) = fold.last_position() {
+                let meta = fold.created();
+                let writes = fold.finish()?;
+                apply::write_atomically(&self.tree, writes).map_err(store_err)?;
+                self.applied.store(last, Ordering::Release);
+                self.created_monotone
+                    .store(meta.monotone, Ordering::Release);
+                *created = meta;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateStore for Projection {
+    fn action(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
+        self.load(id)
+    }
+
+    fn id_for_uid(&self, uid: &str) -> Result<Option<ActionId>, StoreError> {
+        self.uid(uid)
+    }
+
+    fn exclusive_holder(
+        &self,
+        tenant: &str,
+        resource: &ResourceRef,
+    ) -> Result<Option<ActionId>, StoreError> {
+        apply::read_exclusive(&self.tree, &keys::exclusive_key(tenant, resource))
+    }
+
+    fn idempotent_result(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<IdempotentResult>, StoreError> {
+        let Some(v) = self
+            .tree
+            .get(keys::idempotency_key(tenant, key))
+            .map_err(store_err)?
+        else {
+            return Ok(None);
+        };
+        let s: StoredIdempotent = codec::decode_bounded(&v, STORED_VALUE_BYTES_MAX)
+            .map_err(|e| StoreError(format!("idempotent answer ({tenant:?}, {key:?}): {e}")))?;
+        Ok(Some(IdempotentResult {
+            request_digest: s.request_digest,
+            position: s.position,
+            recorded_at: s.recorded_at,
+            actions: s.actions,
+        }))
+    }
+
+    fn max_action_id(&self) -> Result<ActionId, StoreError> {
+        match self.tree.scan_prefix([keys::P_SNAPSHOT]).next_back() {
+            None => Ok(0),
+            Some(kv) => {
+                let (k, _) = kv.map_err(store_err)?;
+                keys::read_u64(&k[1..])
+                    .ok_or_else(|| StoreError(format!("snapshot key of {} bytes", k.len())))
+            }
+        }
+    }
+
+    fn applied_position(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn apply(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
+        self.apply_entries(entries)
+    }
+}
+
+pub(crate) fn decode_action(id: ActionId, bytes: &[u8]) -> Result<Action, StoreError> {
+    let a: Action = codec::decode_bounded(bytes, STORED_VALUE_BYTES_MAX)
+        .map_err(|e| StoreError(format!("snapshot of action {id}: {e}")))?;
+    if a.id != id {
+        return Err(StoreError(format!(
+            "snapshot stored under id {id} is action {}",
+            a.id
+        )));
+    }
+    Ok(a)
+}
+
+pub(crate) fn store_err(e: sled::Error) -> StoreError {
+    StoreError(format!("sled: {e}"))
+}
+
+fn sled_err(dir: &Path, e: sled::Error) -> ProjectionError {
+    ProjectionError::Sled {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    }
+}

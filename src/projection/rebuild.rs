@@ -1,0 +1,536 @@
+//! Rebuilding the projection from the log, and checking a projection against a fresh fold
+//! of the log.
+//!
+//! [`rebuild`] deletes the projection directory, reads the log with the same checking scan
+//! `verify` uses (read-only: a torn tail is reported, not cut — the next `serve` cuts it),
+//! and folds it in windows of [`REBUILD_WINDOW_RECORDS`] records: each window is folded in
+//! memory and written once, so an action created and finished within a window costs one
+//! snapshot write, and dense index buckets and counters one write per window. The writes of
+//! a window go to sled in several batches (sled 0.34 holds every write of a batch in memory
+//! until it ends), which is only safe because the format version is written last: a
+//! rebuild interrupted at any point leaves a projection that [`Projection::open`] deletes
+//! and that the next start rebuilds.
+//!
+//! [`verify_projection`] folds the log into a [`MemoryStore`] (memory grows with the number
+//! of actions: it is an offline check) up to the projection's applied position and compares
+//! every snapshot, index bucket, `updated` key, counter, uid, exclusive holder, idempotent
+//! answer and history location with what they should be.
+
+use super::apply::{self, Fold};
+use super::keys;
+use super::{
+    store_err, CreatedMeta, Projection, ProjectionConfig, ProjectionError, StoredIdempotent,
+};
+use crate::event::codec;
+use crate::event::{Action, ActionId};
+use crate::ledger::memory::MemoryStore;
+use crate::ledger::{CommittedEntry, StateStore, StoreError};
+use crate::log::{self, LogError, Storage, TornTail};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Records folded in memory before their writes go to sled during a rebuild.
+pub const REBUILD_WINDOW_RECORDS: usize = 16 * 1024;
+/// Most differences [`verify_projection`] lists (it counts them all).
+pub const VERIFY_DIFFERENCES_LISTED_MAX: usize = 100;
+
+#[derive(Debug, Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    #[error("projection store: {0}")]
+    Store(#[from] StoreError),
+    #[error("log record {position} does not decode: {reason}")]
+    BadRecord { position: u64, reason: String },
+}
+
+/// How far a rebuild is. Reported after every window and once at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RebuildProgress {
+    pub records_done: u64,
+    /// Bytes of log read so far (segment headers and padding included).
+    pub bytes_done: u64,
+    /// Bytes of log in all segments when the rebuild started.
+    pub bytes_total: u64,
+    /// The last position folded.
+    pub position: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct RebuildSummary {
+    pub records: u64,
+    /// Actions in the rebuilt projection.
+    pub actions: u64,
+    pub last_position: u64,
+    pub elapsed: Duration,
+    /// A torn tail the scan stopped at (left in place; the next open of the log cuts it).
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Sizes of the segments of `log_dir`, in order.
+fn segment_sizes(storage: &dyn Storage, log_dir: &Path) -> Result<Vec<(u64, u64)>, LogError> {
+    let mut out = Vec::new();
+    for (seq, path) in log::scan::list_segments(storage, log_dir)? {
+        let len = storage
+            .file_len(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        out.push((seq, len));
+    }
+    Ok(out)
+}
+
+impl Projection {
+    /// Folds a rebuild window and writes it in sled batches of `batch_writes_max`.
+    fn apply_window(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fold = Fold::new(&self.tree, *created);
+        for c in entries {
+            fold.fold_entry(c)?;
+        }
+        let last = fold.last_position();
+        let meta = fold.created();
+        let writes = fold.finish()?;
+        apply::write_in_chunks(&self.tree, writes, self.config.batch_writes_max)
+            .map_err(store_err)?;
+        if let Some(last) = last {
+            self.applied.store(last, Ordering::Release);
+        }
+        self.created_monotone
+            .store(meta.monotone, Ordering::Release);
+        *created = meta;
+        Ok(())
+    }
+}
+
+/// Deletes the projection at `projection_dir` and rebuilds it from the log in `log_dir`,
+/// calling `progress` after every window. Refuses (without deleting anything) while another
+/// process has the projection open. Returns the rebuilt, open projection.
+pub fn rebuild(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    projection_dir: &Path,
+    config: &ProjectionConfig,
+    progress: &mut dyn FnMut(&RebuildProgress),
+) -> Result<(Projection, RebuildSummary), RebuildError> {
+    let started = Instant::now();
+    let sizes = segment_sizes(storage, log_dir)?;
+    let bytes_total: u64 = sizes.iter().map(|(_, len)| len).sum();
+    // Bytes of all segments before segment `seq`.
+    let bytes_before = |seq: u64| -> u64 {
+        sizes
+            .iter()
+            .take_while(|(s, _)| *s < seq)
+            .map(|(_, len)| len)
+            .sum()
+    };
+
+    let db = Projection::fresh_db(projection_dir, config)?;
+    let projection = Projection::from_db(
+        projection_dir.to_path_buf(),
+        db,
+        config.clone(),
+        Some("rebuild requested".into()),
+    )?;
+
+    let mut window: Vec<CommittedEntry> = Vec::with_capacity(REBUILD_WINDOW_RECORDS);
+    let mut failure: Option<RebuildError> = None;
+    let mut state = RebuildProgress {
+        records_done: 0,
+        bytes_done: 0,
+        bytes_total,
+        position: 0,
+    };
+    let scanned = log::verify(storage, log_dir, &mut |rec| {
+        let entry = match codec::decode_entry(rec.meta.kind, rec.meta.schema, rec.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                failure = Some(RebuildError::BadRecord {
+                    position: rec.meta.position,
+                    reason: e.to_string(),
+                });
+                return Err(e.to_string());
+            }
+        };
+        window.push(CommittedEntry {
+            position: rec.meta.position,
+            segment: rec.segment,
+            offset: rec.offset,
+            entry,
+        });
+        state.records_done += 1;
+        state.position = rec.meta.position;
+        state.bytes_done = bytes_before(rec.segment) + rec.offset + rec.payload.len() as u64;
+        if window.len() >= REBUILD_WINDOW_RECORDS {
+            if let Err(e) = projection.apply_window(&window) {
+                failure = Some(e.into());
+                return Err("the projection store failed".into());
+            }
+            window.clear();
+            progress(&state);
+        }
+        Ok(())
+    });
+    let summary = match scanned {
+        Ok(s) => s,
+        Err(e) => return Err(failure.take().unwrap_or(RebuildError::Log(e))),
+    };
+    projection.apply_window(&window)?;
+    state.bytes_done = bytes_total;
+    progress(&state);
+
+    // The rebuilt projection becomes valid only now.
+    projection
+        .tree
+        .insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
+        .map_err(store_err)?;
+    projection.flush()?;
+    let actions = projection.counter(&keys::counter_key(keys::Scope::All, keys::Dim::Total))?;
+    Ok((
+        projection,
+        RebuildSummary {
+            records: state.records_done,
+            actions,
+            last_position: summary.last_position,
+            elapsed: started.elapsed(),
+            torn_tail: summary.torn_tail,
+        },
+    ))
+}
+
+/// What [`verify_projection`] found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    /// The last intact position of the log.
+    pub log_position: u64,
+    /// The projection's applied position. Below `log_position` it is merely behind (the
+    /// next open catches it up) and was compared with the log up to its own position.
+    pub applied_position: u64,
+    /// Actions compared.
+    pub actions: u64,
+    /// The first [`VERIFY_DIFFERENCES_LISTED_MAX`] differences, in words.
+    pub differences: Vec<String>,
+    /// Every difference found.
+    pub differences_total: u64,
+}
+
+impl VerifyReport {
+    /// True when the projection matches the log (it may still be behind it).
+    pub fn is_consistent(&self) -> bool {
+        self.differences_total == 0
+    }
+
+    fn differ(&mut self, what: String) {
+        self.differences_total += 1;
+        if self.differences.len() < VERIFY_DIFFERENCES_LISTED_MAX {
+            self.differences.push(what);
+        }
+    }
+}
+
+/// A sum of per-item hashes: equal multisets give equal sums, in any order, in O(1) memory.
+#[derive(Default, PartialEq, Eq, Debug, Clone, Copy)]
+struct MultisetHash {
+    count: u64,
+    sum: u64,
+}
+
+impl MultisetHash {
+    fn add(&mut self, bytes: &[u8]) {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(bytes);
+        self.count += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(u64::from_le_bytes(d[..8].try_into().expect("8 bytes")));
+    }
+}
+
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Every key under `prefix` with its value.
+fn scan(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<KeyValue>, RebuildError> {
+    let mut out = Vec::new();
+    for kv in tree.scan_prefix(prefix) {
+        let (k, v) = kv.map_err(store_err)?;
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Compares `projection` with a fresh fold of the log in `log_dir` (read-only on both).
+pub fn verify_projection(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    projection: &Projection,
+) -> Result<VerifyReport, RebuildError> {
+    let applied = projection.applied_position();
+    let reference = MemoryStore::new();
+    let mut report = VerifyReport {
+        applied_position: applied,
+        ..Default::default()
+    };
+    let mut chunk: Vec<CommittedEntry> = Vec::new();
+    let mut failure: Option<RebuildError> = None;
+    let mut history = MultisetHash::default();
+    let mut stamps: HashSet<(String, String)> = HashSet::new();
+    let scanned = log::verify(storage, log_dir, &mut |rec| {
+        if rec.meta.position > applied {
+            return Ok(());
+        }
+        let entry = match codec::decode_entry(rec.meta.kind, rec.meta.schema, rec.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                failure = Some(RebuildError::BadRecord {
+                    position: rec.meta.position,
+                    reason: e.to_string(),
+                });
+                return Err(e.to_string());
+            }
+        };
+        let mut ids: Vec<ActionId> = entry.ops.iter().map(|op| op.action_id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let mut item = keys::history_key(id, rec.meta.position).to_vec();
+            item.extend_from_slice(&rec.segment.to_be_bytes());
+            item.extend_from_slice(&rec.offset.to_be_bytes());
+            history.add(&item);
+        }
+        if let Some(s) = &entry.idempotency {
+            stamps.insert((s.tenant.clone(), s.key.clone()));
+        }
+        chunk.push(CommittedEntry {
+            position: rec.meta.position,
+            segment: rec.segment,
+            offset: rec.offset,
+            entry,
+        });
+        if chunk.len() >= 4096 {
+            if let Err(e) = reference.apply(&chunk) {
+                failure = Some(e.into());
+                return Err("the reference fold failed".into());
+            }
+            chunk.clear();
+        }
+        Ok(())
+    });
+    let summary = match scanned {
+        Ok(s) => s,
+        Err(e) => return Err(failure.take().unwrap_or(RebuildError::Log(e))),
+    };
+    reference.apply(&chunk)?;
+    report.log_position = summary.last_position;
+    if applied > summary.last_position {
+        report.differ(format!(
+            "the projection has applied position {applied} but the log ends at {}",
+            summary.last_position
+        ));
+    }
+    let tree = projection.tree();
+    let actions: Vec<Action> = reference.all();
+    report.actions = actions.len() as u64;
+
+    // Snapshots, and the expected indexes and counters.
+    let mut expected_buckets: BTreeMap<Vec<u8>, BTreeSet<u8>> = BTreeMap::new();
+    let mut expected_updated: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut expected_counters: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut expected_exclusive: BTreeMap<Vec<u8>, ActionId> = BTreeMap::new();
+    let mut created = CreatedMeta::EMPTY;
+    for a in &actions {
+        match projection.load(a.id) {
+            Ok(Some(stored)) if &stored == a => {}
+            Ok(Some(stored)) => report.differ(format!(
+                "action {}: stored snapshot differs from the log (stored version {}, log version {})",
+                a.id, stored.version, a.version
+            )),
+            Ok(None) => report.differ(format!("action {}: missing from the projection", a.id)),
+            Err(e) => report.differ(format!("action {}: {e}", a.id)),
+        }
+        match projection.id_for_uid(&a.uid) {
+            Ok(Some(id)) if id == a.id => {}
+            other => report.differ(format!(
+                "uid {:?}: expected action {}, projection has {other:?}",
+                a.uid, a.id
+            )),
+        }
+        for ix in keys::id_indexes(a) {
+            expected_buckets
+                .entry(keys::bucket_key(&ix, keys::bucket_of(a.id)))
+                .or_default()
+                .insert((a.id % keys::BUCKET_IDS) as u8);
+        }
+        expected_updated.insert(keys::updated_key(a));
+        for c in keys::counters_of(a) {
+            *expected_counters.entry(c).or_default() += 1;
+        }
+        if a.exclusive && !a.status.is_terminal() {
+            expected_exclusive.insert(keys::exclusive_key(&a.tenant, &a.resource), a.id);
+        }
+        created.note(a);
+    }
+
+    // Snapshots that should not exist.
+    let known: HashSet<ActionId> = actions.iter().map(|a| a.id).collect();
+    for kv in tree.scan_prefix([keys::P_SNAPSHOT]) {
+        let (k, _) = kv.map_err(store_err)?;
+        match keys::read_u64(&k[1..]) {
+            Some(id) if known.contains(&id) => {}
+            other => report.differ(format!(
+                "snapshot key {other:?} is not an action of the log"
+            )),
+        }
+    }
+    let uids = tree.scan_prefix([keys::P_UID]).count() as u64;
+    if uids != report.actions {
+        report.differ(format!("{uids} uids stored for {} actions", report.actions));
+    }
+
+    let mut stored_buckets: BTreeMap<Vec<u8>, BTreeSet<u8>> = BTreeMap::new();
+    for p in keys::P_IX_TENANT..=keys::P_IX_KIND {
+        for (k, v) in scan(tree, &[p])? {
+            match keys::bucket_members(&v) {
+                Some(m) => {
+                    stored_buckets.insert(k, m.into_iter().collect());
+                }
+                None => report.differ(format!("index bucket {k:?} is malformed")),
+            }
+        }
+    }
+    if stored_buckets != expected_buckets {
+        let keys_all: BTreeSet<&Vec<u8>> = stored_buckets
+            .keys()
+            .chain(expected_buckets.keys())
+            .collect();
+        for k in keys_all {
+            let (s, e) = (stored_buckets.get(k), expected_buckets.get(k));
+            if s != e {
+                report.differ(format!("index bucket {k:?}: stored {s:?}, expected {e:?}"));
+            }
+        }
+    }
+
+    let stored_updated: BTreeSet<Vec<u8>> = scan(tree, &[keys::P_IX_UPDATED])?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for k in stored_updated.symmetric_difference(&expected_updated) {
+        let side = if stored_updated.contains(k) {
+            "stored but not expected"
+        } else {
+            "missing"
+        };
+        report.differ(format!("updated index key {k:?}: {side}"));
+    }
+
+    let mut stored_counters: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for (k, v) in scan(tree, &[keys::P_COUNTER])? {
+        match keys::read_u64(&v) {
+            Some(n) => {
+                stored_counters.insert(k, n);
+            }
+            None => report.differ(format!("counter {k:?} is malformed")),
+        }
+    }
+    if stored_counters != expected_counters {
+        let all: BTreeSet<&Vec<u8>> = stored_counters
+            .keys()
+            .chain(expected_counters.keys())
+            .collect();
+        for k in all {
+            let (s, e) = (stored_counters.get(k), expected_counters.get(k));
+            if s != e {
+                report.differ(format!("counter {k:?}: stored {s:?}, expected {e:?}"));
+            }
+        }
+    }
+
+    let mut stored_exclusive: BTreeMap<Vec<u8>, ActionId> = BTreeMap::new();
+    for (k, v) in scan(tree, &[keys::P_EXCLUSIVE])? {
+        match keys::read_u64(&v) {
+            Some(id) => {
+                stored_exclusive.insert(k, id);
+            }
+            None => report.differ(format!("exclusive holder {k:?} is malformed")),
+        }
+    }
+    if stored_exclusive != expected_exclusive {
+        report.differ(format!(
+            "exclusive holders: stored {stored_exclusive:?}, expected {expected_exclusive:?}"
+        ));
+    }
+
+    let mut idempotent_stored = 0u64;
+    for (k, v) in scan(tree, &[keys::P_IDEMPOTENCY])? {
+        idempotent_stored += 1;
+        let parsed = keys::take_str(&k[1..]).and_then(|(t, rest)| {
+            let (key, rest) = keys::take_str(rest)?;
+            rest.is_empty().then(|| {
+                (
+                    String::from_utf8_lossy(t).into_owned(),
+                    String::from_utf8_lossy(key).into_owned(),
+                )
+            })
+        });
+        let Some((tenant, key)) = parsed else {
+            report.differ(format!("idempotency key {k:?} is malformed"));
+            continue;
+        };
+        let stored: Result<StoredIdempotent, _> =
+            codec::decode_bounded(&v, super::STORED_VALUE_BYTES_MAX);
+        let expected = reference.idempotent_result(&tenant, &key)?;
+        match (stored, expected) {
+            (Ok(s), Some(e))
+                if s.request_digest == e.request_digest
+                    && s.position == e.position
+                    && s.recorded_at == e.recorded_at
+                    && s.actions == e.actions => {}
+            (s, e) => report.differ(format!(
+                "idempotent answer ({tenant:?}, {key:?}): stored {:?}, expected position {:?}",
+                s.map(|s| s.position),
+                e.map(|e| e.position)
+            )),
+        }
+    }
+    if idempotent_stored != stamps.len() as u64 {
+        report.differ(format!(
+            "{idempotent_stored} idempotent answers stored, the log has {}",
+            stamps.len()
+        ));
+    }
+
+    let mut stored_history = MultisetHash::default();
+    for (k, v) in scan(tree, &[keys::P_HISTORY])? {
+        let mut item = k;
+        item.extend_from_slice(&v);
+        stored_history.add(&item);
+    }
+    if stored_history != history {
+        report.differ(format!(
+            "history index: {} locations stored, {} expected, or their positions/offsets differ",
+            stored_history.count, history.count
+        ));
+    }
+
+    let stored_created = tree
+        .get(keys::META_CREATED)
+        .map_err(store_err)?
+        .and_then(|v| CreatedMeta::decode(&v));
+    let expected_created = (created != CreatedMeta::EMPTY).then_some(created);
+    if stored_created
+        .is_some_and(|s| s.monotone != created.monotone || s.last_id != created.last_id)
+        || (stored_created.is_none() && expected_created.is_some())
+    {
+        report.differ(format!(
+            "creation-order record: stored {stored_created:?}, expected {expected_created:?}"
+        ));
+    }
+    Ok(report)
+}
