@@ -15,12 +15,17 @@
 //! - [`projection`]: the log folded into action snapshots and indexes in sled (the
 //!   persistent [`ledger::StateStore`]); queries with keyset cursors; rebuild, verify,
 //!   history and as-of reads.
+//! - [`tokens`]: API tokens (only hashes stored), roles and principals.
+//! - [`http`]: the axum server — native API, auth, errors, metrics, OpenAPI, start-up and
+//!   graceful shutdown.
 //! - [`limits`]: every named limit.
 //!
 //! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
 
 pub mod event;
+pub mod http;
 pub mod ledger;
 pub mod limits;
 pub mod log;
 pub mod projection;
+pub mod tokens;

@@ -25,6 +25,7 @@ use crate::log::writer::NewRecord;
 use crate::log::{LogConfig, LogError, LogWriter, ScanSummary, Storage};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -127,6 +128,21 @@ impl LedgerConfig {
     }
 }
 
+/// Counters of the writer, for `/metrics` and benchmarks.
+#[derive(Default, Debug)]
+pub struct LedgerStats {
+    /// Records appended (accepted submissions).
+    pub records: AtomicU64,
+    /// Commit batches, each one write + one fdatasync.
+    pub fsyncs: AtomicU64,
+    /// Total time in write + fdatasync, microseconds.
+    pub fsync_micros: AtomicU64,
+    /// Slowest write + fdatasync, microseconds.
+    pub fsync_micros_max: AtomicU64,
+    /// Submissions refused by validation.
+    pub rejected: AtomicU64,
+}
+
 struct Request {
     submission: Submission,
     reply: oneshot::Sender<Result<Committed, LedgerError>>,
@@ -141,6 +157,7 @@ pub struct Ledger {
     committed: watch::Receiver<u64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     recovery: ScanSummary,
+    stats: Arc<LedgerStats>,
 }
 
 /// Records applied during catch-up are handed to the store in chunks of this many.
@@ -197,7 +214,9 @@ impl Ledger {
         let next_id = store.max_action_id()? + 1;
         let (tx, rx) = mpsc::channel(config.append_queue_max.max(1));
         let (committed_tx, committed_rx) = watch::channel(summary.last_position);
+        let stats = Arc::new(LedgerStats::default());
         let state = WriterState {
+            stats: stats.clone(),
             log: writer,
             store: store.clone(),
             next_id,
@@ -216,6 +235,7 @@ impl Ledger {
             committed: committed_rx,
             writer: Mutex::new(Some(handle)),
             recovery: summary,
+            stats,
         })
     }
 
@@ -266,6 +286,11 @@ impl Ledger {
         self.committed.clone()
     }
 
+    /// Writer counters (appends, fsyncs, fsync time, refusals).
+    pub fn stats(&self) -> &LedgerStats {
+        &self.stats
+    }
+
     /// What recovery found when the ledger opened (torn tail, segments, head digest).
     pub fn recovery(&self) -> &ScanSummary {
         &self.recovery
@@ -314,6 +339,7 @@ impl Drop for Ledger {
 
 /// What the writer thread owns.
 struct WriterState {
+    stats: Arc<LedgerStats>,
     log: LogWriter,
     store: Arc<dyn StateStore>,
     next_id: ActionId,
@@ -345,6 +371,9 @@ struct Pending {
 
 enum Outcome {
     Accepted(Pending),
+    /// An idempotent repeat of a submission in the batch being built: its answer waits for
+    /// that batch's fdatasync like the original's (acknowledged means durable).
+    Deferred(oneshot::Sender<Result<Committed, LedgerError>>, Committed),
     Answered,
 }
 
@@ -353,13 +382,18 @@ impl WriterState {
         while let Some(first) = rx.blocking_recv() {
             let mut overlay = Overlay::default();
             let mut accepted: Vec<Pending> = Vec::new();
+            let mut deferred = Vec::new();
             let mut bytes = 0usize;
             let mut next = Some(first);
             // Group commit: take everything already waiting, up to the batch limits.
             while let Some(req) = next.take() {
-                if let Outcome::Accepted(p) = self.admit(req, &mut overlay) {
-                    bytes += p.payload.len();
-                    accepted.push(p);
+                match self.admit(req, &mut overlay) {
+                    Outcome::Accepted(p) => {
+                        bytes += p.payload.len();
+                        accepted.push(p);
+                    }
+                    Outcome::Deferred(reply, answer) => deferred.push((reply, answer)),
+                    Outcome::Answered => {}
                 }
                 if accepted.len() >= self.config.commit_batch_records_max
                     || bytes >= self.config.commit_batch_bytes_max
@@ -368,8 +402,15 @@ impl WriterState {
                 }
                 next = rx.try_recv().ok();
             }
-            if !accepted.is_empty() {
-                self.commit(accepted);
+            let committed = accepted.is_empty() || self.commit(accepted);
+            for (reply, answer) in deferred {
+                let _ = reply.send(if committed {
+                    Ok(answer)
+                } else {
+                    Err(LedgerError::Log(LogError::Poisoned(
+                        self.log.poisoned().unwrap_or("commit failed").to_string(),
+                    )))
+                });
             }
         }
         tracing::debug!("ledger writer stopped: queue closed and drained");
@@ -391,13 +432,17 @@ impl WriterState {
             return Outcome::Answered;
         }
         match self.validate(&submission, overlay) {
-            Ok(Validated::Replay(result)) => {
-                let _ = reply.send(Ok(Committed {
+            Ok(Validated::Replay { result, in_batch }) => {
+                let answer = Committed {
                     position: result.position,
                     recorded_at: result.recorded_at,
                     actions: result.actions,
                     replayed: true,
-                }));
+                };
+                if in_batch {
+                    return Outcome::Deferred(reply, answer);
+                }
+                let _ = reply.send(Ok(answer));
                 Outcome::Answered
             }
             Ok(Validated::New {
@@ -434,6 +479,7 @@ impl WriterState {
                 }
             },
             Err(e) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Err(e));
                 Outcome::Answered
             }
@@ -459,13 +505,19 @@ impl WriterState {
         }
         if let Some(stamp) = &sub.idempotency {
             let key = (stamp.tenant.clone(), stamp.key.clone());
-            let previous = match overlay.idempotent.get(&key) {
-                Some(r) => Some(r.clone()),
-                None => self.store.idempotent_result(&stamp.tenant, &stamp.key)?,
+            let (previous, in_batch) = match overlay.idempotent.get(&key) {
+                Some(r) => (Some(r.clone()), true),
+                None => (
+                    self.store.idempotent_result(&stamp.tenant, &stamp.key)?,
+                    false,
+                ),
             };
             if let Some(previous) = previous {
                 if previous.request_digest == stamp.request_digest {
-                    return Ok(Validated::Replay(previous));
+                    return Ok(Validated::Replay {
+                        result: previous,
+                        in_batch,
+                    });
                 }
                 return Err(Rejection::IdempotencyKeyReused {
                     key: stamp.key.clone(),
@@ -686,7 +738,8 @@ impl WriterState {
     }
 
     /// Writes the batch, fsyncs once, applies it, answers everyone.
-    fn commit(&mut self, accepted: Vec<Pending>) {
+    /// Returns whether the batch is durable.
+    fn commit(&mut self, accepted: Vec<Pending>) -> bool {
         let records: Vec<NewRecord<'_>> = accepted
             .iter()
             .map(|p| NewRecord {
@@ -695,44 +748,64 @@ impl WriterState {
                 payload: &p.payload,
             })
             .collect();
-        let appended = match self.log.append(&records) {
-            Ok(a) => a,
+        let started = std::time::Instant::now();
+        let appended = self.log.append(&records);
+        drop(records);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats
+            .fsync_micros_max
+            .fetch_max(micros, Ordering::Relaxed);
+        let appended = match appended {
+            Ok(a) => {
+                self.stats
+                    .records
+                    .fetch_add(a.len() as u64, Ordering::Relaxed);
+                a
+            }
             Err(e) => {
                 let reason = e.to_string();
                 for p in accepted {
                     let _ = p.reply.send(Err(LogError::Poisoned(reason.clone()).into()));
                 }
-                return;
+                return false;
             }
         };
+        let mut answers = Vec::with_capacity(accepted.len());
         let entries: Vec<CommittedEntry> = accepted
-            .iter()
+            .into_iter()
             .zip(&appended)
-            .map(|(p, a)| CommittedEntry {
-                position: a.position,
-                segment: a.segment,
-                offset: a.offset,
-                entry: p.entry.clone(),
+            .map(|(p, a)| {
+                debug_assert!(p.actions.iter().all(|x| x.updated_position == a.position));
+                let answer = Committed {
+                    position: a.position,
+                    recorded_at: p.entry.recorded_at,
+                    actions: p.actions,
+                    replayed: false,
+                };
+                answers.push((p.reply, answer));
+                CommittedEntry {
+                    position: a.position,
+                    segment: a.segment,
+                    offset: a.offset,
+                    entry: p.entry,
+                }
             })
             .collect();
-        let applied = self.store.apply(&entries);
-        let last = appended.last().map_or(0, |a| a.position);
-        if let Err(e) = &applied {
+        if let Err(e) = self.store.apply(&entries) {
             // Durable but not applied: answer the truth (it is recorded), and refuse
             // further writes until a restart catches the projection up from the log.
             tracing::error!(error = %e, "projection apply failed; refusing further writes");
-            self.log_poison_for_store(e);
+            self.log_poison_for_store(&e);
         }
-        let _ = self.committed.send(last);
-        for (p, a) in accepted.into_iter().zip(&appended) {
-            debug_assert!(p.actions.iter().all(|x| x.updated_position == a.position));
-            let _ = p.reply.send(Ok(Committed {
-                position: a.position,
-                recorded_at: p.entry.recorded_at,
-                actions: p.actions,
-                replayed: false,
-            }));
+        let _ = self
+            .committed
+            .send(appended.last().map_or(0, |a| a.position));
+        for (reply, answer) in answers {
+            let _ = reply.send(Ok(answer));
         }
+        true
     }
 
     fn log_poison_for_store(&mut self, e: &StoreError) {
@@ -746,7 +819,11 @@ impl WriterState {
 pub const GENERATED_UID_PREFIX: &str = "al-";
 
 enum Validated {
-    Replay(IdempotentResult),
+    /// A repeat of an idempotent submission; `in_batch` when the original is not yet durable.
+    Replay {
+        result: IdempotentResult,
+        in_batch: bool,
+    },
     New {
         entry: Entry,
         actions: Vec<Action>,

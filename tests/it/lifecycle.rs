@@ -300,3 +300,30 @@ fn state_survives_reopen() {
     assert_eq!(before, after);
     assert_eq!(submit(&l, create("acme", "x")).unwrap().actions[0].id, 21);
 }
+
+#[test]
+fn idempotent_repeat_in_the_same_batch_waits_for_the_fsync() {
+    // Regression: a repeat whose original is in the batch being built was answered before
+    // that batch's fdatasync. With the fsync failing, neither may be acknowledged.
+    let sim = SimStorage::new();
+    let l = std::sync::Arc::new(open_sim(&sim, 1 << 20).unwrap());
+    submit(&l, create("acme", "0")).unwrap();
+    let mut s = submission(Some("acme"), vec![create("acme", "1")]);
+    s.idempotency = Some(IdempotencyStamp {
+        tenant: "acme".into(),
+        key: "k".into(),
+        request_digest: [1; 32],
+    });
+    // Every disk operation from now on fails: the next batch cannot be made durable.
+    sim.fail_op(1, std::io::ErrorKind::Other, true);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (l, s) = (l.clone(), s.clone());
+            std::thread::spawn(move || l.submit_blocking(s))
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert!(r.is_err(), "acknowledged without a durable fsync: {r:?}");
+    }
+}

@@ -1,7 +1,9 @@
 //! The integration test binary: one binary, one module per topic (see README "Tests").
 
+mod clients;
 mod codec;
 mod golden;
+mod http;
 mod lifecycle;
 mod powerloss;
 mod projection;

@@ -1,0 +1,260 @@
+//! The Seeweb ECS dialect: `/ecs/v2/actions[/{id}]` and `POST /ecs/v2/servers/{name}/actions`.
+//!
+//! Translation only: query parameters become an [`ActionQuery`], a path id goes through
+//! [`super::super::load_action`], a POST becomes one `Create` command for
+//! [`crate::ledger::Ledger::submit`]; results are rendered in ECS's wire shape
+//! (shared/DIALECTS.md, seed 000). Nothing here reads storage directly.
+//!
+//! Decisions where the ECS documents are silent (also in README's dialect table):
+//! - The list shows every action of the caller's tenant (all tenants for admin), whatever
+//!   its resource type; `resource_type` is the action's own (`ECS` for actions created here).
+//! - `resource=NAME` filters on the resource `{type: "ECS", id: NAME}` (ECS servers), as
+//!   primary or related resource, *before* `start`/`length` apply; `total_actions` counts
+//!   the filtered list.
+//! - `length` is 1..=`LIST_LIMIT_MAX` (1000 by default), default 50; `start` >= 0. Anything
+//!   else, or a non-number, is a 400 in ECS's error shape naming the parameter and limit.
+//! - `user` is never null: the action's `user`, or its tenant when no user was recorded.
+//! - `progress` is the canonical progress rounded down, so 100 only when complete.
+//! - `POST /ecs/v2/servers/{name}/actions` `{"type": T, ...}` records a *running* task on
+//!   `{type: "ECS", id: name}` with `user` = the token's name and answers **201** with the
+//!   bare action (the `ecsapi` client parses the bare object and ignores the status code).
+//!   Other body fields (e.g. rollback's `snapshot`) are accepted and not recorded.
+//!   `Idempotency-Key` works as on the native API.
+
+use super::super::error::ApiError;
+use super::super::{blocking, load_action, native, parse_json, with_retry_after, AppState, Body};
+use crate::event::{Action, Command, CreateAction, InitialStatus, ResourceRef, Status};
+use crate::projection::query::ActionQuery;
+use crate::tokens::{Principal, Role};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// The resource type of the servers this dialect acts on (seed 000: `"resource_type": "ECS"`).
+pub const RESOURCE_TYPE: &str = "ECS";
+/// Default page size of the list (seed 000: "the last 50 actions").
+pub const LENGTH_DEFAULT: usize = 50;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ecs/v2/actions", get(list))
+        .route("/ecs/v2/actions/{id}", get(show))
+        .route("/ecs/v2/servers/{name}/actions", post(create))
+}
+
+/// The one mapping from the canonical status to ECS's (DIALECTS.md table).
+pub fn status(s: Status) -> &'static str {
+    match s {
+        Status::Queued | Status::Running => "in-progress",
+        Status::Completed => "completed",
+        Status::Failed | Status::Cancelled => "failed",
+    }
+}
+
+/// RFC 3339 with an explicit `+00:00` offset and microseconds, as in seed 000.
+fn time(micros: crate::event::Micros) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+/// An ECS action. Every field but `started_at`/`completed_at` is always non-null.
+#[derive(Serialize, Debug)]
+pub struct EcsAction {
+    pub id: u64,
+    pub status: &'static str,
+    pub user: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub resource: String,
+    pub resource_type: String,
+    #[serde(rename = "type")]
+    pub action_type: String,
+    pub progress: u8,
+}
+
+impl From<&Action> for EcsAction {
+    fn from(a: &Action) -> Self {
+        EcsAction {
+            id: a.id,
+            status: status(a.status),
+            user: a.user.clone().unwrap_or_else(|| a.tenant.clone()),
+            created_at: time(a.created_at),
+            started_at: a.started_at.map(time),
+            completed_at: a.completed_at.map(time),
+            resource: a.resource.id.clone(),
+            resource_type: a.resource.resource_type.clone(),
+            action_type: a.action_type.clone(),
+            progress: a.progress.floor().clamp(0.0, 100.0) as u8,
+        }
+    }
+}
+
+/// ECS's error: `{"status": "error", "message": "..."}`.
+#[derive(Debug)]
+pub struct EcsError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl EcsError {
+    fn new(status: StatusCode, message: impl Into<String>) -> EcsError {
+        EcsError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> EcsError {
+        EcsError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(id: &str) -> EcsError {
+        EcsError::new(StatusCode::NOT_FOUND, format!("action {id} not found"))
+    }
+}
+
+impl IntoResponse for EcsError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({"status": "error", "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+/// Every core answer keeps its status; the body takes ECS's shape (5xx messages are already
+/// opaque in [`ApiError`]).
+impl From<ApiError> for EcsError {
+    fn from(e: ApiError) -> EcsError {
+        EcsError::new(e.status, e.message)
+    }
+}
+
+/// The caller, from `X-APITOKEN` (or any header form CONTRACT.md accepts).
+fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, EcsError> {
+    super::super::auth::authenticate(headers, &state.tokens).map_err(|_| {
+        EcsError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid API token is required in the X-APITOKEN header",
+        )
+    })
+}
+
+/// `start`/`length`/`resource` of the list; unknown parameters are ignored.
+fn list_query(pairs: &[(String, String)], p: &Principal, length_max: usize) -> Result<ActionQuery, EcsError> {
+    let mut q = ActionQuery {
+        tenant: p.scope().map(str::to_string),
+        limit: LENGTH_DEFAULT.min(length_max),
+        ..Default::default()
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "start" => {
+                q.offset = v.trim().parse::<u64>().map_err(|_| {
+                    EcsError::bad_request(format!("start must be a non-negative integer, got {v:?}"))
+                })?;
+            }
+            "length" => {
+                let n = v.trim().parse::<usize>().map_err(|_| {
+                    EcsError::bad_request(format!("length must be a positive integer, got {v:?}"))
+                })?;
+                if n == 0 || n > length_max {
+                    return Err(EcsError::bad_request(format!(
+                        "length must be between 1 and {length_max} (LIST_LIMIT_MAX), got {n}"
+                    )));
+                }
+                q.limit = n;
+            }
+            "resource" => {
+                q.resource = Some(ResourceRef {
+                    resource_type: RESOURCE_TYPE.to_string(),
+                    id: v.clone(),
+                })
+            }
+            _ => {} // unknown parameters are ignored (DIALECTS.md)
+        }
+    }
+    Ok(q)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, EcsError> {
+    let p = caller(&headers, &state)?;
+    let Query(pairs) = query.map_err(|e| EcsError::bad_request(format!("bad query string: {e}")))?;
+    let q = list_query(&pairs, &p, state.limits.list_limit_max)?;
+    let st = state.clone();
+    let page = blocking(move || Ok(st.projection.list(&q)?)).await?;
+    let actions: Vec<EcsAction> = page.actions.iter().map(EcsAction::from).collect();
+    Ok(Json(serde_json::json!({
+        "status": "ok",
+        "actions": actions,
+        "total_actions": page.total,
+    }))
+    .into_response())
+}
+
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, EcsError> {
+    let p = caller(&headers, &state)?;
+    let Path(id) = id.map_err(|_| EcsError::not_found("?"))?;
+    // ECS action ids are integers: anything else names no action.
+    let Ok(n) = id.parse::<u64>() else {
+        return Err(EcsError::not_found(&id));
+    };
+    let st = state.clone();
+    let action = blocking(move || load_action(&st, &p, &n.to_string()))
+        .await
+        .map_err(|e| match e.status {
+            StatusCode::NOT_FOUND => EcsError::not_found(&id),
+            _ => e.into(),
+        })?;
+    let body = serde_json::json!({"status": "ok", "action": EcsAction::from(&action)});
+    Ok(with_retry_after(&action, Json(body).into_response()))
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(rename = "type")]
+    action_type: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Body, ApiError>,
+) -> Result<Response, EcsError> {
+    let p = caller(&headers, &state)?;
+    if !super::super::auth::allows(&p, Role::Writer) {
+        return Err(EcsError::new(
+            StatusCode::FORBIDDEN,
+            "this token's role may not record actions",
+        ));
+    }
+    let Path(name) = name.map_err(|_| EcsError::bad_request("bad server name in the path"))?;
+    let Body(body) = body?;
+    let idem = native::idempotency(&headers, &p, &format!("POST /ecs/v2/servers/{name}/actions"), &body)?;
+    let req: CreateBody = parse_json(&body)?;
+    let mut c = CreateAction::new(&p.tenant, &req.action_type, RESOURCE_TYPE, &name);
+    c.user = Some(p.name.clone());
+    c.status = InitialStatus::Running;
+    let committed = native::submit(&state, &p, idem, vec![Command::Create(c)]).await?;
+    let a = &committed.actions[0];
+    Ok(with_retry_after(
+        a,
+        (StatusCode::CREATED, Json(EcsAction::from(a))).into_response(),
+    ))
+}

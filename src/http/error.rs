@@ -1,0 +1,189 @@
+//! The native API's one error type and its JSON body:
+//! `{"error": {"code": "...", "message": "...", ...details}}`.
+//!
+//! Every core error maps here exactly once. 5xx bodies are opaque ("internal error") and the
+//! cause is logged; 4xx bodies say precisely what was wrong and, for a limit, which limit.
+
+use crate::event::fold::Rejection;
+use crate::ledger::LedgerError;
+use crate::log::LogError;
+use crate::projection::query::QueryError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.details.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn field(field: &str, reason: &str) -> ApiError {
+        ApiError::bad_request(format!("{field}: {reason}")).with("field", field)
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid token is required (Authorization: Bearer, X-Auth-Token, X-APITOKEN or HTTP Basic)",
+        )
+    }
+
+    pub fn forbidden(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token's role may not {what}"),
+        )
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn limit(limit: &'static str, max: u64, actual: u64, field: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit_exceeded",
+            format!("{field}: limit {limit} is {max}, got {actual}"),
+        )
+        .with("field", field)
+        .with("limit", limit)
+        .with("max", max)
+        .with("actual", actual)
+    }
+
+    /// A 5xx whose cause is logged, never shown.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = self.details;
+        body.insert("code".into(), json!(self.code));
+        body.insert("message".into(), json!(self.message));
+        (self.status, axum::Json(json!({ "error": body }))).into_response()
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> ApiError {
+        let message = r.to_string();
+        let code = r.code();
+        match r {
+            Rejection::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, code, message),
+            Rejection::InvalidTransition {
+                action,
+                status,
+                event,
+                ..
+            } => ApiError::new(StatusCode::CONFLICT, code, message)
+                .with("action", action)
+                .with("status", status)
+                .with("event", event),
+            Rejection::VersionConflict {
+                expected, actual, ..
+            } => ApiError::new(StatusCode::CONFLICT, code, message)
+                .with("expected_version", expected)
+                .with("version", actual),
+            Rejection::UidTaken { existing, .. } => {
+                let e = ApiError::new(StatusCode::CONFLICT, code, message);
+                match existing {
+                    Some(id) => e.with("existing_action", id),
+                    None => e,
+                }
+            }
+            Rejection::ResourceBusy { blocking, .. } => {
+                ApiError::new(StatusCode::CONFLICT, code, message).with("blocking_action", blocking)
+            }
+            Rejection::BadRequest { field, .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, code, message).with("field", field)
+            }
+            Rejection::Limit {
+                limit,
+                field,
+                max,
+                actual,
+            } => ApiError::limit(limit, max, actual, &field),
+            Rejection::IdempotencyKeyReused { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        match e {
+            LedgerError::Rejected(r) => r.into(),
+            LedgerError::Log(ref log) if log.is_disk_full() => {
+                tracing::error!(error = %e, "write refused: disk full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the ledger's disk is full; nothing was recorded",
+                )
+            }
+            LedgerError::Log(LogError::Poisoned(reason)) => {
+                tracing::error!(%reason, "write refused: writer poisoned");
+                ApiError::unavailable(
+                    "the ledger refuses writes after a storage failure; an operator must restart it",
+                )
+            }
+            LedgerError::Closed => ApiError::unavailable("the ledger is shutting down"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> ApiError {
+        match e {
+            QueryError::BadCursor(m) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_cursor",
+                format!("bad cursor: {m}"),
+            )
+            .with("field", "cursor"),
+            QueryError::BadRequest(m) => ApiError::bad_request(m),
+            QueryError::Store(m) => ApiError::internal(m),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Prometheus metrics: request counts and latency histograms by route and status, plus the
+//! ledger's own gauges and counters, rendered as Prometheus text at `/metrics`.
+
+use super::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default, Clone)]
+struct Series {
+    count: u64,
+    sum_seconds: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (method, route template, status) → latency series. Routes are templates
+    /// (`/api/v1/actions/{id}`), so the label set stays bounded.
+    requests: Mutex<BTreeMap<(String, String, u16), Series>>,
+}
+
+impl Metrics {
+    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let s = map
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        s.count += 1;
+        s.sum_seconds += seconds;
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+}
+
+/// Middleware recording every request.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.observe(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `GET /metrics`.
+pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !state.public_metrics && super::auth::authenticate(&headers, &state.tokens).is_err() {
+        return super::error::ApiError::unauthorized().into_response();
+    }
+    let mut out = String::new();
+    out.push_str(
+        "# HELP action_ledger_http_requests_total HTTP requests by method, route and status.\n",
+    );
+    out.push_str("# TYPE action_ledger_http_request_duration_seconds histogram\n");
+    {
+        let map = state
+            .metrics
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for ((method, route, status), s) in map.iter() {
+            let labels = format!(
+                "method=\"{}\",route=\"{}\",status=\"{status}\"",
+                escape(method),
+                escape(route)
+            );
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "action_ledger_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "action_ledger_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "action_ledger_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum_seconds
+            );
+            let _ = writeln!(
+                out,
+                "action_ledger_http_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
+        }
+    }
+    let stats = state.ledger.stats();
+    let gauges: [(&str, &str, &str, f64); 9] = [
+        (
+            "action_ledger_log_position",
+            "gauge",
+            "Last committed log position.",
+            state.ledger.committed_position() as f64,
+        ),
+        (
+            "action_ledger_projection_applied_position",
+            "gauge",
+            "Last log position applied to the projection.",
+            state.ledger.store().applied_position() as f64,
+        ),
+        (
+            "action_ledger_projection_lag_records",
+            "gauge",
+            "Committed records not yet applied to the projection.",
+            state
+                .ledger
+                .committed_position()
+                .saturating_sub(state.ledger.store().applied_position()) as f64,
+        ),
+        (
+            "action_ledger_appends_total",
+            "counter",
+            "Log records appended (accepted submissions).",
+            stats.records.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_fsyncs_total",
+            "counter",
+            "fdatasync calls of the log writer (one per commit batch).",
+            stats.fsyncs.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_fsync_seconds_total",
+            "counter",
+            "Time spent in the log writer's write+fdatasync.",
+            stats.fsync_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        (
+            "action_ledger_fsync_seconds_max",
+            "gauge",
+            "Slowest write+fdatasync since start.",
+            stats.fsync_micros_max.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        (
+            "action_ledger_rejected_total",
+            "counter",
+            "Submissions refused by validation (nothing written).",
+            stats.rejected.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_watchers",
+            "gauge",
+            "Open watch streams.",
+            state.watchers.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let fsyncs = stats.fsyncs.load(Ordering::Relaxed).max(1);
+    let _ = writeln!(
+        out,
+        "# HELP action_ledger_batch_records_mean Mean records per fsync batch since start.\n# TYPE action_ledger_batch_records_mean gauge\naction_ledger_batch_records_mean {}",
+        stats.records.load(Ordering::Relaxed) as f64 / fsyncs as f64
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,197 @@
+//! The HTTP face of the ledger: one axum router for the native API (`/api/v1`), the public
+//! dialects, health, readiness and metrics. Handlers translate; the [`Ledger`] decides.
+//!
+//! - [`native`]: `/api/v1` as CONTRACT.md describes it.
+//! - [`auth`]: tokens from any of the four header forms → [`Principal`].
+//! - [`error`]: the native error type and body.
+//! - [`dialect`]: the public API dialects (one module each; they only translate).
+//! - [`wire`]: the native JSON shapes (the OpenAPI document is generated from them).
+//! - [`metrics`]: Prometheus counters and the request-metrics middleware.
+//! - [`server`]: listeners, limits, graceful shutdown.
+
+pub mod auth;
+pub mod dialect;
+pub mod error;
+pub mod metrics;
+pub mod native;
+pub mod openapi;
+pub mod server;
+pub mod wire;
+
+use crate::ledger::Ledger;
+use crate::projection::Projection;
+use crate::tokens::{Principal, TokenStore};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use error::ApiError;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Limits of the HTTP layer (the core's are in [`crate::limits`]).
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Largest accepted request body (`BODY_BYTES_MAX`).
+    pub body_bytes_max: usize,
+    /// Largest `limit` of a list (`LIST_LIMIT_MAX`).
+    pub list_limit_max: usize,
+    /// Longest wait (`WAIT_MS_MAX`).
+    pub wait_ms_max: u64,
+    /// Most simultaneous watch streams (`WATCHERS_MAX`).
+    pub watchers_max: usize,
+    /// Most simultaneous connections per listener (`CONNECTIONS_MAX`).
+    pub connections_max: usize,
+    /// Time limit of every request except wait and watch (`REQUEST_TIMEOUT_MS`).
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests (`DRAIN_TIMEOUT_MS`).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            body_bytes_max: 4 * 1024 * 1024,
+            list_limit_max: 1000,
+            wait_ms_max: 60_000,
+            watchers_max: 1024,
+            connections_max: 4096,
+            request_timeout_ms: 30_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Default page size of the native list.
+pub const LIST_LIMIT_DEFAULT: usize = 50;
+/// Longest accepted `Idempotency-Key`, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+
+/// Everything a handler needs. Cloned per request (all fields are shared handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub projection: Arc<Projection>,
+    pub tokens: Arc<TokenStore>,
+    pub limits: Arc<HttpLimits>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// False until recovery and catch-up are done (readiness).
+    pub ready: Arc<AtomicBool>,
+    /// Open watch streams.
+    pub watchers: Arc<AtomicUsize>,
+    /// Whether `/metrics` answers without a token.
+    pub public_metrics: bool,
+    /// Turns true when shutdown begins: waits return, watch streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Loads an action the caller may see, by id or uid. Another tenant's action is "not
+/// found", exactly like one that does not exist. Blocking: call inside [`blocking`].
+pub fn load_action(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<crate::event::Action, ApiError> {
+    let action = state
+        .projection
+        .get_ref(&crate::event::ActionRef::parse(id))?
+        .ok_or_else(|| ApiError::not_found(format!("action {id}")))?;
+    match p.scope() {
+        Some(t) if action.tenant != t => Err(ApiError::not_found(format!("action {id}"))),
+        _ => Ok(action),
+    }
+}
+
+/// Adds `Retry-After` to the answer about an unfinished action, so pollers back off. Every
+/// dialect's GET of one action uses it (CONTRACT.md).
+pub fn with_retry_after(
+    a: &crate::event::Action,
+    mut resp: axum::response::Response,
+) -> axum::response::Response {
+    if !a.status.is_terminal() {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    resp
+}
+
+/// Resolves once shutdown has begun (or the sender is gone).
+pub async fn shutting_down(mut rx: tokio::sync::watch::Receiver<bool>) {
+    // The borrow `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = rx.wait_for(|down| *down).await;
+}
+
+/// Runs blocking work (sled, log reads) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// The caller of a native route (401 in the native error shape when absent or unknown).
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        auth::authenticate(&parts.headers, &state.tokens)
+            .map(Caller)
+            .map_err(|_| ApiError::unauthorized())
+    }
+}
+
+/// The raw request body, with the size limit reported in the native error shape.
+pub struct Body(pub axum::body::Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let max = state.limits.body_bytes_max;
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = declared {
+            if len > max as u64 {
+                return Err(too_large(max, len));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), max)
+            .await
+            .map_err(|_| too_large(max, max as u64 + 1))?;
+        Ok(Body(bytes))
+    }
+}
+
+fn too_large(max: usize, actual: u64) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("request body exceeds BODY_BYTES_MAX ({max} bytes)"),
+    )
+    .with("limit", "BODY_BYTES_MAX")
+    .with("max", max as u64)
+    .with("actual", actual)
+}
+
+/// Parses a JSON body, turning serde's complaint into a 400 that says where and what.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; a JSON object is required",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}

@@ -1,0 +1,856 @@
+//! The native API, `/api/v1`, exactly as CONTRACT.md describes it.
+//!
+//! Handlers parse and authorize, build core commands and queries, and render. Every store
+//! or log read runs in `spawn_blocking` ([`super::blocking`]); every write goes through
+//! [`crate::ledger::Ledger::submit`], which answers after fdatasync.
+
+use super::error::ApiError;
+use super::wire::*;
+use super::{
+    blocking, parse_json, with_retry_after, AppState, Body, Caller, IDEMPOTENCY_KEY_BYTES_MAX,
+};
+use crate::event::*;
+use crate::ledger::Committed;
+use crate::projection::history::AsOf;
+use crate::projection::query::ActionQuery;
+use crate::tokens::{Principal, Role};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Routes that answer promptly (they run under the request timeout).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/actions", post(create).get(list))
+        .route("/api/v1/actions/{id}", get(get_action))
+        .route("/api/v1/actions/{id}/events", post(record_event))
+        .route("/api/v1/actions/{id}/cancel", post(cancel))
+        .route("/api/v1/actions/{id}/history", get(history))
+        .route("/api/v1/batch", post(batch))
+        .route("/api/v1/log", get(log_page))
+        .route("/api/v1/tokens", post(create_token).get(list_tokens))
+        .route("/api/v1/tokens/{name}", delete(revoke_token))
+}
+
+/// Routes that hold the connection open (bounded by their own limits, not the timeout).
+pub fn streaming_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/actions/{id}/wait", get(wait))
+        .route("/api/v1/watch", get(watch))
+}
+
+fn require(p: &Principal, role: Role, what: &str) -> Result<(), ApiError> {
+    if super::auth::allows(p, role) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(what))
+    }
+}
+
+/// The `Idempotency-Key` stamp of a POST: key + digest of what was asked.
+pub(crate) fn idempotency(
+    headers: &HeaderMap,
+    p: &Principal,
+    route: &str,
+    body: &[u8],
+) -> Result<Option<IdempotencyStamp>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::field(
+                "Idempotency-Key",
+                "must be 1 or more visible ASCII characters",
+            )
+        })?;
+    if key.len() > IDEMPOTENCY_KEY_BYTES_MAX {
+        return Err(ApiError::limit(
+            "IDEMPOTENCY_KEY_BYTES_MAX",
+            IDEMPOTENCY_KEY_BYTES_MAX as u64,
+            key.len() as u64,
+            "Idempotency-Key",
+        ));
+    }
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(body);
+    Ok(Some(IdempotencyStamp {
+        tenant: p.tenant.clone(),
+        key: key.to_string(),
+        request_digest: h.finalize().into(),
+    }))
+}
+
+pub(crate) async fn submit(
+    state: &AppState,
+    p: &Principal,
+    idem: Option<IdempotencyStamp>,
+    commands: Vec<Command>,
+) -> Result<Committed, ApiError> {
+    let submission = Submission {
+        principal: p.name.clone(),
+        tenant_scope: p.scope().map(str::to_string),
+        idempotency: idem,
+        commands,
+    };
+    Ok(state.ledger.submit(submission).await?)
+}
+
+/// The tenant a create is for: the token's, or (admin only) the body's.
+fn create_tenant(p: &Principal, body_tenant: Option<String>) -> Result<String, ApiError> {
+    match body_tenant {
+        None => Ok(p.tenant.clone()),
+        Some(t) if p.is_admin() || t == p.tenant => Ok(t),
+        Some(_) => Err(ApiError::forbidden("create actions for another tenant")),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/actions", request_body = CreateBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "repeat-safe POST")),
+    responses((status = 201, body = ActionOut), (status = 400, description = "bad input"),
+        (status = 401), (status = 403), (status = 409, description = "uid_taken or resource_busy"),
+        (status = 413), (status = 422, description = "idempotency_key_reused")))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    require(&p, Role::Writer, "record actions")?;
+    let idem = idempotency(&headers, &p, "POST /api/v1/actions", &body)?;
+    let req: CreateBody = parse_json(&body)?;
+    let tenant = create_tenant(&p, req.tenant.clone())?;
+    let c = submit(
+        &state,
+        &p,
+        idem,
+        vec![Command::Create(req.into_command(tenant))],
+    )
+    .await?;
+    let a = &c.actions[0];
+    Ok(with_retry_after(
+        a,
+        (StatusCode::CREATED, Json(ActionOut::from(a))).into_response(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/actions/{id}/events", request_body = EventJson,
+    params(("id" = String, Path, description = "action id or uid")),
+    responses((status = 200, body = ActionOut), (status = 400), (status = 401), (status = 403),
+        (status = 404), (status = 409, description = "invalid_transition or version_conflict")))]
+pub async fn record_event(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    require(&p, Role::Writer, "record events")?;
+    let idem = idempotency(
+        &headers,
+        &p,
+        &format!("POST /api/v1/actions/{id}/events"),
+        &body,
+    )?;
+    let req: EventJson = parse_json(&body)?;
+    if req.action.is_some() {
+        return Err(ApiError::field(
+            "action",
+            "is only accepted inside a batch; the path names the action",
+        ));
+    }
+    let expected_version = req.expected_version;
+    let event = req.into_body().map_err(|(f, r)| ApiError::field(&f, &r))?;
+    let command = Command::Event(RecordEvent {
+        action: ActionRef::parse(&id),
+        expected_version,
+        body: event,
+    });
+    let c = submit(&state, &p, idem, vec![command]).await?;
+    let a = &c.actions[0];
+    Ok(with_retry_after(
+        a,
+        Json(ActionOut::from(a)).into_response(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/actions/{id}/cancel",
+    params(("id" = String, Path, description = "action id or uid")),
+    responses((status = 202, body = ActionOut), (status = 404), (status = 409)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    require(&p, Role::Writer, "cancel actions")?;
+    let idem = idempotency(
+        &headers,
+        &p,
+        &format!("POST /api/v1/actions/{id}/cancel"),
+        &body,
+    )?;
+    let command = Command::Event(RecordEvent {
+        action: ActionRef::parse(&id),
+        expected_version: None,
+        body: EventBody::CancelRequested,
+    });
+    let c = submit(&state, &p, idem, vec![command]).await?;
+    let a = &c.actions[0];
+    Ok(with_retry_after(
+        a,
+        (StatusCode::ACCEPTED, Json(ActionOut::from(a))).into_response(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/batch", request_body = BatchBody,
+    responses((status = 200, body = BatchOut), (status = 400), (status = 404), (status = 409)))]
+pub async fn batch(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<BatchOut>, ApiError> {
+    require(&p, Role::Writer, "record actions")?;
+    let idem = idempotency(&headers, &p, "POST /api/v1/batch", &body)?;
+    let req: BatchBody = parse_json(&body)?;
+    let mut commands = Vec::with_capacity(req.commands.len());
+    for (i, c) in req.commands.into_iter().enumerate() {
+        let at = |f: &str| format!("commands[{i}].{f}");
+        commands.push(match (c.create, c.event) {
+            (Some(create), None) => {
+                let tenant = create_tenant(&p, create.tenant.clone())?;
+                Command::Create(create.into_command(tenant))
+            }
+            (None, Some(event)) => {
+                let action = event
+                    .action
+                    .clone()
+                    .ok_or_else(|| ApiError::field(&at("event.action"), "is required"))?;
+                let expected_version = event.expected_version;
+                let body = event
+                    .into_body()
+                    .map_err(|(f, r)| ApiError::field(&at(&format!("event.{f}")), &r))?;
+                Command::Event(RecordEvent {
+                    action: action.into(),
+                    expected_version,
+                    body,
+                })
+            }
+            _ => {
+                return Err(ApiError::field(
+                    &format!("commands[{i}]"),
+                    "must hold exactly one of \"create\" or \"event\"",
+                ))
+            }
+        });
+    }
+    let c = submit(&state, &p, idem, commands).await?;
+    Ok(Json(BatchOut {
+        results: c.actions.iter().map(ActionOut::from).collect(),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct GetParams {
+    /// RFC 3339 time or log position.
+    as_of: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/actions/{id}",
+    params(("id" = String, Path, description = "action id or uid"),
+        ("as_of" = Option<String>, Query, description = "RFC 3339 time or log position")),
+    responses((status = 200, body = ActionOut), (status = 400), (status = 401), (status = 404)))]
+pub async fn get_action(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(params): Query<GetParams>,
+) -> Result<Response, ApiError> {
+    let as_of = match params.as_of.as_deref() {
+        None => None,
+        Some(s) => Some(match s.parse::<u64>() {
+            Ok(n) => AsOf::Position(n),
+            Err(_) => AsOf::Time(parse_time(s).ok_or_else(|| {
+                ApiError::field("as_of", "must be an RFC 3339 time or a log position")
+            })?),
+        }),
+    };
+    let st = state.clone();
+    let action = blocking(move || {
+        let current = super::load_action(&st, &p, &id)?;
+        match as_of {
+            None => Ok(current),
+            Some(as_of) => st
+                .projection
+                .action_as_of(st.ledger.reader(), current.id, as_of)?
+                .ok_or_else(|| ApiError::not_found(format!("action {id} at that point"))),
+        }
+    })
+    .await?;
+    Ok(with_retry_after(
+        &action,
+        Json(ActionOut::from(&action)).into_response(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/actions/{id}/history",
+    params(("id" = String, Path, description = "action id or uid")),
+    responses((status = 200, body = RecordsOut), (status = 404)))]
+pub async fn history(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RecordsOut>, ApiError> {
+    let st = state.clone();
+    blocking(move || {
+        let action = super::load_action(&st, &p, &id)?;
+        let mut records = Vec::new();
+        for rec in st
+            .projection
+            .history_records(st.ledger.reader(), action.id)?
+        {
+            for op in &rec.ops {
+                records.push(RecordOut {
+                    position: rec.position,
+                    recorded_at: rfc3339(rec.recorded_at),
+                    principal: rec.principal.clone(),
+                    event: op_json(op),
+                });
+            }
+        }
+        Ok(Json(RecordsOut {
+            records,
+            next_after: None,
+        }))
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+pub struct WaitParams {
+    timeout_ms: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/actions/{id}/wait",
+    params(("id" = String, Path, description = "action id or uid"),
+        ("timeout_ms" = Option<u64>, Query, description = "at most WAIT_MS_MAX (60000)")),
+    responses((status = 200, body = ActionOut, description = "terminal, or current state at the timeout (with Retry-After)"),
+        (status = 400), (status = 404)))]
+pub async fn wait(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
+) -> Result<Response, ApiError> {
+    let max = state.limits.wait_ms_max;
+    let timeout_ms = match params.timeout_ms.as_deref() {
+        None => max.min(30_000),
+        Some(s) => {
+            let v: u64 = s
+                .parse()
+                .map_err(|_| ApiError::field("timeout_ms", "must be a non-negative integer"))?;
+            if v > max {
+                return Err(ApiError::limit("WAIT_MS_MAX", max, v, "timeout_ms"));
+            }
+            v
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    // Subscribe before the first read, so a commit between read and wait still wakes us.
+    let mut commits = state.ledger.subscribe();
+    loop {
+        let (st, p2, id2) = (state.clone(), p.clone(), id.clone());
+        let action = blocking(move || super::load_action(&st, &p2, &id2)).await?;
+        if action.status.is_terminal() {
+            return Ok(Json(ActionOut::from(&action)).into_response());
+        }
+        tokio::select! {
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    return Err(ApiError::unavailable("the ledger is shutting down"));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(with_retry_after(&action, Json(ActionOut::from(&action)).into_response()));
+            }
+            _ = super::shutting_down(state.shutdown.clone()) => {
+                return Ok(with_retry_after(&action, Json(ActionOut::from(&action)).into_response()));
+            }
+        }
+    }
+}
+
+/// Query parameters of the list and watch routes, parsed by hand so `status` and `id` can
+/// repeat. Unknown parameters are ignored.
+pub struct ListParams {
+    pub query: ActionQuery,
+    pub after: Option<u64>,
+}
+
+fn parse_list_params(
+    pairs: Vec<(String, String)>,
+    p: &Principal,
+    limit_max: usize,
+) -> Result<ListParams, ApiError> {
+    let mut q = ActionQuery {
+        tenant: p.scope().map(str::to_string),
+        limit: super::LIST_LIMIT_DEFAULT.min(limit_max),
+        ..Default::default()
+    };
+    let mut after = None;
+    let (mut rtype, mut rid) = (None, None);
+    let time = |k: &str, v: &str| {
+        parse_time(v).ok_or_else(|| ApiError::field(k, "must be an RFC 3339 time"))
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "resource_type" => rtype = Some(v),
+            "resource_id" => rid = Some(v),
+            "status" => {
+                for s in v.split(',') {
+                    let status = Status::ALL
+                        .into_iter()
+                        .find(|x| x.as_str() == s)
+                        .ok_or_else(|| {
+                            ApiError::field("status", &format!("unknown status {s:?}"))
+                        })?;
+                    q.statuses.push(status);
+                }
+            }
+            "type" => q.action_type = Some(v),
+            "user" => q.user = Some(v),
+            "kind" => {
+                q.kind = Some(match v.as_str() {
+                    "task" => Kind::Task,
+                    "state-machine" => Kind::StateMachine,
+                    "other" => Kind::Other,
+                    _ => {
+                        return Err(ApiError::field(
+                            "kind",
+                            "must be task, state-machine or other",
+                        ))
+                    }
+                })
+            }
+            "since" => q.created_since = Some(time("since", &v)?),
+            "until" => q.created_until = Some(time("until", &v)?),
+            "updated_since" => q.updated_since = Some(time("updated_since", &v)?),
+            "updated_until" => q.updated_until = Some(time("updated_until", &v)?),
+            "id" => {
+                for s in v.split(',') {
+                    q.ids.push(
+                        s.parse()
+                            .map_err(|_| ApiError::field("id", "must be integer action ids"))?,
+                    );
+                }
+            }
+            "tenant" => {
+                if !p.is_admin() {
+                    if v != p.tenant {
+                        return Err(ApiError::forbidden("list another tenant's actions"));
+                    }
+                } else {
+                    q.tenant = Some(v);
+                }
+            }
+            "limit" => {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| ApiError::field("limit", "must be a positive integer"))?;
+                if n == 0 {
+                    return Err(ApiError::field("limit", "must be at least 1"));
+                }
+                if n > limit_max {
+                    return Err(ApiError::limit(
+                        "LIST_LIMIT_MAX",
+                        limit_max as u64,
+                        n as u64,
+                        "limit",
+                    ));
+                }
+                q.limit = n;
+            }
+            "cursor" => q.cursor = Some(v),
+            "after" => {
+                after = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::field("after", "must be a log position"))?,
+                )
+            }
+            _ => {} // unknown parameters are ignored
+        }
+    }
+    match (rtype, rid) {
+        (Some(t), Some(i)) => {
+            q.resource = Some(ResourceRef {
+                resource_type: t,
+                id: i,
+            })
+        }
+        (Some(t), None) => q.resource_type = Some(t),
+        (None, Some(_)) => {
+            return Err(ApiError::field("resource_id", "needs resource_type too"));
+        }
+        (None, None) => {}
+    }
+    Ok(ListParams { query: q, after })
+}
+
+#[utoipa::path(get, path = "/api/v1/actions",
+    params(("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "repeatable"), ("type" = Option<String>, Query),
+        ("user" = Option<String>, Query), ("kind" = Option<String>, Query),
+        ("since" = Option<String>, Query), ("until" = Option<String>, Query),
+        ("updated_since" = Option<String>, Query), ("id" = Option<u64>, Query, description = "repeatable: batch get"),
+        ("tenant" = Option<String>, Query, description = "admin only"),
+        ("limit" = Option<u64>, Query, description = "default 50, max LIST_LIMIT_MAX (1000)"),
+        ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = ListOut), (status = 400, description = "bad filter or cursor")))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<ListOut>, ApiError> {
+    let params = parse_list_params(pairs, &p, state.limits.list_limit_max)?;
+    let st = state.clone();
+    blocking(move || {
+        let page = st.projection.list(&params.query)?;
+        Ok(Json(ListOut {
+            actions: page.actions.iter().map(ActionOut::from).collect(),
+            next_cursor: page.next_cursor,
+            total: page.total,
+        }))
+    })
+    .await
+}
+
+/// Whether an action's identity matches the immutable filters of a watch.
+fn watch_matches(q: &ActionQuery, a: &Action) -> bool {
+    q.tenant.as_ref().is_none_or(|t| &a.tenant == t)
+        && q.resource
+            .as_ref()
+            .is_none_or(|r| &a.resource == r || a.related.contains(r))
+        && q.resource_type
+            .as_ref()
+            .is_none_or(|t| &a.resource.resource_type == t)
+        && q.action_type.as_ref().is_none_or(|t| &a.action_type == t)
+        && q.user.as_ref().is_none_or(|u| a.user.as_ref() == Some(u))
+        && q.kind.is_none_or(|k| a.kind == k)
+        && (q.ids.is_empty() || q.ids.contains(&a.id))
+}
+
+/// Records read per log read of a watch stream.
+const WATCH_READ_CHUNK: usize = 256;
+/// Events buffered per watcher; a client that does not drain them within
+/// [`WATCH_SEND_TIMEOUT`] is dropped (and can resume with `Last-Event-ID`).
+const WATCH_BUFFER: usize = 512;
+const WATCH_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[utoipa::path(get, path = "/api/v1/watch",
+    params(("after" = Option<u64>, Query, description = "resume after this position (or Last-Event-ID)"),
+        ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
+        ("type" = Option<String>, Query), ("user" = Option<String>, Query), ("kind" = Option<String>, Query)),
+    responses((status = 200, description = "text/event-stream: id = log position, data = {position, event, action}"),
+        (status = 503, description = "WATCHERS_MAX reached")))]
+pub async fn watch(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let params = parse_list_params(pairs, &p, state.limits.list_limit_max)?;
+    if !params.query.statuses.is_empty() || params.query.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "watch filters on what does not change (resource, type, user, kind, id, tenant); status and cursor do not apply",
+        ));
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::field("Last-Event-ID", "must be a log position"))
+        })
+        .transpose()?;
+    let start = last_event_id
+        .or(params.after)
+        .unwrap_or_else(|| state.ledger.committed_position());
+
+    let max = state.limits.watchers_max;
+    if state.watchers.fetch_add(1, Ordering::AcqRel) >= max {
+        state.watchers.fetch_sub(1, Ordering::AcqRel);
+        return Err(
+            ApiError::unavailable(format!("WATCHERS_MAX ({max}) watch streams are open"))
+                .with("limit", "WATCHERS_MAX"),
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(WATCH_BUFFER);
+    let st = state.clone();
+    let query = params.query;
+    tokio::spawn(async move {
+        let _guard = WatcherGuard(st.clone());
+        let mut after = start;
+        let mut commits = st.ledger.subscribe();
+        let mut identities: HashMap<ActionId, Option<Action>> = HashMap::new();
+        loop {
+            let st2 = st.clone();
+            let records = match blocking(move || {
+                st2.ledger
+                    .read_records(after, WATCH_READ_CHUNK)
+                    .map_err(ApiError::internal)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let caught_up = records.len() < WATCH_READ_CHUNK;
+            for (rec, entry) in records {
+                after = rec.position;
+                for op in &entry.ops {
+                    let id = op.action_id();
+                    if !identities.contains_key(&id) {
+                        if identities.len() > 10_000 {
+                            identities.clear(); // bounded cache of identities
+                        }
+                        let a = st.ledger.store().action(id).ok().flatten();
+                        identities.insert(id, a);
+                    }
+                    let Some(a) = identities.get(&id).and_then(|a| a.as_ref()) else {
+                        continue;
+                    };
+                    if !watch_matches(&query, a) {
+                        continue;
+                    }
+                    let data = serde_json::json!({
+                        "position": rec.position,
+                        "recorded_at": rfc3339(entry.recorded_at),
+                        "event": op_json(op),
+                        "action": {"id": a.id, "uid": a.uid, "tenant": a.tenant,
+                                   "type": a.action_type, "resource": ResourceJson::from(&a.resource)},
+                    });
+                    let ev = SseEvent::default()
+                        .id(rec.position.to_string())
+                        .event(op_json(op)["type"].as_str().unwrap_or("event"))
+                        .data(data.to_string());
+                    match tokio::time::timeout(WATCH_SEND_TIMEOUT, tx.send(ev)).await {
+                        Ok(Ok(())) => {}
+                        // Client gone, or too slow to drain its buffer: drop it; it can
+                        // resume from the last id it saw.
+                        _ => return,
+                    }
+                }
+            }
+            if caught_up {
+                tokio::select! {
+                    changed = commits.changed() => if changed.is_err() { return },
+                    _ = super::shutting_down(st.shutdown.clone()) => return,
+                }
+            }
+        }
+    });
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+use futures_util::StreamExt as _;
+
+struct WatcherGuard(AppState);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// Most records per `/api/v1/log` page (`LOG_PAGE_MAX`).
+pub const LOG_PAGE_MAX: usize = 1000;
+
+#[utoipa::path(get, path = "/api/v1/log",
+    params(("after" = Option<u64>, Query), ("limit" = Option<u64>, Query, description = "max LOG_PAGE_MAX (1000)")),
+    responses((status = 200, body = RecordsOut)))]
+pub async fn log_page(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Query(params): Query<LogParams>,
+) -> Result<Json<RecordsOut>, ApiError> {
+    let after: u64 = match params.after.as_deref() {
+        None => 0,
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::field("after", "must be a log position"))?,
+    };
+    let limit: usize = match params.limit.as_deref() {
+        None => 100,
+        Some(s) => {
+            let n: usize = s
+                .parse()
+                .map_err(|_| ApiError::field("limit", "must be a positive integer"))?;
+            if n == 0 || n > LOG_PAGE_MAX {
+                return Err(ApiError::limit(
+                    "LOG_PAGE_MAX",
+                    LOG_PAGE_MAX as u64,
+                    n as u64,
+                    "limit",
+                ));
+            }
+            n
+        }
+    };
+    let st = state.clone();
+    blocking(move || {
+        let records = st
+            .ledger
+            .read_records(after, limit)
+            .map_err(ApiError::internal)?;
+        let full = records.len() == limit;
+        let last = records.last().map(|(r, _)| r.position);
+        let mut out = Vec::new();
+        for (rec, entry) in records {
+            for op in &entry.ops {
+                // Tenants see only their own actions' operations.
+                if let Some(t) = p.scope() {
+                    let visible = st
+                        .ledger
+                        .store()
+                        .action(op.action_id())
+                        .map_err(ApiError::internal)?
+                        .is_some_and(|a| a.tenant == t);
+                    if !visible {
+                        continue;
+                    }
+                }
+                out.push(RecordOut {
+                    position: rec.position,
+                    recorded_at: rfc3339(entry.recorded_at),
+                    principal: entry.principal.clone(),
+                    event: op_json(op),
+                });
+            }
+        }
+        Ok(Json(RecordsOut {
+            records: out,
+            next_after: if full { last } else { None },
+        }))
+    })
+    .await
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    name: String,
+    tenant: String,
+    /// `reader`, `writer` or `admin`.
+    role: String,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenOut {
+    name: String,
+    tenant: String,
+    role: String,
+    created_at: String,
+    /// Only in the answer to a create: the secret, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+fn token_out(t: &crate::tokens::TokenRecord, secret: Option<String>) -> TokenOut {
+    TokenOut {
+        name: t.name.clone(),
+        tenant: t.tenant.clone(),
+        role: t.role.as_str().into(),
+        created_at: t.created_at.clone(),
+        token: secret,
+    }
+}
+
+fn token_error(e: crate::tokens::TokenError) -> ApiError {
+    use crate::tokens::TokenError as E;
+    match e {
+        E::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()),
+        E::NotFound(name) => ApiError::not_found(format!("token {name:?}")),
+        E::Invalid { field, reason } => ApiError::field(field, &reason),
+        E::File { .. } => ApiError::internal(e),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = TokenCreate,
+    responses((status = 201, body = TokenOut), (status = 403), (status = 409)))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    require(&p, Role::Admin, "manage tokens")?;
+    let req: TokenCreate = parse_json(&body)?;
+    let role = Role::parse(&req.role)
+        .ok_or_else(|| ApiError::field("role", "must be reader, writer or admin"))?;
+    let st = state.clone();
+    blocking(move || {
+        let (record, secret) = st
+            .tokens
+            .create(&req.name, &req.tenant, role)
+            .map_err(token_error)?;
+        Ok((StatusCode::CREATED, Json(token_out(&record, Some(secret)))).into_response())
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = [TokenOut]), (status = 403)))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+) -> Result<Json<Vec<TokenOut>>, ApiError> {
+    require(&p, Role::Admin, "manage tokens")?;
+    Ok(Json(
+        state
+            .tokens
+            .list()
+            .iter()
+            .map(|t| token_out(t, None))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}",
+    params(("name" = String, Path)), responses((status = 204), (status = 403), (status = 404)))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require(&p, Role::Admin, "manage tokens")?;
+    let st = state.clone();
+    blocking(move || {
+        st.tokens.revoke(&name).map_err(token_error)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

@@ -1,0 +1,298 @@
+//! Running the server: data directory, tokens, recovery, listeners, and graceful shutdown.
+//!
+//! Start-up binds the listener first and answers `/healthz` (200) and `/readyz` (503) while
+//! the log is recovered and the projection caught up; every other route answers 503 until
+//! then. Shutdown runs in a fixed order: stop accepting, end waits and watch streams, let
+//! in-flight requests finish (bounded by `drain_timeout_ms`), drain the writer (every queued
+//! submission is fsynced and answered), flush the projection.
+
+use super::{error::ApiError, metrics, native, openapi, AppState, Caller, HttpLimits};
+use crate::ledger::{Ledger, LedgerConfig, StateStore};
+use crate::projection::{Projection, ProjectionConfig};
+use crate::tokens::{Role, TokenStore};
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tower::ServiceExt as _;
+
+/// Everything `serve` needs, validated.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub segment_bytes: u64,
+    pub sled_cache_bytes: u64,
+    pub limits: HttpLimits,
+    pub public_metrics: bool,
+}
+
+impl ServeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> ServeConfig {
+        ServeConfig {
+            data_dir: data_dir.into(),
+            listen,
+            admin_token: None,
+            segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
+            sled_cache_bytes: 64 * 1024 * 1024,
+            limits: HttpLimits::default(),
+            public_metrics: false,
+        }
+    }
+}
+
+/// The full application router over a ready state.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    let prompt = native::routes()
+        .route("/api/v1/openapi.json", get(openapi_doc))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ));
+    Router::new()
+        .merge(prompt)
+        .merge(native::streaming_routes())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+async fn openapi_doc(_caller: Caller) -> impl IntoResponse {
+    openapi::document().await
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        Json(json!({"status": "ready", "position": state.ledger.committed_position()}))
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting"})),
+        )
+            .into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// Creates `dir` (owner-only permissions) if needed.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// Opens the token store; on a first start with no token at all, creates an admin token
+/// and returns its secret (to be shown once; only its hash is stored).
+pub fn open_tokens(
+    data_dir: &std::path::Path,
+    admin_token: Option<&str>,
+) -> anyhow::Result<(TokenStore, Option<String>)> {
+    let mut tokens = TokenStore::open(data_dir.join("tokens.json"))?;
+    if let Some(t) = admin_token {
+        tokens.add_ephemeral_admin(t);
+    }
+    let mut created = None;
+    if tokens.is_empty() {
+        let (_, secret) = tokens.create("admin", "default", Role::Admin)?;
+        created = Some(secret);
+    }
+    Ok((tokens, created))
+}
+
+/// A running server, for tests and `serve`.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin token created on this first start, if any.
+    pub first_admin_token: Option<String>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts the graceful shutdown and waits for it to finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server has shut down (after the signal given to [`start`]).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Binds, recovers, serves until [`Running::stop`] or `signal` resolves.
+pub async fn start(
+    config: ServeConfig,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Running> {
+    create_private_dir(&config.data_dir)?;
+    let (tokens, first_admin_token) = open_tokens(&config.data_dir, config.admin_token.as_deref())?;
+    let tokens = Arc::new(tokens);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+    let front = {
+        let slot = slot.clone();
+        Router::new().fallback(move |req: Request| {
+            let slot = slot.clone();
+            async move {
+                match slot.get() {
+                    Some(app) => app.clone().oneshot(req).await.into_response(),
+                    None if req.uri().path() == "/healthz" => healthz().await.into_response(),
+                    None if req.uri().path() == "/readyz" => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({"status": "starting"})),
+                    )
+                        .into_response(),
+                    None => ApiError::unavailable("starting: recovering the log").into_response(),
+                }
+            }
+        })
+    };
+
+    // Open the ledger off the async workers: recovery reads and checks every segment.
+    let cfg = config.clone();
+    let (ledger, projection) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let projection = Arc::new(
+            Projection::open(
+                cfg.data_dir.join("projection"),
+                ProjectionConfig {
+                    cache_capacity_bytes: cfg.sled_cache_bytes,
+                    ..Default::default()
+                },
+            )
+            .context("cannot open the projection")?,
+        );
+        let mut lc = LedgerConfig::new(cfg.data_dir.join("log"));
+        lc.segment_bytes = cfg.segment_bytes;
+        let store: Arc<dyn StateStore> = projection.clone();
+        let ledger = Ledger::open(Arc::new(crate::log::FsStorage), lc, store)
+            .context("cannot open the ledger")?;
+        Ok((Arc::new(ledger), projection))
+    })
+    .await??;
+    if let Some(t) = &ledger.recovery().torn_tail {
+        tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
+    }
+    let state = AppState {
+        ledger: ledger.clone(),
+        projection: projection.clone(),
+        tokens,
+        limits: Arc::new(config.limits.clone()),
+        metrics: Arc::new(metrics::Metrics::default()),
+        ready: Arc::new(AtomicBool::new(false)),
+        watchers: Arc::new(AtomicUsize::new(0)),
+        public_metrics: config.public_metrics,
+        shutdown: shutdown_rx.clone(),
+    };
+    let _ = slot.set(router(state.clone()));
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(position = ledger.committed_position(), "ready");
+
+    let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    let stop_rx = shutdown_rx.clone();
+    let shutdown_tx2 = shutdown_tx.clone();
+    tokio::spawn(async move {
+        signal.await;
+        let _ = shutdown_tx2.send(true);
+    });
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, front.into_make_service())
+            .with_graceful_shutdown(async move {
+                super::shutting_down(stop_rx).await;
+                tracing::info!("shutting down: no new connections");
+            })
+            .into_future();
+        let mut serve = std::pin::pin!(serve);
+        tokio::select! {
+            r = &mut serve => r?,
+            _ = super::shutting_down(shutdown_rx.clone()) => {
+                // In-flight requests get `drain` to finish.
+                if tokio::time::timeout(drain, &mut serve).await.is_err() {
+                    tracing::warn!(?drain, "in-flight requests did not finish in time; closing them");
+                }
+            }
+        }
+        state.ready.store(false, Ordering::Release);
+        // Every queued submission is fsynced and answered before the writer exits.
+        let l = ledger.clone();
+        tokio::task::spawn_blocking(move || l.close()).await?;
+        let p = projection.clone();
+        tokio::task::spawn_blocking(move || p.flush()).await??;
+
+        tracing::info!("stopped cleanly");
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        first_admin_token,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,561 @@
+//! JSON shapes of the native API (`/api/v1`): request bodies, parsed strictly into core
+//! commands, and the action object every native route returns. The OpenAPI document is
+//! generated from these types.
+
+use crate::event::*;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// RFC 3339, UTC, microseconds: `2024-10-19T15:08:55.887799Z`.
+pub fn rfc3339(micros: Micros) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Parses RFC 3339 (any offset) into microseconds.
+pub fn parse_time(s: &str) -> Option<Micros> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
+/// A string, or an integer taken as its decimal string (resource ids are both in the wild).
+fn string_or_int<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
+    }
+    Ok(match Id::deserialize(d)? {
+        Id::Text(s) => s,
+        Id::Signed(i) => i.to_string(),
+        Id::Unsigned(u) => u.to_string(),
+    })
+}
+
+/// `{"type": "droplet", "id": "3164450"}` (the id may also be an integer).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceJson {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    #[serde(deserialize_with = "string_or_int")]
+    #[schema(value_type = String)]
+    pub id: String,
+}
+
+impl From<ResourceJson> for ResourceRef {
+    fn from(r: ResourceJson) -> Self {
+        ResourceRef {
+            resource_type: r.resource_type,
+            id: r.id,
+        }
+    }
+}
+
+impl From<&ResourceRef> for ResourceJson {
+    fn from(r: &ResourceRef) -> Self {
+        ResourceJson {
+            resource_type: r.resource_type.clone(),
+            id: r.id.clone(),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/actions` (and `create` in a batch).
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[serde(rename = "type")]
+    pub action_type: String,
+    pub resource: ResourceJson,
+    pub uid: Option<String>,
+    /// `task` (default), `state-machine` or `other`.
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<Kind>,
+    #[serde(default)]
+    pub related: Vec<ResourceJson>,
+    pub node: Option<String>,
+    pub region: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub user: Option<String>,
+    /// `queued` (default) or `running`.
+    #[schema(value_type = Option<String>)]
+    pub status: Option<InitialStatus>,
+    /// Refuse while the resource has an unfinished exclusive action.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Admin only: the tenant to create the action for (default: the token's tenant).
+    pub tenant: Option<String>,
+}
+
+impl CreateBody {
+    pub fn into_command(self, tenant: String) -> CreateAction {
+        CreateAction {
+            uid: self.uid,
+            tenant,
+            user: self.user,
+            action_type: self.action_type,
+            kind: self.kind.unwrap_or(Kind::Task),
+            resource: self.resource.into(),
+            related: self.related.into_iter().map(Into::into).collect(),
+            node: self.node,
+            region: self.region,
+            description: self.description,
+            labels: self.labels,
+            status: self.status.unwrap_or_default(),
+            exclusive: self.exclusive,
+        }
+    }
+}
+
+/// `{code, message}` of a failure.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorInfoJson {
+    pub code: String,
+    pub message: String,
+}
+
+/// One shard's pending operation (Redis Enterprise `pending_ops`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingOpJson {
+    pub op_name: Option<String>,
+    pub progress: Option<f64>,
+    pub status_code: Option<String>,
+    pub status_description: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub heartbeat: Option<i64>,
+    /// Seconds since the Unix epoch.
+    pub last_sample_time: Option<i64>,
+    /// Free-form object.
+    #[schema(value_type = Option<Object>)]
+    pub snapshot: Option<Value>,
+}
+
+/// An action reference in a batch: the integer id or the uid.
+#[derive(Deserialize, Debug, Clone, ToSchema)]
+#[serde(untagged)]
+pub enum IdOrUid {
+    Id(u64),
+    Uid(String),
+}
+
+impl From<IdOrUid> for ActionRef {
+    fn from(r: IdOrUid) -> Self {
+        match r {
+            IdOrUid::Id(id) => ActionRef::Id(id),
+            IdOrUid::Uid(uid) => ActionRef::parse(&uid),
+        }
+    }
+}
+
+/// Body of `POST /api/v1/actions/{id}/events` (and `event` in a batch, with `action`).
+#[derive(Deserialize, Debug, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventJson {
+    /// `started`, `progress`, `event_started`, `event_finished`, `heartbeat`, `completed`,
+    /// `failed`, `cancel_requested` or `cancelled`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Batch only: the action the event is for.
+    pub action: Option<IdOrUid>,
+    pub expected_version: Option<u64>,
+    /// progress: 0-100.
+    pub progress: Option<f64>,
+    pub state: Option<String>,
+    pub message: Option<String>,
+    /// progress: per shard, an object replaces that shard's entry, `null` removes it.
+    #[schema(value_type = Option<BTreeMap<String, PendingOpJson>>)]
+    pub pending_ops: Option<BTreeMap<String, Option<PendingOpJson>>>,
+    /// event_started / event_finished: the sub-event name.
+    pub name: Option<String>,
+    pub host: Option<String>,
+    /// event_finished: `success` or `error`.
+    pub result: Option<String>,
+    pub traceback: Option<String>,
+    pub details: Option<String>,
+    /// failed: `{code, message}`.
+    pub error: Option<ErrorInfoJson>,
+}
+
+/// Why an event body does not make an event.
+pub type FieldError = (String, String);
+
+impl EventJson {
+    /// Converts to the core event, refusing fields that do not belong to its type.
+    pub fn into_body(self) -> Result<EventBody, FieldError> {
+        let t = self.event_type.as_str();
+        let present: [(&str, bool); 10] = [
+            ("progress", self.progress.is_some()),
+            ("state", self.state.is_some()),
+            ("message", self.message.is_some()),
+            ("pending_ops", self.pending_ops.is_some()),
+            ("name", self.name.is_some()),
+            ("host", self.host.is_some()),
+            ("result", self.result.is_some()),
+            ("traceback", self.traceback.is_some()),
+            ("details", self.details.is_some()),
+            ("error", self.error.is_some()),
+        ];
+        let allowed: &[&str] = match t {
+            "started" | "heartbeat" | "cancel_requested" => &[],
+            "progress" => &["progress", "state", "message", "pending_ops"],
+            "event_started" => &["name", "host"],
+            "event_finished" => &["name", "result", "traceback", "details"],
+            "completed" | "cancelled" => &["message"],
+            "failed" => &["error"],
+            other => {
+                return Err((
+                    "type".into(),
+                    format!(
+                        "unknown event type {other:?}; expected one of started, progress, event_started, event_finished, heartbeat, completed, failed, cancel_requested, cancelled"
+                    ),
+                ))
+            }
+        };
+        if let Some((field, _)) = present.iter().find(|(f, set)| *set && !allowed.contains(f)) {
+            return Err((
+                field.to_string(),
+                format!("is not accepted for event type {t:?}"),
+            ));
+        }
+        let need = |v: Option<String>, field: &str| {
+            v.ok_or_else(|| {
+                (
+                    field.to_string(),
+                    format!("is required for event type {t:?}"),
+                )
+            })
+        };
+        Ok(match t {
+            "started" => EventBody::Started,
+            "heartbeat" => EventBody::Heartbeat,
+            "cancel_requested" => EventBody::CancelRequested,
+            "progress" => {
+                let mut pending_ops = BTreeMap::new();
+                for (shard, op) in self.pending_ops.unwrap_or_default() {
+                    let op = match op {
+                        None => None,
+                        Some(op) => Some(pending_op(op)?),
+                    };
+                    pending_ops.insert(shard, op);
+                }
+                EventBody::Progress(ProgressUpdate {
+                    progress: self.progress,
+                    state: self.state,
+                    message: self.message,
+                    pending_ops,
+                })
+            }
+            "event_started" => EventBody::EventStarted {
+                name: need(self.name, "name")?,
+                host: self.host,
+            },
+            "event_finished" => EventBody::EventFinished {
+                name: need(self.name, "name")?,
+                result: match need(self.result, "result")?.as_str() {
+                    "success" | "Success" => SubResult::Success,
+                    "error" | "Error" => SubResult::Error,
+                    other => {
+                        return Err((
+                            "result".into(),
+                            format!("must be \"success\" or \"error\", got {other:?}"),
+                        ))
+                    }
+                },
+                traceback: self.traceback,
+                details: self.details,
+            },
+            "completed" => EventBody::Completed {
+                message: self.message,
+            },
+            "cancelled" => EventBody::Cancelled {
+                message: self.message,
+            },
+            "failed" => {
+                let error = self.error.ok_or_else(|| {
+                    (
+                        "error".to_string(),
+                        "is required for event type \"failed\"".to_string(),
+                    )
+                })?;
+                EventBody::Failed {
+                    error: ErrorInfo {
+                        code: error.code,
+                        message: error.message,
+                    },
+                }
+            }
+            _ => unreachable!("checked above"),
+        })
+    }
+}
+
+fn pending_op(op: PendingOpJson) -> Result<PendingOp, FieldError> {
+    let snapshot = match op.snapshot {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.to_string()),
+        Some(_) => return Err(("pending_ops.snapshot".into(), "must be an object".into())),
+    };
+    Ok(PendingOp {
+        op_name: op.op_name,
+        progress: op.progress,
+        status_code: op.status_code,
+        status_description: op.status_description,
+        heartbeat: op.heartbeat,
+        last_sample_time: op.last_sample_time,
+        snapshot,
+    })
+}
+
+/// One command of `POST /api/v1/batch`: exactly one of `create` or `event`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCommandJson {
+    pub create: Option<CreateBody>,
+    pub event: Option<EventJson>,
+}
+
+/// Body of `POST /api/v1/batch`.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    pub commands: Vec<BatchCommandJson>,
+}
+
+/// A Nova-style sub-event as returned.
+#[derive(Serialize, Clone, Debug, PartialEq, ToSchema)]
+pub struct SubEventOut {
+    pub name: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `success`, `error`, or null while running.
+    pub result: Option<String>,
+    pub traceback: Option<String>,
+    pub host: Option<String>,
+    pub details: Option<String>,
+}
+
+/// The action, as every native route returns it.
+#[derive(Serialize, Clone, Debug, PartialEq, ToSchema)]
+pub struct ActionOut {
+    pub id: u64,
+    pub uid: String,
+    pub tenant: String,
+    pub user: Option<String>,
+    #[serde(rename = "type")]
+    pub action_type: String,
+    /// `task`, `state-machine` or `other`.
+    pub kind: String,
+    pub resource: ResourceJson,
+    pub related: Vec<ResourceJson>,
+    pub node: Option<String>,
+    pub region: Option<String>,
+    pub description: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `queued`, `running`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub progress: f64,
+    pub state: Option<String>,
+    pub message: Option<String>,
+    pub error: Option<ErrorInfoJson>,
+    pub exclusive: bool,
+    pub cancel_requested: bool,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub updated_at: String,
+    pub completed_at: Option<String>,
+    pub heartbeat_at: Option<String>,
+    pub events: Vec<SubEventOut>,
+    pub pending_ops: BTreeMap<String, PendingOpJson>,
+    /// Number of operations applied (1 after creation).
+    pub version: u64,
+}
+
+impl From<&Action> for ActionOut {
+    fn from(a: &Action) -> Self {
+        ActionOut {
+            id: a.id,
+            uid: a.uid.clone(),
+            tenant: a.tenant.clone(),
+            user: a.user.clone(),
+            action_type: a.action_type.clone(),
+            kind: a.kind.as_str().into(),
+            resource: (&a.resource).into(),
+            related: a.related.iter().map(Into::into).collect(),
+            node: a.node.clone(),
+            region: a.region.clone(),
+            description: a.description.clone(),
+            labels: a.labels.clone(),
+            status: a.status.as_str().into(),
+            progress: a.progress,
+            state: a.state.clone(),
+            message: a.message.clone(),
+            error: a.error.as_ref().map(|e| ErrorInfoJson {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            exclusive: a.exclusive,
+            cancel_requested: a.cancel_requested,
+            created_at: rfc3339(a.created_at),
+            started_at: a.started_at.map(rfc3339),
+            updated_at: rfc3339(a.updated_at),
+            completed_at: a.completed_at.map(rfc3339),
+            heartbeat_at: a.heartbeat_at.map(rfc3339),
+            events: a
+                .events
+                .iter()
+                .map(|e| SubEventOut {
+                    name: e.name.clone(),
+                    started_at: rfc3339(e.started_at),
+                    finished_at: e.finished_at.map(rfc3339),
+                    result: e.result.map(|r| match r {
+                        SubResult::Success => "success".into(),
+                        SubResult::Error => "error".into(),
+                    }),
+                    traceback: e.traceback.clone(),
+                    host: e.host.clone(),
+                    details: e.details.clone(),
+                })
+                .collect(),
+            pending_ops: a
+                .pending_ops
+                .iter()
+                .map(|(shard, op)| (shard.clone(), pending_op_out(op)))
+                .collect(),
+            version: a.version,
+        }
+    }
+}
+
+/// A stored pending op as JSON (`snapshot` parsed back into an object).
+pub fn pending_op_out(op: &PendingOp) -> PendingOpJson {
+    PendingOpJson {
+        op_name: op.op_name.clone(),
+        progress: op.progress,
+        status_code: op.status_code.clone(),
+        status_description: op.status_description.clone(),
+        heartbeat: op.heartbeat,
+        last_sample_time: op.last_sample_time,
+        snapshot: op
+            .snapshot
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok()),
+    }
+}
+
+/// `{"actions": [...], "next_cursor": ..., "total": N}`.
+#[derive(Serialize, ToSchema)]
+pub struct ListOut {
+    pub actions: Vec<ActionOut>,
+    pub next_cursor: Option<String>,
+    pub total: u64,
+}
+
+/// `{"results": [...]}` of a batch: the action after each command.
+#[derive(Serialize, ToSchema)]
+pub struct BatchOut {
+    pub results: Vec<ActionOut>,
+}
+
+/// One raw log record as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct RecordOut {
+    pub position: u64,
+    pub recorded_at: String,
+    /// Name of the token that submitted it.
+    pub principal: String,
+    /// The operation(s) of the record that concern the action (history) or all (log).
+    #[schema(value_type = Object)]
+    pub event: Value,
+}
+
+/// `{"records": [...]}`.
+#[derive(Serialize, ToSchema)]
+pub struct RecordsOut {
+    pub records: Vec<RecordOut>,
+    /// For `/api/v1/log`: pass as `after` to get the next page; null at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+/// An operation of a log record as JSON (used by history, log pages, watch and replay).
+pub fn op_json(op: &Op) -> Value {
+    match op {
+        Op::Create(n) => serde_json::json!({
+            "type": "created",
+            "action": n.id,
+            "uid": n.uid,
+            "tenant": n.tenant,
+            "user": n.user,
+            "action_type": n.action_type,
+            "kind": n.kind.as_str(),
+            "resource": ResourceJson::from(&n.resource),
+            "related": n.related.iter().map(ResourceJson::from).collect::<Vec<_>>(),
+            "node": n.node,
+            "region": n.region,
+            "description": n.description,
+            "labels": n.labels,
+            "status": match n.status { InitialStatus::Queued => "queued", InitialStatus::Running => "running" },
+            "exclusive": n.exclusive,
+        }),
+        Op::Event { action, body } => {
+            let mut v = serde_json::json!({ "type": body.type_name(), "action": action });
+            let m = v.as_object_mut().expect("object");
+            match body {
+                EventBody::Progress(p) => {
+                    m.insert("progress".into(), serde_json::json!(p.progress));
+                    m.insert("state".into(), serde_json::json!(p.state));
+                    m.insert("message".into(), serde_json::json!(p.message));
+                    let ops: BTreeMap<&String, Option<PendingOpJson>> = p
+                        .pending_ops
+                        .iter()
+                        .map(|(k, v)| (k, v.as_ref().map(pending_op_out)))
+                        .collect();
+                    m.insert("pending_ops".into(), serde_json::json!(ops));
+                }
+                EventBody::EventStarted { name, host } => {
+                    m.insert("name".into(), serde_json::json!(name));
+                    m.insert("host".into(), serde_json::json!(host));
+                }
+                EventBody::EventFinished {
+                    name,
+                    result,
+                    traceback,
+                    details,
+                } => {
+                    m.insert("name".into(), serde_json::json!(name));
+                    m.insert(
+                        "result".into(),
+                        serde_json::json!(match result {
+                            SubResult::Success => "success",
+                            SubResult::Error => "error",
+                        }),
+                    );
+                    m.insert("traceback".into(), serde_json::json!(traceback));
+                    m.insert("details".into(), serde_json::json!(details));
+                }
+                EventBody::Completed { message } | EventBody::Cancelled { message } => {
+                    m.insert("message".into(), serde_json::json!(message));
+                }
+                EventBody::Failed { error } => {
+                    m.insert(
+                        "error".into(),
+                        serde_json::json!({"code": error.code, "message": error.message}),
+                    );
+                }
+                EventBody::Started | EventBody::Heartbeat | EventBody::CancelRequested => {}
+            }
+            v
+        }
+    }
+}
