@@ -55,7 +55,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/actions", get(list))
         .route("/v2/actions/{id}", get(show))
-        .route("/v2/droplets/{droplet_id}/actions", get(droplet_list).post(create))
+        .route(
+            "/v2/droplets/{droplet_id}/actions",
+            get(droplet_list).post(create),
+        )
         .route("/v2/droplets/{droplet_id}/actions/{id}", get(droplet_show))
 }
 
@@ -187,7 +190,11 @@ impl DoError {
 
 impl IntoResponse for DoError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"id": self.id, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(json!({"id": self.id, "message": self.message})),
+        )
+            .into_response()
     }
 }
 
@@ -210,11 +217,9 @@ impl From<ApiError> for DoError {
             (StatusCode::PAYLOAD_TOO_LARGE, _) => {
                 DoError::new(e.status, "request_entity_too_large", e.message)
             }
-            (StatusCode::TOO_MANY_REQUESTS, _) => DoError::new(
-                e.status,
-                "too_many_requests",
-                "API Rate limit exceeded.",
-            ),
+            (StatusCode::TOO_MANY_REQUESTS, _) => {
+                DoError::new(e.status, "too_many_requests", "API Rate limit exceeded.")
+            }
             (StatusCode::SERVICE_UNAVAILABLE, _) => {
                 DoError::new(e.status, "service_unavailable", e.message)
             }
@@ -280,7 +285,11 @@ fn paging(pairs: &[(String, String)]) -> Result<Paging, DoError> {
                     .parse::<u64>()
                     .ok()
                     .filter(|n| *n >= 1)
-                    .ok_or_else(|| DoError::bad_request(format!("page must be an integer of at least 1, got {v:?}")))?;
+                    .ok_or_else(|| {
+                        DoError::bad_request(format!(
+                            "page must be an integer of at least 1, got {v:?}"
+                        ))
+                    })?;
             }
             "per_page" => {
                 p.per_page = v
@@ -402,7 +411,12 @@ async fn droplet_list(
 }
 
 /// One action the caller may see, optionally required to be about `resource`.
-async fn one(state: &AppState, p: Principal, id: u64, resource: Option<ResourceRef>) -> Result<Response, DoError> {
+async fn one(
+    state: &AppState,
+    p: Principal,
+    id: u64,
+    resource: Option<ResourceRef>,
+) -> Result<Response, DoError> {
     let st = state.clone();
     let a = blocking(move || load_action(&st, &p, &id.to_string())).await?;
     if let Some(r) = resource {
@@ -410,7 +424,10 @@ async fn one(state: &AppState, p: Principal, id: u64, resource: Option<ResourceR
             return Err(DoError::not_found());
         }
     }
-    Ok(with_retry_after(&a, Json(json!({"action": DoAction::from(&a)})).into_response()))
+    Ok(with_retry_after(
+        &a,
+        Json(json!({"action": DoAction::from(&a)})).into_response(),
+    ))
 }
 
 async fn show(
@@ -453,7 +470,12 @@ async fn create(
         return Err(forbidden());
     }
     let Body(body) = body?;
-    let idem = native::idempotency(&headers, &p, &format!("POST /v2/droplets/{d}/actions"), &body)?;
+    let idem = native::idempotency(
+        &headers,
+        &p,
+        &format!("POST /v2/droplets/{d}/actions"),
+        &body,
+    )?;
     let req: CreateBody = parse_json(&body)?;
     let mut c = CreateAction::new(&p.tenant, &req.action_type, DROPLET, &d.to_string());
     c.user = Some(p.name.clone());
@@ -463,7 +485,11 @@ async fn create(
     let a = &committed.actions[0];
     Ok(with_retry_after(
         a,
-        (StatusCode::CREATED, Json(json!({"action": DoAction::from(a)}))).into_response(),
+        (
+            StatusCode::CREATED,
+            Json(json!({"action": DoAction::from(a)})),
+        )
+            .into_response(),
     ))
 }
 

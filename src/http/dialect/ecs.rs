@@ -148,7 +148,11 @@ fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, EcsError> 
 }
 
 /// `start`/`length`/`resource` of the list; unknown parameters are ignored.
-fn list_query(pairs: &[(String, String)], p: &Principal, length_max: usize) -> Result<ActionQuery, EcsError> {
+fn list_query(
+    pairs: &[(String, String)],
+    p: &Principal,
+    length_max: usize,
+) -> Result<ActionQuery, EcsError> {
     let mut q = ActionQuery {
         tenant: p.scope().map(str::to_string),
         limit: LENGTH_DEFAULT.min(length_max),
@@ -158,7 +162,9 @@ fn list_query(pairs: &[(String, String)], p: &Principal, length_max: usize) -> R
         match k.as_str() {
             "start" => {
                 q.offset = v.trim().parse::<u64>().map_err(|_| {
-                    EcsError::bad_request(format!("start must be a non-negative integer, got {v:?}"))
+                    EcsError::bad_request(format!(
+                        "start must be a non-negative integer, got {v:?}"
+                    ))
                 })?;
             }
             "length" => {
@@ -190,7 +196,8 @@ async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, EcsError> {
     let p = caller(&headers, &state)?;
-    let Query(pairs) = query.map_err(|e| EcsError::bad_request(format!("bad query string: {e}")))?;
+    let Query(pairs) =
+        query.map_err(|e| EcsError::bad_request(format!("bad query string: {e}")))?;
     let q = list_query(&pairs, &p, state.limits.list_limit_max)?;
     let st = state.clone();
     let page = blocking(move || Ok(st.projection.list(&q)?)).await?;
@@ -246,7 +253,12 @@ async fn create(
     }
     let Path(name) = name.map_err(|_| EcsError::bad_request("bad server name in the path"))?;
     let Body(body) = body?;
-    let idem = native::idempotency(&headers, &p, &format!("POST /ecs/v2/servers/{name}/actions"), &body)?;
+    let idem = native::idempotency(
+        &headers,
+        &p,
+        &format!("POST /ecs/v2/servers/{name}/actions"),
+        &body,
+    )?;
     let req: CreateBody = parse_json(&body)?;
     let mut c = CreateAction::new(&p.tenant, &req.action_type, RESOURCE_TYPE, &name);
     c.user = Some(p.name.clone());

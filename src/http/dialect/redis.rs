@@ -91,7 +91,9 @@ fn progress_number(p: f64) -> Value {
     if p.fract() == 0.0 {
         Value::Number(Number::from(p as i64))
     } else {
-        Number::from_f64(p).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(p)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -118,7 +120,12 @@ fn pending_op(op: &PendingOp) -> Value {
         m.insert("status_description".into(), v.clone().into());
     }
     if let Some(v) = op.progress {
-        m.insert("progress".into(), Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null));
+        m.insert(
+            "progress".into(),
+            Number::from_f64(v)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+        );
     }
     Value::Object(m)
 }
@@ -265,7 +272,9 @@ pub struct V2Action {
 fn v2(a: &Action) -> V2Action {
     let info = AdditionalInfo {
         description: a.description.clone(),
-        error: (a.status == Status::Failed).then(|| error_text(a)).flatten(),
+        error: (a.status == Status::Failed)
+            .then(|| error_text(a))
+            .flatten(),
         object_type: Some(a.resource.resource_type.clone()),
         object_uid: Some(a.resource.id.clone()),
         pending_ops: pending_ops(a),
@@ -359,7 +368,9 @@ pub async fn method_not_allowed() -> RedisError {
 fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, RedisError> {
     authenticate(headers, &state.tokens).map_err(|f| {
         let description = match f {
-            AuthFailure::Missing => "authentication required: HTTP Basic with a token as the password",
+            AuthFailure::Missing => {
+                "authentication required: HTTP Basic with a token as the password"
+            }
             AuthFailure::Unknown => "invalid credentials",
         };
         RedisError::new(StatusCode::UNAUTHORIZED, "unauthorized", description)
@@ -385,7 +396,11 @@ async fn query(
 }
 
 /// One action by uid (or ledger id), visible to the caller.
-async fn one(state: &AppState, p: Principal, uid: Result<Path<String>, PathRejection>) -> Result<Action, RedisError> {
+async fn one(
+    state: &AppState,
+    p: Principal,
+    uid: Result<Path<String>, PathRejection>,
+) -> Result<Action, RedisError> {
     let Path(uid) = uid.map_err(|_| RedisError::not_found("?"))?;
     let st = state.clone();
     let u = uid.clone();
@@ -397,7 +412,10 @@ async fn one(state: &AppState, p: Principal, uid: Result<Path<String>, PathRejec
         })
 }
 
-async fn v1_list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, RedisError> {
+async fn v1_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, RedisError> {
     let p = caller(&headers, &state)?;
     let tasks = query(&state, &p, Some(Kind::Task), None).await?;
     let machines = query(&state, &p, Some(Kind::StateMachine), None).await?;
@@ -440,7 +458,10 @@ async fn v1_bdb(
     Ok(Json(machines).into_response())
 }
 
-async fn v2_list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, RedisError> {
+async fn v2_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, RedisError> {
     let p = caller(&headers, &state)?;
     let all = query(&state, &p, None, None).await?;
     let out: Vec<V2Action> = all.iter().map(v2).collect();
