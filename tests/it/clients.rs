@@ -89,8 +89,12 @@ pub fn run_script(script: &str, args: &[&str]) -> String {
 fn the_pinned_real_clients_install_and_import() {
     let out = run_script("versions.py", &[]);
     let versions: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
-    let requirements = std::fs::read_to_string(root().join("tests/clients/requirements.txt")).unwrap();
-    for line in requirements.lines().filter(|l| !l.starts_with('#') && l.contains("==")) {
+    let requirements =
+        std::fs::read_to_string(root().join("tests/clients/requirements.txt")).unwrap();
+    for line in requirements
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("=="))
+    {
         let (name, pinned) = line.split_once("==").unwrap();
         assert_eq!(versions[name.trim()], pinned.trim(), "{name}");
     }
