@@ -30,6 +30,9 @@ enum Cmd {
         /// Address of the HTTP listener.
         #[arg(long, env = "ACTION_LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Address of the Redis Enterprise dialect's own listener; "off" (or empty) disables it.
+        #[arg(long, env = "ACTION_LEDGER_REDIS_LISTEN", default_value = "127.0.0.1:9443", value_parser = parse_redis_listen)]
+        redis_listen: RedisListen,
         /// Accept this token as an admin token for this run (never stored).
         #[arg(long, env = "ACTION_LEDGER_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Serve {
             data_dir,
             listen,
+            redis_listen,
             admin_token,
             segment_bytes,
             sled_cache_bytes,
@@ -80,8 +84,23 @@ fn main() -> ExitCode {
             config.segment_bytes = segment_bytes;
             config.sled_cache_bytes = sled_cache_bytes;
             config.public_metrics = public_metrics;
+            config.redis_listen = redis_listen.0;
             serve(config)
         }
+    }
+}
+
+/// `--redis-listen`: an address, or "off"/"" for no Redis listener.
+#[derive(Clone, Debug)]
+struct RedisListen(Option<std::net::SocketAddr>);
+
+fn parse_redis_listen(s: &str) -> Result<RedisListen, String> {
+    match s.trim() {
+        "" | "off" => Ok(RedisListen(None)),
+        a => a
+            .parse()
+            .map(|a| RedisListen(Some(a)))
+            .map_err(|e| format!("{e} (an address such as 127.0.0.1:9443, or \"off\")")),
     }
 }
 
@@ -106,6 +125,9 @@ fn serve(config: ServeConfig) -> ExitCode {
         };
         let base = format!("http://{}", running.addr);
         eprintln!("action-ledger listening on {base}");
+        if let Some(redis) = running.redis_addr {
+            eprintln!("Redis Enterprise dialect listening on http://{redis}");
+        }
         if let Some(token) = &running.first_admin_token {
             println!("Created the first admin token (shown once; only its hash is stored):");
             println!("  {token}");

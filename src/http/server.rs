@@ -33,8 +33,16 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     pub segment_bytes: u64,
     pub sled_cache_bytes: u64,
+    /// Group-commit limits of the writer (see [`LedgerConfig`]).
+    pub commit_batch_records_max: usize,
+    pub commit_batch_bytes_max: usize,
+    pub append_queue_max: usize,
     pub limits: HttpLimits,
     pub public_metrics: bool,
+    /// The Redis Enterprise dialect's own listener (`--redis-listen`; `serve` defaults to
+    /// `127.0.0.1:9443`). `None`: no such listener (Redis stays under `/redis` on the main
+    /// listener).
+    pub redis_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -45,8 +53,12 @@ impl ServeConfig {
             admin_token: None,
             segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
             sled_cache_bytes: 64 * 1024 * 1024,
+            commit_batch_records_max: crate::limits::COMMIT_BATCH_RECORDS_MAX,
+            commit_batch_bytes_max: crate::limits::COMMIT_BATCH_BYTES_MAX,
+            append_queue_max: crate::limits::APPEND_QUEUE_MAX,
             limits: HttpLimits::default(),
             public_metrics: false,
+            redis_listen: None,
         }
     }
 }
@@ -55,6 +67,7 @@ impl ServeConfig {
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
     let prompt = native::routes()
+        .merge(super::dialect::main_routes())
         .route("/api/v1/openapi.json", get(openapi_doc))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -68,6 +81,24 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// The Redis listener's router: the Redis Enterprise dialect at its documented root paths,
+/// with Redis-shaped 404/405 answers and the same timeout and metrics as the main router.
+pub fn redis_router(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    super::dialect::redis_routes()
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .fallback(super::dialect::redis::not_found)
+        .method_not_allowed_fallback(super::dialect::redis::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -143,6 +174,8 @@ pub fn open_tokens(
 /// A running server, for tests and `serve`.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where the Redis Enterprise listener is bound, when configured.
+    pub redis_addr: Option<SocketAddr>,
     /// The admin token created on this first start, if any.
     pub first_admin_token: Option<String>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -162,6 +195,26 @@ impl Running {
     }
 }
 
+/// The service a listener runs: the application once recovery is done (`slot` set), and
+/// until then `/healthz` 200, `/readyz` 503 and 503 for everything else.
+fn starting_front(slot: Arc<OnceLock<Router>>) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let slot = slot.clone();
+        async move {
+            match slot.get() {
+                Some(app) => app.clone().oneshot(req).await.into_response(),
+                None if req.uri().path() == "/healthz" => healthz().await.into_response(),
+                None if req.uri().path() == "/readyz" => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"status": "starting"})),
+                )
+                    .into_response(),
+                None => ApiError::unavailable("starting: recovering the log").into_response(),
+            }
+        }
+    })
+}
+
 /// Binds, recovers, serves until [`Running::stop`] or `signal` resolves.
 pub async fn start(
     config: ServeConfig,
@@ -175,27 +228,27 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
+    let redis_listener = match config.redis_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--redis-listen)"))?,
+        ),
+        None => None,
+    };
+    let redis_addr = redis_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    if let Some(redis_addr) = redis_addr {
+        tracing::info!(%redis_addr, "Redis Enterprise dialect listening");
+    }
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let front = {
-        let slot = slot.clone();
-        Router::new().fallback(move |req: Request| {
-            let slot = slot.clone();
-            async move {
-                match slot.get() {
-                    Some(app) => app.clone().oneshot(req).await.into_response(),
-                    None if req.uri().path() == "/healthz" => healthz().await.into_response(),
-                    None if req.uri().path() == "/readyz" => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Json(json!({"status": "starting"})),
-                    )
-                        .into_response(),
-                    None => ApiError::unavailable("starting: recovering the log").into_response(),
-                }
-            }
-        })
-    };
+    let redis_slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+    let front = starting_front(slot.clone());
+    let redis_front = starting_front(redis_slot.clone());
 
     // Open the ledger off the async workers: recovery reads and checks every segment.
     let cfg = config.clone();
@@ -212,6 +265,9 @@ pub async fn start(
         );
         let mut lc = LedgerConfig::new(cfg.data_dir.join("log"));
         lc.segment_bytes = cfg.segment_bytes;
+        lc.commit_batch_records_max = cfg.commit_batch_records_max;
+        lc.commit_batch_bytes_max = cfg.commit_batch_bytes_max;
+        lc.append_queue_max = cfg.append_queue_max;
         let store: Arc<dyn StateStore> = projection.clone();
         let ledger = Ledger::open(Arc::new(crate::log::FsStorage), lc, store)
             .context("cannot open the ledger")?;
@@ -233,11 +289,13 @@ pub async fn start(
         shutdown: shutdown_rx.clone(),
     };
     let _ = slot.set(router(state.clone()));
+    let _ = redis_slot.set(redis_router(state.clone()));
     state.ready.store(true, Ordering::Release);
     tracing::info!(position = ledger.committed_position(), "ready");
 
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
     let stop_rx = shutdown_rx.clone();
+    let redis_stop_rx = shutdown_rx.clone();
     let shutdown_tx2 = shutdown_tx.clone();
     tokio::spawn(async move {
         signal.await;
@@ -250,6 +308,21 @@ pub async fn start(
                 tracing::info!("shutting down: no new connections");
             })
             .into_future();
+        // The Redis listener stops accepting at the same moment and shares the drain.
+        let redis_serve = async move {
+            match redis_listener {
+                Some(l) => {
+                    axum::serve(l, redis_front.into_make_service())
+                        .with_graceful_shutdown(super::shutting_down(redis_stop_rx))
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+        let serve = async move {
+            let (main, redis) = tokio::join!(serve, redis_serve);
+            main.and(redis)
+        };
         let mut serve = std::pin::pin!(serve);
         tokio::select! {
             r = &mut serve => r?,
@@ -272,6 +345,7 @@ pub async fn start(
     });
     Ok(Running {
         addr,
+        redis_addr,
         first_admin_token,
         shutdown: shutdown_tx,
         task,

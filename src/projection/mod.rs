@@ -199,13 +199,28 @@ fn open_sled(dir: &Path, config: &ProjectionConfig) -> Result<sled::Db, sled::Er
         .cache_capacity(config.cache_capacity_bytes)
         .flush_every_ms(config.flush_every_ms)
         .mode(sled::Mode::HighThroughput);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open())) {
-        Ok(result) => result,
-        Err(_) => Err(sled::Error::ReportableBug(
-            "sled panicked while opening".into(),
-        )),
+    // sled's background threads can hold the directory's lock for a moment after the last
+    // handle in this process drops; a lock still held after LOCK_WAIT is someone else's.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let result =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open())) {
+                Ok(result) => result,
+                Err(_) => Err(sled::Error::ReportableBug(
+                    "sled panicked while opening".into(),
+                )),
+            };
+        match result {
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
+
+/// How long opening waits for sled's lock before reporting the projection as in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Projection {
     /// Opens the projection in `dir`, creating it if needed. A projection that sled cannot

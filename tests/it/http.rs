@@ -25,6 +25,7 @@ pub async fn spawn_on(dir: tempfile::TempDir) -> TestApp {
     let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
     config.admin_token = Some(ADMIN.into());
     config.limits.body_bytes_max = 64 * 1024;
+    config.redis_listen = Some("127.0.0.1:0".parse().unwrap());
     let running = server::start(config, std::future::pending()).await.unwrap();
     TestApp {
         base: format!("http://{}", running.addr),

@@ -2,6 +2,7 @@
 
 mod clients;
 mod codec;
+mod dialect_ecs;
 mod golden;
 mod http;
 mod lifecycle;
