@@ -88,8 +88,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The Redis listener's router: the Redis Enterprise dialect at its documented root paths,
-/// with Redis-shaped 404/405 answers and the same timeout and metrics as the main router.
+/// The Redis listener's router: the Redis Enterprise dialect at its documented root paths
+/// (its routes bring Redis-shaped 404/405 answers), with the same timeout and metrics as the
+/// main router.
 pub fn redis_router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
     super::dialect::redis_routes()
@@ -97,8 +98,6 @@ pub fn redis_router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
-        .fallback(super::dialect::redis::not_found)
-        .method_not_allowed_fallback(super::dialect::redis::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -2,7 +2,9 @@
 
 mod clients;
 mod codec;
+mod dialect_do;
 mod dialect_ecs;
+mod dialect_redis;
 mod golden;
 mod http;
 mod lifecycle;

@@ -25,8 +25,14 @@
 //!   `X-Forwarded-Proto` (default `http`), keep `per_page` when the request gave it, and
 //!   only the meaningful ones (first/prev/next/last) appear.
 //! - `POST` `{"type": T, ...}` records a running, exclusive task on `{type: "droplet", id}`
-//!   with `user` = the token's name; other body fields are accepted and not recorded.
+//!   with `user` = the token's name and the droplet's region (the region of the newest of
+//!   its last [`REGION_LOOKBACK`] actions that names one, so a droplet created in `nyc3`
+//!   keeps acting in `nyc3`); other body fields are accepted and not recorded.
 //!   `Idempotency-Key` works as on the native API.
+//! - "Actions cannot be queued" is the core's exclusivity: the POST is refused (422) while
+//!   the droplet has an unfinished *exclusive* action of the same tenant. Every action
+//!   created here is exclusive; native creators opt in with `"exclusive": true`. The same
+//!   droplet id in another tenant is another droplet.
 
 use super::super::error::ApiError;
 use super::super::{blocking, load_action, native, parse_json, with_retry_after, AppState, Body};
@@ -48,6 +54,8 @@ pub const PER_PAGE_DEFAULT: u64 = 20;
 pub const PER_PAGE_MAX: u64 = 200;
 /// The resource type of droplet actions.
 pub const DROPLET: &str = "droplet";
+/// How many of a droplet's newest actions a POST looks through for its region.
+pub const REGION_LOOKBACK: usize = 20;
 /// The 422 message of a POST on a droplet with an unfinished action (DIALECTS.md).
 pub const BUSY_MESSAGE: &str = "Droplet already has a pending event.";
 
@@ -451,6 +459,19 @@ async fn droplet_show(
     one(&state, p, path_id(&id)?, Some(droplet(d))).await
 }
 
+/// The droplet's region: the newest of its last [`REGION_LOOKBACK`] actions that names one.
+async fn droplet_region(state: &AppState, tenant: &str, d: u64) -> Result<Option<String>, DoError> {
+    let q = ActionQuery {
+        tenant: Some(tenant.to_string()),
+        resource: Some(droplet(d)),
+        limit: REGION_LOOKBACK,
+        ..Default::default()
+    };
+    let st = state.clone();
+    let page = blocking(move || Ok(st.projection.list(&q)?)).await?;
+    Ok(page.actions.into_iter().find_map(|a| a.region))
+}
+
 #[derive(Deserialize)]
 struct CreateBody {
     #[serde(rename = "type")]
@@ -481,6 +502,7 @@ async fn create(
     c.user = Some(p.name.clone());
     c.status = InitialStatus::Running;
     c.exclusive = true;
+    c.region = droplet_region(&state, &p.tenant, d).await?;
     let committed = native::submit(&state, &p, idem, vec![Command::Create(c)]).await?;
     let a = &committed.actions[0];
     Ok(with_retry_after(

@@ -14,16 +14,21 @@
 //!   as strings (`task_id` = `action_uid`), and `state`/`pending_ops` when set; no
 //!   `object_name` (the documented task records have none; v2's `additional_info` carries
 //!   the object). State machines carry `object_name` = `{resource type}:{resource id}`
-//!   (`bdb:1`), a numeric `progress` (an integer when whole, as in the example),
+//!   (`bdb:1`; none for the cluster itself, see below), a numeric `progress` (an integer when whole, as in the example),
 //!   `heartbeat` = the last heartbeat, else the last update, in epoch seconds, and `error`
 //!   when failed (the failure message; "cancelled" or the cancel message for cancelled).
+//! - The object of an action is its resource, except for resource type `cluster`: an action
+//!   on the cluster itself has no object, so v1 shows no `object_name` and v2 no
+//!   `object_type`/`object_uid` (and no `additional_info` at all when nothing else is set).
 //! - `/v1/actions/bdb/{uid}` answers the state machines of resource `{type: "bdb", id:
 //!   uid}` (primary or related), newest first, as a bare array; 404 when there are none.
 //! - Lists have no paging in Redis: each list holds the newest `LIST_LIMIT_MAX` (1000 by
 //!   default) matching actions. Query parameters are ignored.
 //! - Any Basic user name is accepted; the password must be a valid token. Every role
 //!   includes `view_status_of_cluster_action` (CONTRACT.md: reader), so a valid token never
-//!   gets the 403 Redis documents for a missing permission.
+//!   gets the 403 Redis documents for a missing permission (the shape is kept for any 403
+//!   of the core: `insufficient_permissions`).
+//! - Unknown paths and methods answer Redis's error shape (404 / 405) on both listeners.
 
 use super::super::auth::{authenticate, AuthFailure};
 use super::super::error::ApiError;
@@ -41,7 +46,8 @@ use serde::Serialize;
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
 
-/// The Redis routes at their documented root paths.
+/// The Redis routes at their documented root paths, with Redis-shaped 404/405 answers (the
+/// same whether served at the root of the Redis listener or nested under `/redis`).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/actions", get(v1_list))
@@ -49,6 +55,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/actions/{uid}", get(v1_get))
         .route("/v2/actions", get(v2_list))
         .route("/v2/actions/{uid}", get(v2_get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The resource type of the cluster itself: actions on it have no object.
+pub const CLUSTER: &str = "cluster";
+
+/// The object an action runs on: its resource, or none for the cluster itself.
+fn object(a: &Action) -> Option<&ResourceRef> {
+    (a.resource.resource_type != CLUSTER).then_some(&a.resource)
 }
 
 /// Which of Redis's two status vocabularies.
@@ -182,7 +198,8 @@ pub struct V1StateMachine {
     pub progress: Value,
     pub status: &'static str,
     pub heartbeat: i64,
-    pub object_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_uid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,7 +230,7 @@ fn v1_state_machine(a: &Action) -> V1StateMachine {
         progress: progress_number(a.progress),
         status: status(a.status, Api::V1),
         heartbeat: epoch_seconds(a.heartbeat_at.unwrap_or(a.updated_at)),
-        object_name: object_name(&a.resource),
+        object_name: object(a).map(object_name),
         node_uid: a.node.clone(),
         state: a.state.clone(),
         pending_ops: pending_ops(a),
@@ -275,8 +292,8 @@ fn v2(a: &Action) -> V2Action {
         error: (a.status == Status::Failed)
             .then(|| error_text(a))
             .flatten(),
-        object_type: Some(a.resource.resource_type.clone()),
-        object_uid: Some(a.resource.id.clone()),
+        object_type: object(a).map(|r| r.resource_type.clone()),
+        object_uid: object(a).map(|r| r.id.clone()),
         pending_ops: pending_ops(a),
     };
     V2Action {
@@ -476,4 +493,45 @@ async fn v2_get(
     let p = caller(&headers, &state)?;
     let a = one(&state, p, uid).await?;
     Ok(with_retry_after(&a, Json(v2(&a)).into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_errors_keep_their_status_in_redis_shape() {
+        for (status, code) in [
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            (StatusCode::FORBIDDEN, "insufficient_permissions"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        ] {
+            let e = RedisError::from(ApiError::new(status, "x", "why"));
+            assert_eq!(
+                (e.status, e.code, e.description.as_str()),
+                (status, code, "why")
+            );
+        }
+    }
+
+    #[test]
+    fn both_status_vocabularies() {
+        let v1: Vec<_> = Status::ALL.iter().map(|s| status(*s, Api::V1)).collect();
+        let v2: Vec<_> = Status::ALL.iter().map(|s| status(*s, Api::V2)).collect();
+        assert_eq!(v1, ["pending", "active", "completed", "failed", "failed"]);
+        assert_eq!(
+            v2,
+            ["queued", "running", "completed", "failed", "cancelled"]
+        );
+    }
+
+    #[test]
+    fn progress_is_whole_when_whole() {
+        assert_eq!(progress_string(100.0), "100");
+        assert_eq!(progress_string(42.5), "42.5");
+        assert_eq!(progress_number(100.0), serde_json::json!(100));
+        assert_eq!(progress_number(42.5), serde_json::json!(42.5));
+    }
 }
