@@ -35,17 +35,17 @@
 //!   droplet id in another tenant is another droplet.
 
 use super::super::error::ApiError;
-use super::super::{blocking, load_action, native, parse_json, with_retry_after, AppState, Body};
-use crate::event::{Action, Command, CreateAction, InitialStatus, Micros, ResourceRef, Status};
+use super::super::{with_retry_after, AppState, Body};
+use crate::event::{Action, Micros, ResourceRef, Status};
 use crate::projection::query::ActionQuery;
-use crate::tokens::{Principal, Role};
+use crate::tokens::Principal;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// Default page size (DO: 20).
@@ -377,8 +377,7 @@ async fn list_page(
         offset,
         ..Default::default()
     };
-    let st = state.clone();
-    let page = blocking(move || Ok(st.projection.list(&q)?)).await?;
+    let page = super::list(state, q).await?;
     let actions: Vec<DoAction> = page.actions.iter().map(DoAction::from).collect();
     let url = format!("{}{path}", base_url(headers));
     Ok(Json(json!({
@@ -425,8 +424,7 @@ async fn one(
     id: u64,
     resource: Option<ResourceRef>,
 ) -> Result<Response, DoError> {
-    let st = state.clone();
-    let a = blocking(move || load_action(&st, &p, &id.to_string())).await?;
+    let a = super::one(state, &p, &id.to_string()).await?;
     if let Some(r) = resource {
         if a.resource != r && !a.related.contains(&r) {
             return Err(DoError::not_found());
@@ -467,15 +465,8 @@ async fn droplet_region(state: &AppState, tenant: &str, d: u64) -> Result<Option
         limit: REGION_LOOKBACK,
         ..Default::default()
     };
-    let st = state.clone();
-    let page = blocking(move || Ok(st.projection.list(&q)?)).await?;
+    let page = super::list(state, q).await?;
     Ok(page.actions.into_iter().find_map(|a| a.region))
-}
-
-#[derive(Deserialize)]
-struct CreateBody {
-    #[serde(rename = "type")]
-    action_type: String,
 }
 
 async fn create(
@@ -487,29 +478,20 @@ async fn create(
     let p = caller(&headers, &state)?;
     let Path(droplet_id) = droplet_id.map_err(|_| DoError::not_found())?;
     let d = path_id(&droplet_id)?;
-    if !super::super::auth::allows(&p, Role::Writer) {
-        return Err(forbidden());
-    }
+    super::require_writer(&p)?;
     let Body(body) = body?;
-    let idem = native::idempotency(
-        &headers,
-        &p,
-        &format!("POST /v2/droplets/{d}/actions"),
-        &body,
-    )?;
-    let req: CreateBody = parse_json(&body)?;
-    let mut c = CreateAction::new(&p.tenant, &req.action_type, DROPLET, &d.to_string());
-    c.user = Some(p.name.clone());
-    c.status = InitialStatus::Running;
-    c.exclusive = true;
-    c.region = droplet_region(&state, &p.tenant, d).await?;
-    let committed = native::submit(&state, &p, idem, vec![Command::Create(c)]).await?;
-    let a = &committed.actions[0];
+    let region = droplet_region(&state, &p.tenant, d).await?;
+    let route = format!("POST /v2/droplets/{d}/actions");
+    let a = super::record_task(&state, &headers, &p, &route, &body, droplet(d), |c| {
+        c.exclusive = true;
+        c.region = region;
+    })
+    .await?;
     Ok(with_retry_after(
-        a,
+        &a,
         (
             StatusCode::CREATED,
-            Json(json!({"action": DoAction::from(a)})),
+            Json(json!({"action": DoAction::from(&a)})),
         )
             .into_response(),
     ))

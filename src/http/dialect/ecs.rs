@@ -22,17 +22,17 @@
 //!   `Idempotency-Key` works as on the native API.
 
 use super::super::error::ApiError;
-use super::super::{blocking, load_action, native, parse_json, with_retry_after, AppState, Body};
-use crate::event::{Action, Command, CreateAction, InitialStatus, ResourceRef, Status};
+use super::super::{with_retry_after, AppState, Body};
+use crate::event::{Action, ResourceRef, Status};
 use crate::projection::query::ActionQuery;
-use crate::tokens::{Principal, Role};
+use crate::tokens::Principal;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The resource type of the servers this dialect acts on (seed 000: `"resource_type": "ECS"`).
 pub const RESOURCE_TYPE: &str = "ECS";
@@ -199,8 +199,7 @@ async fn list(
     let Query(pairs) =
         query.map_err(|e| EcsError::bad_request(format!("bad query string: {e}")))?;
     let q = list_query(&pairs, &p, state.limits.list_limit_max)?;
-    let st = state.clone();
-    let page = blocking(move || Ok(st.projection.list(&q)?)).await?;
+    let page = super::list(&state, q).await?;
     let actions: Vec<EcsAction> = page.actions.iter().map(EcsAction::from).collect();
     Ok(Json(serde_json::json!({
         "status": "ok",
@@ -221,8 +220,7 @@ async fn show(
     let Ok(n) = id.parse::<u64>() else {
         return Err(EcsError::not_found(&id));
     };
-    let st = state.clone();
-    let action = blocking(move || load_action(&st, &p, &n.to_string()))
+    let action = super::one(&state, &p, &n.to_string())
         .await
         .map_err(|e| match e.status {
             StatusCode::NOT_FOUND => EcsError::not_found(&id),
@@ -232,12 +230,6 @@ async fn show(
     Ok(with_retry_after(&action, Json(body).into_response()))
 }
 
-#[derive(Deserialize)]
-struct CreateBody {
-    #[serde(rename = "type")]
-    action_type: String,
-}
-
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -245,28 +237,17 @@ async fn create(
     body: Result<Body, ApiError>,
 ) -> Result<Response, EcsError> {
     let p = caller(&headers, &state)?;
-    if !super::super::auth::allows(&p, Role::Writer) {
-        return Err(EcsError::new(
-            StatusCode::FORBIDDEN,
-            "this token's role may not record actions",
-        ));
-    }
+    super::require_writer(&p)?;
     let Path(name) = name.map_err(|_| EcsError::bad_request("bad server name in the path"))?;
     let Body(body) = body?;
-    let idem = native::idempotency(
-        &headers,
-        &p,
-        &format!("POST /ecs/v2/servers/{name}/actions"),
-        &body,
-    )?;
-    let req: CreateBody = parse_json(&body)?;
-    let mut c = CreateAction::new(&p.tenant, &req.action_type, RESOURCE_TYPE, &name);
-    c.user = Some(p.name.clone());
-    c.status = InitialStatus::Running;
-    let committed = native::submit(&state, &p, idem, vec![Command::Create(c)]).await?;
-    let a = &committed.actions[0];
+    let route = format!("POST /ecs/v2/servers/{name}/actions");
+    let server = ResourceRef {
+        resource_type: RESOURCE_TYPE.to_string(),
+        id: name,
+    };
+    let a = super::record_task(&state, &headers, &p, &route, &body, server, |_| {}).await?;
     Ok(with_retry_after(
-        a,
-        (StatusCode::CREATED, Json(EcsAction::from(a))).into_response(),
+        &a,
+        (StatusCode::CREATED, Json(EcsAction::from(&a))).into_response(),
     ))
 }

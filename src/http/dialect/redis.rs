@@ -32,7 +32,7 @@
 
 use super::super::auth::{authenticate, AuthFailure};
 use super::super::error::ApiError;
-use super::super::{blocking, load_action, with_retry_after, AppState};
+use super::super::{with_retry_after, AppState};
 use crate::event::{Action, Kind, Micros, PendingOp, ResourceRef, Status};
 use crate::projection::query::ActionQuery;
 use crate::tokens::Principal;
@@ -408,8 +408,7 @@ async fn query(
         limit: state.limits.list_limit_max,
         ..Default::default()
     };
-    let st = state.clone();
-    Ok(blocking(move || Ok(st.projection.list(&q)?.actions)).await?)
+    Ok(super::list(state, q).await?.actions)
 }
 
 /// One action by uid (or ledger id), visible to the caller.
@@ -419,9 +418,7 @@ async fn one(
     uid: Result<Path<String>, PathRejection>,
 ) -> Result<Action, RedisError> {
     let Path(uid) = uid.map_err(|_| RedisError::not_found("?"))?;
-    let st = state.clone();
-    let u = uid.clone();
-    blocking(move || load_action(&st, &p, &u))
+    super::one(state, &p, &uid)
         .await
         .map_err(|e| match e.status {
             StatusCode::NOT_FOUND => RedisError::not_found(&uid),
