@@ -3,6 +3,7 @@
 mod clients;
 mod codec;
 mod dialect_ecs;
+mod dialect_nova;
 mod golden;
 mod http;
 mod lifecycle;
