@@ -961,7 +961,7 @@ async fn nova_legacy_prefix_does_not_shadow_digitalocean() {
         let uid = format!("req-{tenant}");
         nova_action(&app, &w, S, &uid, "stop", "fake", "compute_stop_instance").await;
         let list = ok(&app, &list_path(&format!("/v2/{tenant}")), &w, "2.84").await;
-        assert_eq!(request_ids(&list), [uid.clone()]);
+        assert_eq!(request_ids(&list), vec![uid.clone()]);
         let one = ok(&app, &show_path(&format!("/v2/{tenant}"), &uid), &w, "2.84").await;
         assert_eq!(one["instanceAction"]["project_id"], tenant);
         // DigitalOcean's own routes still answer in DigitalOcean's shape.
@@ -987,4 +987,105 @@ async fn nova_legacy_prefix_does_not_shadow_digitalocean() {
             assert!(v.get("instanceActions").is_none() && v.get("instanceAction").is_none());
         }
     }
+}
+
+/// python-novaclient (pinned in tests/clients/requirements.txt) with a keystoneauth1
+/// session (`token_endpoint.Token`, which sends `X-Auth-Token`) and `endpoint_override`:
+/// version discovery, list with limit/marker/changes-since/changes-before, show at 2.84 as
+/// admin and as a reader, and faults as novaclient exceptions (tests/clients/nova_client.py).
+#[tokio::test(flavor = "multi_thread")]
+async fn novaclient_lists_and_shows_with_a_keystoneauth_session() {
+    let app = spawn_app().await;
+    let t = tokens(&app).await;
+    let mut natives = Vec::new();
+    for i in 1..=5 {
+        let uid = format!("req-0000000{i}-0000-4000-8000-000000000000");
+        natives.push(
+            nova_action(
+                &app,
+                &t.writer,
+                S,
+                &uid,
+                "reboot",
+                "fake",
+                "compute_reboot_instance",
+            )
+            .await,
+        );
+    }
+    seed_resize(&app, &t.writer).await;
+    let uid = |i: usize| natives[i]["uid"].as_str().unwrap().to_string();
+    let since = natives[2]["updated_at"].as_str().unwrap().to_string();
+
+    let args = [
+        app.base.clone(),
+        P.to_string(),
+        S.to_string(),
+        ADMIN.to_string(),
+        t.reader.clone(),
+        since,
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::clients::run_script("nova_client.py", &args)
+    })
+    .await
+    .unwrap();
+    let out: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+
+    // novaclient 18.x supports up to 2.96; the ledger up to 2.104.
+    assert_eq!(out["negotiated"], "2.96", "{out}");
+    assert_eq!(out["negotiated_scoped"], "2.96", "{out}");
+    assert_eq!(out["server_version"], json!(["2.1", "2.104"]));
+    assert_eq!(out["versions"], json!(["v2.0", "v2.1"]));
+    let newest_first = json!([RESIZE, uid(4), uid(3), uid(2), uid(1), uid(0)]);
+    assert_eq!(out["all"], newest_first);
+    assert_eq!(
+        out["pages"],
+        json!([[RESIZE, uid(4), uid(3), uid(2)], [uid(1), uid(0)]])
+    );
+    assert_eq!(
+        out["changes_since"],
+        json!([RESIZE, uid(4), uid(3), uid(2)])
+    );
+    assert_eq!(out["changes_before"], json!([uid(2), uid(1)]));
+    // The events novaclient got are exactly what the dialect serves each role.
+    let admin = ok(&app, &show_path("/v2.1", RESIZE), ADMIN, "2.84").await;
+    let reader = ok(&app, &show_path("/v2.1", RESIZE), &t.reader, "2.84").await;
+    assert_eq!(out["admin_events"], admin["instanceAction"]["events"]);
+    assert_eq!(out["reader_events"], reader["instanceAction"]["events"]);
+    assert_eq!(out["admin_events"][1]["details"], "Resize error: disk full");
+    assert_eq!(out["admin_events"][1]["host"], "compute");
+    assert_eq!(out["admin_events"][1]["hostId"], HOST_ID);
+    assert_eq!(
+        out["show_fields"],
+        json!([
+            "action",
+            "instance_uuid",
+            "message",
+            "project_id",
+            "request_id",
+            "start_time",
+            "updated_at",
+            "user_id"
+        ])
+    );
+    assert_eq!(
+        (
+            &out["reader_events_at_2.1"],
+            &out["reader_events_at_2.50"],
+            &out["reader_events_at_2.51"]
+        ),
+        (&json!(false), &json!(false), &json!(true))
+    );
+    assert_eq!(
+        out["errors"],
+        json!({
+            "unknown_action": [404, "Action req-nosuch not found"],
+            "unknown_server": [404, "Instance no-such-server could not be found."],
+            "bad_marker": [400, "Marker req-nosuch could not be found."],
+            "project_mismatch": [400, format!("Malformed request URL: URL's project_id 'someone-else' doesn't match Context's project_id '{P}'")],
+            "bad_token": [401],
+        })
+    );
 }
