@@ -4,6 +4,7 @@ mod clients;
 mod codec;
 mod dialect_do;
 mod dialect_ecs;
+mod dialect_nova;
 mod dialect_redis;
 mod golden;
 mod http;

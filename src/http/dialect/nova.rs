@@ -726,15 +726,15 @@ fn form_encode(s: &str) -> String {
     out
 }
 
-/// The `next` link of a full page: this URL with the parameters sorted by name and
-/// `marker` set to the page's last request id (Nova's `_get_next_link`).
+/// The `next` link of a full page: this URL with the request's parameters in their order
+/// and `marker` (moved to the end) set to the page's last request id (Nova's
+/// `_get_next_link`: a copy of webob's `request.params` with `params["marker"] = ...`).
 fn next_link(headers: &HeaderMap, path: &str, given: &[(String, String)], last: &str) -> Value {
     let mut params: Vec<(String, String)> = given
         .iter()
         .filter(|(k, _)| k != "marker")
         .cloned()
         .collect();
-    params.sort();
     params.push(("marker".into(), last.into()));
     let query: Vec<String> = params
         .iter()
