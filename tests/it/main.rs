@@ -1,8 +1,12 @@
 //! The integration test binary: one binary, one module per topic (see README "Tests").
 
+mod binserver;
 mod clients;
 mod codec;
+mod crash;
+mod damage;
 mod dialect_ecs;
+mod diskfull;
 mod golden;
 mod http;
 mod lifecycle;
