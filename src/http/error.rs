@@ -158,7 +158,7 @@ impl From<LedgerError> for ApiError {
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "insufficient_storage",
-                    "the ledger's disk is full; nothing was recorded",
+                    "the ledger's disk is full (no space left, or a file size or quota limit reached); nothing was recorded. Free space, then restart the server",
                 )
             }
             LedgerError::Log(LogError::Poisoned(reason)) => {

@@ -54,14 +54,33 @@ impl LogError {
         }
     }
 
-    /// True when the disk is full (ENOSPC), which callers report as 507.
+    /// True when the disk is full: no space left (ENOSPC), a disk quota exceeded (EDQUOT) or
+    /// a file size limit reached (EFBIG, e.g. `RLIMIT_FSIZE`). Callers report it as 507.
+    /// A poisoned writer keeps the first failure's text, so that is matched too (the
+    /// projection's store reports the same errors through it).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            LogError::Io { source, .. } => source.raw_os_error() == Some(28),
-            LogError::Poisoned(msg) => msg.contains("No space left"),
+            LogError::Io { source, .. } => is_disk_full_io(source),
+            LogError::Poisoned(msg) => [
+                "No space left",
+                "Disk quota exceeded",
+                "File too large",
+                "StorageFull",
+                "QuotaExceeded",
+                "FileTooLarge",
+            ]
+            .iter()
+            .any(|m| msg.contains(m)),
             _ => false,
         }
     }
+}
+
+fn is_disk_full_io(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    ) || matches!(e.raw_os_error(), Some(27 | 28 | 122))
 }
 
 /// Read-only integrity check of the log: the same scan recovery runs, changing nothing.

@@ -1,11 +1,15 @@
 //! The integration test binary: one binary, one module per topic (see README "Tests").
 
+mod binserver;
 mod clients;
 mod codec;
+mod crash;
+mod damage;
 mod dialect_do;
 mod dialect_ecs;
 mod dialect_nova;
 mod dialect_redis;
+mod diskfull;
 mod golden;
 mod http;
 mod lifecycle;

@@ -1,0 +1,156 @@
+//! The real `action-ledger serve` binary as a child process, for the crash, disk-fault and
+//! damage tests: start it on port 0, learn its address from its stderr, wait until ready,
+//! SIGKILL it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN: &str = "binserver-admin-token";
+pub const BIN: &str = env!("CARGO_BIN_EXE_action-ledger");
+
+/// How long a start may take on a loaded 2-core machine before it counts as a failed start.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub segment_bytes: u64,
+    /// `RLIMIT_FSIZE` of the server process in bytes (SIGXFSZ ignored, so an oversized
+    /// write fails with EFBIG instead of killing the process).
+    pub file_size_limit: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: 16 * 1024,
+            file_size_limit: None,
+        }
+    }
+}
+
+pub struct BinServer {
+    pub child: Child,
+    pub base: String,
+}
+
+/// Starts the binary on `data_dir`; its stdout and stderr go to `output`.
+pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
+    let out = std::fs::File::create(output)
+        .unwrap_or_else(|e| panic!("create {}: {e}", output.display()));
+    let err = out.try_clone().unwrap();
+    let segment_bytes = opts.segment_bytes.to_string();
+    let args = [
+        "serve",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-listen",
+        "off",
+        "--admin-token",
+        ADMIN,
+        "--segment-bytes",
+        &segment_bytes,
+    ];
+    let mut cmd = match opts.file_size_limit {
+        None => {
+            let mut c = Command::new(BIN);
+            c.args(args);
+            c
+        }
+        Some(bytes) => {
+            // The crate forbids unsafe code (so no pre_exec): an ignored signal and a resource
+            // limit both survive exec, so a shell sets them and execs the server.
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("trap '' XFSZ; exec prlimit --fsize=\"$FSIZE\" -- \"$@\"")
+                .arg("sh")
+                .arg(BIN)
+                .args(args)
+                .env("FSIZE", bytes.to_string());
+            c
+        }
+    };
+    for var in [
+        "ACTION_LEDGER_DATA_DIR",
+        "ACTION_LEDGER_LISTEN",
+        "ACTION_LEDGER_REDIS_LISTEN",
+        "ACTION_LEDGER_ADMIN_TOKEN",
+        "ACTION_LEDGER_SEGMENT_BYTES",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("ACTION_LEDGER_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+}
+
+/// Starts the binary and waits until `/readyz` answers 200. `Err` (with the server's output)
+/// when it exits or does not become ready.
+pub async fn start(data_dir: &Path, output: &Path, opts: &Options) -> Result<BinServer, String> {
+    let mut child = spawn(data_dir, output, opts);
+    match wait_ready(&mut child, output).await {
+        Ok(base) => Ok(BinServer { child, base }),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+async fn wait_ready(child: &mut Child, output: &Path) -> Result<String, String> {
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    let mut base: Option<String> = None;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!(
+                "server exited with {status} before it was ready; output:\n{}",
+                read_output(output)
+            ));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(format!(
+                "server not ready after {START_TIMEOUT:?}; output:\n{}",
+                read_output(output)
+            ));
+        }
+        if base.is_none() {
+            base = read_output(output)
+                .lines()
+                .find_map(|l| l.split("listening on ").nth(1))
+                .map(|s| s.trim().to_string());
+        }
+        if let Some(b) = &base {
+            if let Ok(r) = client.get(format!("{b}/readyz")).send().await {
+                if r.status() == reqwest::StatusCode::OK {
+                    return Ok(b.clone());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn read_output(output: &Path) -> String {
+    std::fs::read_to_string(output).unwrap_or_default()
+}
+
+impl BinServer {
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

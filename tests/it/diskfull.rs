@@ -1,0 +1,267 @@
+//! Disk faults through the real server: the binary runs under `RLIMIT_FSIZE` (SIGXFSZ
+//! ignored, so a write past the limit fails with EFBIG like a full disk) while concurrent
+//! writers fill it. Writes are refused with 507 `insufficient_storage`, reads keep working,
+//! nothing acknowledged is lost, `log::verify` passes, and after a restart with the limit
+//! lifted ("space is back") the server accepts writes again.
+//!
+//! Two shapes of load decide which file hits the limit first: large batches grow the log
+//! faster (the log write itself fails: a partial frame that recovery cuts), large single
+//! events grow the sled projection faster (the projection's apply fails after the record
+//! was durable: that write is acknowledged, every later one refused). Failed fsync and
+//! ENOSPC at the storage seam are in powerloss.rs (SimStorage).
+
+use super::binserver::{self, Options, ADMIN};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const LIMIT: u64 = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Shape {
+    /// Batches of 40 events with 2 KiB messages: the log outgrows the projection.
+    BigBatches,
+    /// Single events with 8 KiB messages: the projection outgrows the log.
+    BigEvents,
+}
+
+/// marker → (action id, version) of every acknowledged operation.
+type Acked = Arc<Mutex<HashMap<String, (u64, u64)>>>;
+
+async fn post(client: &Client, base: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    let r = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+fn assert_disk_full(status: StatusCode, body: &Value) {
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("disk is full") && message.contains("restart"),
+        "{message}"
+    );
+}
+
+/// Writes until the server refuses; returns the refusals seen.
+async fn fill(base: String, w: usize, shape: Shape, acked: Acked) -> usize {
+    let client = Client::new();
+    let (s, a) = post(
+        &client,
+        &base,
+        "/api/v1/actions",
+        &json!({"type": "fill", "uid": format!("fill-{w}"), "resource": {"type": "vm", "id": w.to_string()},
+                "status": "running"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let id = a["id"].as_u64().unwrap();
+    acked
+        .lock()
+        .unwrap()
+        .insert(format!("fill-{w}"), (id, a["version"].as_u64().unwrap()));
+    for n in 0.. {
+        let (path, body, markers) = match shape {
+            Shape::BigBatches => {
+                let markers: Vec<String> = (0..40).map(|k| format!("w{w}n{n}k{k}")).collect();
+                let commands: Vec<Value> = markers
+                    .iter()
+                    .map(|m| {
+                        json!({"event": {"action": id, "type": "progress",
+                                              "message": format!("{m} {}", "x".repeat(2048))}})
+                    })
+                    .collect();
+                (
+                    "/api/v1/batch".to_string(),
+                    json!({ "commands": commands }),
+                    markers,
+                )
+            }
+            Shape::BigEvents => {
+                let m = format!("w{w}n{n}");
+                (
+                    format!("/api/v1/actions/{id}/events"),
+                    json!({"type": "progress", "message": format!("{m} {}", "y".repeat(8192))}),
+                    vec![m],
+                )
+            }
+        };
+        let (status, answer) = post(&client, &base, &path, &body).await;
+        if status.is_success() {
+            let results = match shape {
+                Shape::BigBatches => answer["results"].as_array().unwrap().clone(),
+                Shape::BigEvents => vec![answer],
+            };
+            let mut acked = acked.lock().unwrap();
+            for (m, r) in markers.into_iter().zip(results) {
+                acked.insert(m, (id, r["version"].as_u64().unwrap()));
+            }
+            continue;
+        }
+        assert_disk_full(status, &answer);
+        // Refused for good until a restart, creates included; reads still answer.
+        let (s, b) = post(&client, &base, &path, &body).await;
+        assert_disk_full(s, &b);
+        let (s, b) = post(
+            &client,
+            &base,
+            "/api/v1/actions",
+            &json!({"type": "more", "resource": {"type": "vm", "id": "x"}}),
+        )
+        .await;
+        assert_disk_full(s, &b);
+        let r = client
+            .get(format!("{base}/api/v1/actions/{id}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        return n;
+    }
+    unreachable!()
+}
+
+async fn fill_and_recover(shape: Shape) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let opts = Options {
+        segment_bytes: 64 << 20,
+        file_size_limit: Some(LIMIT),
+    };
+    let mut server = binserver::start(&data, &dir.path().join("full.out"), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max file size") && l.contains(&LIMIT.to_string())),
+        "the server does not run under RLIMIT_FSIZE={LIMIT}:\n{limits}"
+    );
+    let acked: Acked = Default::default();
+    let writers: Vec<_> = (0..3)
+        .map(|w| tokio::spawn(fill(server.base.clone(), w, shape, acked.clone())))
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    server.kill();
+    let output = binserver::read_output(&dir.path().join("full.out"));
+    let failed_file = match shape {
+        Shape::BigBatches => "log/00000000000000000001.seg",
+        Shape::BigEvents => "projection apply failed",
+    };
+    assert!(
+        output.contains("File too large") && output.contains(failed_file),
+        "{shape:?}: expected the failure in {failed_file}:\n{output}"
+    );
+
+    // Nothing acknowledged lost, nothing damaged.
+    let summary = action_ledger::log::verify(
+        &action_ledger::log::FsStorage,
+        &data.join("log"),
+        &mut |_| Ok(()),
+    )
+    .unwrap_or_else(|e| panic!("{shape:?}: verify after the disk filled: {e}"));
+    let opts = Options {
+        segment_bytes: 64 << 20,
+        file_size_limit: None,
+    };
+    let mut server = binserver::start(&data, &dir.path().join("after.out"), &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{shape:?}: restart with space back failed: {e}"));
+    let client = Client::new();
+    let acked = acked.lock().unwrap().clone();
+    let mut histories: HashMap<u64, Vec<String>> = HashMap::new();
+    for &(id, _) in acked.values() {
+        if histories.contains_key(&id) {
+            continue;
+        }
+        let h: Value = client
+            .get(format!("{}/api/v1/actions/{id}/history", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let markers = h["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let e = &r["event"];
+                match e["type"].as_str() {
+                    Some("created") => e["uid"].as_str().unwrap().to_string(),
+                    _ => e["message"]
+                        .as_str()
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                }
+            })
+            .collect();
+        histories.insert(id, markers);
+    }
+    for (m, &(id, version)) in &acked {
+        let h = &histories[&id];
+        assert_eq!(
+            h.get(version as usize - 1),
+            Some(m),
+            "{shape:?}: acknowledged {m} (action {id} version {version}) lost or misplaced"
+        );
+        assert_eq!(h.iter().filter(|x| *x == m).count(), 1, "{m} twice");
+    }
+    let total: usize = histories.values().map(Vec::len).sum();
+    assert!(
+        summary.last_position as usize >= acked.len() / 40,
+        "{shape:?}: {} records",
+        summary.last_position
+    );
+    assert!(total >= acked.len());
+    // Usable again.
+    let (s, b) = post(
+        &client,
+        &server.base,
+        "/api/v1/actions",
+        &json!({"type": "after", "resource": {"type": "vm", "id": "after"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    server.kill();
+    eprintln!(
+        "disk full ({shape:?}): {} acknowledged operations before the limit, all present after restart; \
+         torn tail {}",
+        acked.len(),
+        summary
+            .torn_tail
+            .map_or("none".to_string(), |t| format!("{} bytes cut", t.len))
+    );
+    assert!(
+        acked.len() > 10,
+        "{shape:?}: only {} acknowledged",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_file_refuses_writes_with_507_and_loses_nothing() {
+    fill_and_recover(Shape::BigBatches).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_projection_file_refuses_writes_with_507_and_loses_nothing() {
+    fill_and_recover(Shape::BigEvents).await;
+}
