@@ -149,6 +149,9 @@ async fn do_post_get_and_droplet_list_match_the_documented_examples() {
         (s, &again["action"]["id"]),
         (StatusCode::CREATED, &json!(4))
     );
+    let (s, h, unfinished) = get(&app, "/v2/droplets/3164450/actions/4", &w).await;
+    assert_eq!((s, &unfinished), (StatusCode::OK, &again));
+    assert_eq!(h["retry-after"], "1", "unfinished under the droplet too");
     let (s, _, list) = get(&app, "/v2/droplets/3164450/actions", &w).await;
     assert_eq!(s, StatusCode::OK, "{list}");
     assert_fixture(&list, &app.base, "digitalocean", "droplet-list");
