@@ -954,16 +954,18 @@ async fn nova_faults_tenancy_and_project_mismatch() {
 async fn nova_legacy_prefix_does_not_shadow_digitalocean() {
     let app = spawn_app().await;
     // Tenants named like DigitalOcean's static segments.
-    for tenant in ["droplets", "actions"] {
+    for tenant in ["droplets", "actions", "servers"] {
         let w = app
             .token(&format!("{tenant}-writer"), tenant, "writer")
             .await;
         let uid = format!("req-{tenant}");
         nova_action(&app, &w, S, &uid, "stop", "fake", "compute_stop_instance").await;
-        let list = ok(&app, &list_path(&format!("/v2/{tenant}")), &w, "2.84").await;
-        assert_eq!(request_ids(&list), vec![uid.clone()]);
-        let one = ok(&app, &show_path(&format!("/v2/{tenant}"), &uid), &w, "2.84").await;
-        assert_eq!(one["instanceAction"]["project_id"], tenant);
+        for prefix in [format!("/v2/{tenant}"), format!("/v2.1/{tenant}")] {
+            let list = ok(&app, &list_path(&prefix), &w, "2.84").await;
+            assert_eq!(request_ids(&list), vec![uid.clone()], "{prefix}");
+            let one = ok(&app, &show_path(&prefix, &uid), &w, "2.84").await;
+            assert_eq!(one["instanceAction"]["project_id"], tenant);
+        }
         // DigitalOcean's own routes still answer in DigitalOcean's shape.
         let d = native_action(
             &app,
