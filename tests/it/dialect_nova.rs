@@ -635,6 +635,8 @@ async fn nova_2_58_paging_changes_since_and_next_links() {
         request_ids(&get("?limit=5000".into(), "2.58").await),
         newest_first
     );
+    let huge = get("?limit=99999999999999999999999".into(), "2.58").await;
+    assert_eq!(request_ids(&huge), newest_first);
     // The next link keeps the other parameters (in the request's order) and replaces marker.
     let since = natives[1]["updated_at"].as_str().unwrap().to_string();
     let enc = since.replace(':', "%3A");
@@ -933,6 +935,24 @@ async fn nova_faults_tenancy_and_project_mismatch() {
     )
     .await;
 
+    // The project-scoped root is the version document behind the token.
+    for path in [v21.clone(), format!("{v21}/")] {
+        fault(&app, &path, None, Ver::None, 401).await;
+        let (s, h, doc) = nova_at(&app, &path, Some(&t.reader), Ver::New("2.84")).await;
+        assert_eq!(
+            (s, &h["openstack-api-version"]),
+            (StatusCode::OK, &"compute 2.84".parse().unwrap())
+        );
+        assert_nova_fixture(&doc, &app.base, "version-v2.1");
+        fault(
+            &app,
+            &path.replace(P, "globex"),
+            Some(&t.reader),
+            Ver::None,
+            400,
+        )
+        .await;
+    }
     // Nova is read-only: other methods → 405 badMethod, nothing recorded.
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         let (s, _, e) = request(
