@@ -276,6 +276,11 @@ async fn nova_list_and_show_match_the_api_samples_under_every_prefix() {
         assert_nova_fixture(&one, &app.base, "show-v2.84-admin");
         assert_eq!(one["instanceAction"]["events"][0]["hostId"], HOST_ID);
     }
+    let (_, h, _) = nova_at(&app, &show_path(&v21, STOP), Some(&t.reader), Ver::None).await;
+    assert!(
+        h.get("retry-after").is_none(),
+        "a finished action has no Retry-After"
+    );
     let page = ok(
         &app,
         &format!("{}?limit=1", list_path(&v21)),

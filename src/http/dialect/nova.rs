@@ -1015,6 +1015,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn faults_have_novas_names_codes_and_version_headers() {
+        for (status, name) in [
+            (400, "badRequest"),
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "itemNotFound"),
+            (405, "badMethod"),
+            (406, "computeFault"),
+            (409, "conflictingRequest"),
+            (413, "overLimit"),
+            (429, "overLimit"),
+            (500, "computeFault"),
+            (503, "serviceUnavailable"),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let resp = Fault::new(status, "why").at(MAX_VERSION).into_response();
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()[HEADER], "compute 2.104");
+            assert_eq!(resp.headers()[LEGACY_HEADER], "2.104");
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body,
+                json!({name: {"code": status.as_u16(), "message": "why"}})
+            );
+        }
+        // Server errors never leak their cause.
+        let f = Fault::from(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "sled: disk I/O at /secret/path",
+        ));
+        assert!(!f.message.contains("/secret/path"), "{}", f.message);
+    }
+
     #[test]
     fn host_id_matches_novas_api_sample() {
         // nova/doc/api_samples/os-instance-actions/v2.62: project 6f70...6572, host "compute".
