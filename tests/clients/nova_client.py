@@ -34,8 +34,8 @@ unscoped = f"{BASE}/v2.1"
 out = {}
 
 # Version discovery as novaclient's shell does it for "2.latest": GET the endpoint's version
-# document (GET /v2.1 unscoped; scoped, GET /v2.1/PROJECT is a 404 and novaclient falls back
-# to /v2.1/), then the highest version both sides support.
+# document (GET /v2.1 unscoped, GET /v2.1/PROJECT scoped), then the highest version both
+# sides support.
 latest = api_versions.APIVersion("2.latest")
 probe = nova(READER, "2.1", unscoped)
 out["negotiated"] = api_versions.discover_version(probe, latest).get_string()

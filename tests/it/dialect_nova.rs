@@ -276,6 +276,11 @@ async fn nova_list_and_show_match_the_api_samples_under_every_prefix() {
         assert_nova_fixture(&one, &app.base, "show-v2.84-admin");
         assert_eq!(one["instanceAction"]["events"][0]["hostId"], HOST_ID);
     }
+    let (_, h, _) = nova_at(&app, &show_path(&v21, STOP), Some(&t.reader), Ver::None).await;
+    assert!(
+        h.get("retry-after").is_none(),
+        "a finished action has no Retry-After"
+    );
     let page = ok(
         &app,
         &format!("{}?limit=1", list_path(&v21)),
@@ -635,6 +640,8 @@ async fn nova_2_58_paging_changes_since_and_next_links() {
         request_ids(&get("?limit=5000".into(), "2.58").await),
         newest_first
     );
+    let huge = get("?limit=99999999999999999999999".into(), "2.58").await;
+    assert_eq!(request_ids(&huge), newest_first);
     // The next link keeps the other parameters (in the request's order) and replaces marker.
     let since = natives[1]["updated_at"].as_str().unwrap().to_string();
     let enc = since.replace(':', "%3A");
@@ -933,6 +940,24 @@ async fn nova_faults_tenancy_and_project_mismatch() {
     )
     .await;
 
+    // The project-scoped root is the version document behind the token.
+    for path in [v21.clone(), format!("{v21}/")] {
+        fault(&app, &path, None, Ver::None, 401).await;
+        let (s, h, doc) = nova_at(&app, &path, Some(&t.reader), Ver::New("2.84")).await;
+        assert_eq!(
+            (s, &h["openstack-api-version"]),
+            (StatusCode::OK, &"compute 2.84".parse().unwrap())
+        );
+        assert_nova_fixture(&doc, &app.base, "version-v2.1");
+        fault(
+            &app,
+            &path.replace(P, "globex"),
+            Some(&t.reader),
+            Ver::None,
+            400,
+        )
+        .await;
+    }
     // Nova is read-only: other methods → 405 badMethod, nothing recorded.
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         let (s, _, e) = request(
@@ -954,16 +979,18 @@ async fn nova_faults_tenancy_and_project_mismatch() {
 async fn nova_legacy_prefix_does_not_shadow_digitalocean() {
     let app = spawn_app().await;
     // Tenants named like DigitalOcean's static segments.
-    for tenant in ["droplets", "actions"] {
+    for tenant in ["droplets", "actions", "servers"] {
         let w = app
             .token(&format!("{tenant}-writer"), tenant, "writer")
             .await;
         let uid = format!("req-{tenant}");
         nova_action(&app, &w, S, &uid, "stop", "fake", "compute_stop_instance").await;
-        let list = ok(&app, &list_path(&format!("/v2/{tenant}")), &w, "2.84").await;
-        assert_eq!(request_ids(&list), vec![uid.clone()]);
-        let one = ok(&app, &show_path(&format!("/v2/{tenant}"), &uid), &w, "2.84").await;
-        assert_eq!(one["instanceAction"]["project_id"], tenant);
+        for prefix in [format!("/v2/{tenant}"), format!("/v2.1/{tenant}")] {
+            let list = ok(&app, &list_path(&prefix), &w, "2.84").await;
+            assert_eq!(request_ids(&list), vec![uid.clone()], "{prefix}");
+            let one = ok(&app, &show_path(&prefix, &uid), &w, "2.84").await;
+            assert_eq!(one["instanceAction"]["project_id"], tenant);
+        }
         // DigitalOcean's own routes still answer in DigitalOcean's shape.
         let d = native_action(
             &app,

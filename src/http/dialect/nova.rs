@@ -10,7 +10,7 @@
 //! - `GET /v2.1[/{project_id}]/servers/{server_id}/os-instance-actions[/{request_id}]`, and
 //!   the same under the legacy `/v2/{tenant_id}` prefix.
 //! - `GET /`, `/v2.1`, `/v2.1/`, `/v2`, `/v2/`: version documents, without a token
-//!   (CONTRACT.md). `/v2/actions` (DigitalOcean) has one more segment less than the legacy
+//!   (CONTRACT.md); `GET /v2.1/{project_id}[/]`: the v2.1 document behind the token. `/v2/actions` (DigitalOcean) has one more segment less than the legacy
 //!   Nova prefix, so the two never meet in the router.
 //!
 //! # Mapping
@@ -113,6 +113,8 @@ pub fn routes() -> Router<AppState> {
             &format!("/v2/{{project_id}}/{action}"),
             only_get(get(show_scoped)),
         )
+        .route("/v2.1/{project_id}", only_get(get(version_v21_scoped)))
+        .route("/v2.1/{project_id}/", only_get(get(version_v21_scoped)))
 }
 
 /// Other methods on a Nova route get Nova's 405 body rather than the native one.
@@ -392,6 +394,21 @@ async fn version_v21(headers: HeaderMap) -> Response {
     )
 }
 
+/// `GET /v2.1/{project_id}[/]`: the same document behind the token (Nova routes the
+/// project-scoped root to its version `show`; novaclient's discovery of a project-scoped
+/// endpoint asks for it first).
+async fn version_v21_scoped(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(project_id): Path<String>,
+) -> Result<Response, Fault> {
+    let ctx = context(&state, &headers, Some(&project_id))?;
+    Ok(stamp(
+        Json(json!({"version": v21_doc(&base_url(&headers))})).into_response(),
+        Some(ctx.version),
+    ))
+}
+
 async fn version_v20(headers: HeaderMap) -> Response {
     stamp(
         Json(json!({"version": v20_doc(&base_url(&headers))})).into_response(),
@@ -603,9 +620,10 @@ fn list_params(pairs: Vec<(String, String)>, v: Microversion) -> Result<ListPara
         };
         match k.as_str() {
             "limit" => {
+                // Digits only (Nova's `^[0-9]*$`, at least one); Python's int() has no
+                // overflow, so a huge limit is clamped like any other above the maximum.
                 let n: u64 = (!val.is_empty() && val.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| val.parse().ok())
-                    .flatten()
+                    .then(|| val.parse().unwrap_or(u64::MAX))
                     .ok_or_else(|| {
                         Fault::bad_request(format!(
                             "Invalid input for query parameters limit. Value: {val}. '{val}' does not match '^[0-9]*$'"
@@ -995,6 +1013,44 @@ mod tests {
                 .status,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[tokio::test]
+    async fn faults_have_novas_names_codes_and_version_headers() {
+        for (status, name) in [
+            (400, "badRequest"),
+            (401, "unauthorized"),
+            (403, "forbidden"),
+            (404, "itemNotFound"),
+            (405, "badMethod"),
+            (406, "computeFault"),
+            (409, "conflictingRequest"),
+            (413, "overLimit"),
+            (429, "overLimit"),
+            (500, "computeFault"),
+            (503, "serviceUnavailable"),
+        ] {
+            let status = StatusCode::from_u16(status).unwrap();
+            let resp = Fault::new(status, "why").at(MAX_VERSION).into_response();
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()[HEADER], "compute 2.104");
+            assert_eq!(resp.headers()[LEGACY_HEADER], "2.104");
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                body,
+                json!({name: {"code": status.as_u16(), "message": "why"}})
+            );
+        }
+        // Server errors never leak their cause.
+        let f = Fault::from(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "sled: disk I/O at /secret/path",
+        ));
+        assert!(!f.message.contains("/secret/path"), "{}", f.message);
     }
 
     #[test]
