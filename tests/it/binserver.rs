@@ -7,7 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN: &str = "binserver-admin-token";
-pub const BIN: &str = env!("CARGO_BIN_EXE_action-ledger");
+/// The binary under test: cargo's build of it, or `ACTION_LEDGER_TEST_BIN` (for example a
+/// release build: `ACTION_LEDGER_TEST_BIN=target/release/action-ledger`).
+pub fn bin() -> String {
+    std::env::var("ACTION_LEDGER_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_action-ledger").to_string())
+}
 
 /// How long a start may take on a loaded 2-core machine before it counts as a failed start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -55,7 +60,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
     ];
     let mut cmd = match opts.file_size_limit {
         None => {
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.args(args);
             c
         }
@@ -66,7 +71,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
             c.arg("-c")
                 .arg("trap '' XFSZ; exec prlimit --fsize=\"$FSIZE\" -- \"$@\"")
                 .arg("sh")
-                .arg(BIN)
+                .arg(bin())
                 .args(args)
                 .env("FSIZE", bytes.to_string());
             c
@@ -86,7 +91,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
         .stdout(out)
         .stderr(err)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin()))
 }
 
 /// Starts the binary and waits until `/readyz` answers 200. `Err` (with the server's output)
