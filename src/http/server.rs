@@ -43,6 +43,19 @@ pub struct ServeConfig {
     /// `127.0.0.1:9443`). `None`: no such listener (Redis stays under `/redis` on the main
     /// listener).
     pub redis_listen: Option<SocketAddr>,
+    /// Where the log lives: real files ([`crate::log::FsStorage`], the default) or, in
+    /// tests, a simulated disk with injected faults ([`crate::log::SimStorage`]).
+    pub log_storage: LogStorage,
+}
+
+/// The log's storage seam, as a config field.
+#[derive(Clone)]
+pub struct LogStorage(pub Arc<dyn crate::log::Storage>);
+
+impl std::fmt::Debug for LogStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogStorage")
+    }
 }
 
 impl ServeConfig {
@@ -59,6 +72,7 @@ impl ServeConfig {
             limits: HttpLimits::default(),
             public_metrics: false,
             redis_listen: None,
+            log_storage: LogStorage(Arc::new(crate::log::FsStorage)),
         }
     }
 }
@@ -268,8 +282,8 @@ pub async fn start(
         lc.commit_batch_bytes_max = cfg.commit_batch_bytes_max;
         lc.append_queue_max = cfg.append_queue_max;
         let store: Arc<dyn StateStore> = projection.clone();
-        let ledger = Ledger::open(Arc::new(crate::log::FsStorage), lc, store)
-            .context("cannot open the ledger")?;
+        let ledger =
+            Ledger::open(cfg.log_storage.0.clone(), lc, store).context("cannot open the ledger")?;
         Ok((Arc::new(ledger), projection))
     })
     .await??;

@@ -265,3 +265,102 @@ async fn a_full_log_file_refuses_writes_with_507_and_loses_nothing() {
 async fn a_full_projection_file_refuses_writes_with_507_and_loses_nothing() {
     fill_and_recover(Shape::BigEvents).await;
 }
+
+/// The in-process server with its log on a simulated disk (the storage seam), for the
+/// faults a real filesystem cannot produce on demand: a failed fdatasync, and ENOSPC.
+async fn sim_server(
+    dir: &std::path::Path,
+    sim: &action_ledger::log::SimStorage,
+) -> (action_ledger::http::server::Running, String) {
+    use action_ledger::http::server::{self, LogStorage, ServeConfig};
+    let mut config = ServeConfig::new(dir.join("data"), "127.0.0.1:0".parse().unwrap());
+    config.admin_token = Some(ADMIN.into());
+    config.log_storage = LogStorage(Arc::new(sim.clone()));
+    let running = server::start(config, std::future::pending()).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    (running, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fsync_and_enospc_over_http_refuse_writes_and_lose_nothing() {
+    use action_ledger::log::storage::Tear;
+    use action_ledger::log::SimStorage;
+    use std::io::ErrorKind;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimStorage::new();
+    let client = Client::new();
+    let event = |m: &str| json!({"type": "progress", "message": m});
+
+    // 1. A failed fdatasync: 503, for that write and every later one, until a restart.
+    let (running, base) = sim_server(dir.path(), &sim).await;
+    let (s, a) = post(
+        &client,
+        &base,
+        "/api/v1/actions",
+        &json!({"type": "t", "resource": {"type": "vm", "id": "1"}, "status": "running"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let path = format!("/api/v1/actions/{}/events", a["id"]);
+    let (s, b) = post(&client, &base, &path, &event("acked-1")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    sim.fail_op(2, ErrorKind::Other, false); // the write succeeds, its fdatasync fails
+    for m in ["lost-1", "lost-2"] {
+        let (s, b) = post(&client, &base, &path, &event(m)).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(b["error"]["code"], "unavailable", "{b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("storage failure"),
+            "{b}"
+        );
+    }
+    running.stop().await.unwrap();
+    // The machine loses power: what was never synced is gone.
+    sim.power_loss(|_, _| Tear::DropAll);
+    sim.restart();
+    sim.heal();
+    let (running, base) = sim_server(dir.path(), &sim).await;
+    let h: Value = client
+        .get(format!("{base}{}", path.replace("/events", "/history")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages: Vec<&str> = h["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["event"]["message"].as_str())
+        .collect();
+    assert_eq!(messages, ["acked-1"], "{h}");
+    let (s, b) = post(&client, &base, &path, &event("acked-2")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["version"], 3, "{b}");
+
+    // 2. ENOSPC: 507 insufficient_storage, until a restart with space back.
+    sim.fail_op(1, ErrorKind::StorageFull, true);
+    for m in ["full-1", "full-2"] {
+        let (s, b) = post(&client, &base, &path, &event(m)).await;
+        assert_disk_full(s, &b);
+    }
+    sim.heal();
+    running.stop().await.unwrap();
+    let (running, base) = sim_server(dir.path(), &sim).await;
+    let (s, b) = post(&client, &base, &path, &event("acked-3")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["version"], 4, "{b}");
+    running.stop().await.unwrap();
+    let summary = action_ledger::log::verify(
+        &sim,
+        std::path::Path::new(&dir.path().join("data").join("log")),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(summary.last_position, 4);
+}
