@@ -234,8 +234,22 @@ impl Settings {
             };
             let text = std::fs::read_to_string(path)
                 .map_err(|e| err("config", format!("cannot read the file: {e}")))?;
-            let table: toml::Table =
-                toml::from_str(&text).map_err(|e| err("config", format!("not valid TOML: {e}")))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                let at = e.span().map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line} column {column}: ")
+                });
+                err(
+                    "config",
+                    format!(
+                        "not valid TOML: {}{}",
+                        at.unwrap_or_default(),
+                        e.message().trim()
+                    ),
+                )
+            })?;
             for (key, value) in table {
                 let text = match value {
                     toml::Value::String(s) => s,

@@ -1,5 +1,6 @@
 //! The integration test binary: one binary, one module per topic (see README "Tests").
 
+mod cli;
 mod clients;
 mod codec;
 mod dialect_ecs;
