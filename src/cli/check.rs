@@ -8,14 +8,13 @@ use std::io::Write;
 use std::path::Path;
 
 /// Sizes of the log's segments in order, for progress bars: `(sequence, bytes)`.
-pub fn segment_sizes(log_dir: &Path) -> Result<Vec<(u64, u64)>, Failure> {
+pub fn segment_sizes(log_dir: &Path) -> Result<Vec<(u64, u64)>, LogError> {
     let storage = FsStorage;
-    let segments = log::scan::list_segments(&storage, log_dir).map_err(log_failure)?;
     let mut out = Vec::new();
-    for (seq, path) in segments {
+    for (seq, path) in log::scan::list_segments(&storage, log_dir)? {
         let len = storage
             .file_len(&path)
-            .map_err(|e| Failure::error(format!("{}: {e}", path.display())))?;
+            .map_err(|e| LogError::io(&path, e))?;
         out.push((seq, len));
     }
     Ok(out)
@@ -47,7 +46,7 @@ pub fn log_error(e: LogError) -> Failure {
 pub fn verify(args: &DataDir, out: &mut dyn Write) -> CliResult {
     let data_dir = args.existing()?;
     let log_dir = args.log_dir();
-    let sizes = segment_sizes(&log_dir)?;
+    let sizes = segment_sizes(&log_dir).map_err(log_failure)?;
     let bar = progress_bar(sizes.iter().map(|(_, l)| l).sum(), "verifying the log");
     let mut records = 0u64;
     let result = log::verify(&FsStorage, &log_dir, &mut |rec| {
@@ -159,7 +158,7 @@ pub fn verify(args: &DataDir, out: &mut dyn Write) -> CliResult {
 pub fn rebuild(args: &DataDir, out: &mut dyn Write) -> CliResult {
     let data_dir = args.existing()?;
     let log_dir = args.log_dir();
-    let sizes = segment_sizes(&log_dir)?;
+    let sizes = segment_sizes(&log_dir).map_err(log_error)?;
     let bar = progress_bar(sizes.iter().map(|(_, l)| l).sum(), "rebuilding");
     let result = projection::rebuild(
         &FsStorage,

@@ -104,7 +104,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> CliResult {
     args.data.existing()?;
     let (until, filter) = parse_args(args)?;
     let log_dir = args.data.log_dir();
-    let sizes = segment_sizes(&log_dir)?;
+    let sizes = segment_sizes(&log_dir).map_err(log_error)?;
     let bar = progress_bar(sizes.iter().map(|(_, l)| l).sum(), "replaying");
 
     // Actions the filter selected (decided at their creation, which comes first in the log).

@@ -80,7 +80,9 @@ pub fn export(args: &ExportArgs, out: &mut dyn Write) -> CliResult {
     match &args.out {
         None => export_to(&log_dir, out),
         Some(path) => {
-            let tmp = path.with_extension("tmp");
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
             let err = |what: &str, e: std::io::Error| {
                 Failure::error(format!("{what} {}: {e}", tmp.display()))
             };
@@ -104,7 +106,7 @@ pub fn export(args: &ExportArgs, out: &mut dyn Write) -> CliResult {
 
 /// Writes every intact record of the log in `log_dir` as a JSON line.
 pub fn export_to(log_dir: &Path, out: &mut dyn Write) -> CliResult {
-    let sizes = segment_sizes(log_dir)?;
+    let sizes = segment_sizes(log_dir).map_err(log_error)?;
     let bar = progress_bar(sizes.iter().map(|(_, l)| l).sum(), "exporting");
     let mut failure: Option<Failure> = None;
     let mut n = 0u64;
@@ -164,7 +166,15 @@ pub fn import(args: &ImportArgs, out: &mut dyn Write) -> CliResult {
         let file = std::fs::File::open(&args.file)
             .map_err(|e| Failure::error(format!("cannot open {}: {e}", args.file.display())))?;
         let name = args.file.display().to_string();
-        import_from(&args.data_dir, &name, std::io::BufReader::new(file))?
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let bar = progress_bar(len, "importing");
+        let counting = Counting {
+            inner: file,
+            bar: bar.clone(),
+        };
+        let r = import_from(&args.data_dir, &name, std::io::BufReader::new(counting));
+        bar.finish_and_clear();
+        r?
     };
     line(
         out,
@@ -173,6 +183,20 @@ pub fn import(args: &ImportArgs, out: &mut dyn Write) -> CliResult {
             summary.records, summary.actions, summary.head_digest
         ),
     )
+}
+
+/// A reader that advances a progress bar by the bytes read.
+struct Counting<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
 }
 
 /// Refuses unless `data_dir`'s log holds no record and no server uses it.
@@ -217,7 +241,16 @@ pub fn import_from(
     input: impl BufRead,
 ) -> Result<ImportSummary, Failure> {
     check_empty(data_dir)?;
-    std::fs::create_dir_all(data_dir)
+    // Owner-only, like `serve` creates it.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(data_dir)
         .map_err(|e| Failure::error(format!("cannot create {}: {e}", data_dir.display())))?;
     let staging = data_dir.join("import.tmp");
     let _ = std::fs::remove_dir_all(&staging);
