@@ -19,9 +19,12 @@
 //! - [`http`]: the axum server — native API, auth, errors, metrics, OpenAPI, start-up and
 //!   graceful shutdown.
 //! - [`limits`]: every named limit.
+//! - [`config`]: `serve`'s layered configuration; [`cli`]: the command line.
 //!
 //! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
 
+pub mod cli;
+pub mod config;
 pub mod event;
 pub mod http;
 pub mod ledger;

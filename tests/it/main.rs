@@ -1,6 +1,7 @@
 //! The integration test binary: one binary, one module per topic (see README "Tests").
 
 mod binserver;
+mod cli;
 mod clients;
 mod codec;
 mod crash;

@@ -1,0 +1,116 @@
+//! `serve`: configuration (validated once, see [`crate::config`]), then the server until
+//! SIGINT/SIGTERM.
+
+use super::{CliResult, Failure};
+use crate::config::{LogFormat, Settings};
+use crate::http::server;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(after_help = crate::config::keys_help())]
+pub struct ServeArgs {
+    /// TOML configuration file (keys below; see deploy/action-ledger.toml).
+    #[arg(long, env = "ACTION_LEDGER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory, created owner-only if missing [key data_dir].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Address of the HTTP listener [key listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Address of the Redis Enterprise dialect's own listener, or "off" [key redis_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub redis_listen: Option<String>,
+    /// Accept this token as an admin token for this run; never stored [key admin_token].
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
+    /// Serve /metrics without a token [key public_metrics].
+    #[arg(long)]
+    pub public_metrics: bool,
+    /// Set any configuration key (repeatable), e.g. --set segment_bytes=1048576.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The flags as (key, value) pairs, in the order they apply (named flags, then --set).
+    pub fn flag_pairs(&self) -> Result<Vec<(String, String)>, Failure> {
+        let mut out = Vec::new();
+        let named = [
+            ("data_dir", &self.data_dir),
+            ("listen", &self.listen),
+            ("redis_listen", &self.redis_listen),
+            ("admin_token", &self.admin_token),
+        ];
+        for (key, value) in named {
+            if let Some(v) = value {
+                out.push((key.to_string(), v.clone()));
+            }
+        }
+        if self.public_metrics {
+            out.push(("public_metrics".into(), "true".into()));
+        }
+        for kv in &self.set {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Failure::error(format!(
+                    "--set {kv:?}: expected KEY=VALUE (keys are listed by `serve --help`)"
+                ))
+            })?;
+            out.push((k.trim().to_string(), v.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// Loads and validates the settings: defaults < file < environment < flags.
+pub fn settings(args: &ServeArgs) -> Result<Settings, Failure> {
+    let flags = args.flag_pairs()?;
+    Settings::load(args.config.as_deref(), |k| std::env::var(k).ok(), &flags)
+        .map_err(|e| Failure::error(e.to_string()))
+}
+
+pub fn run(args: ServeArgs) -> CliResult {
+    let settings = settings(&args)?;
+    super::init_tracing(&settings.log_level, settings.log_format == LogFormat::Json);
+    let config = settings.serve;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::error(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let running = server::start(config, server::termination_signal())
+            .await
+            .map_err(|e| Failure::error(format!("{e:#}")))?;
+        let base = format!("http://{}", running.addr);
+        eprintln!("action-ledger listening on {base}");
+        if let Some(redis) = running.redis_addr {
+            eprintln!("Redis Enterprise dialect listening on http://{redis}");
+        }
+        if let Some(token) = &running.first_admin_token {
+            // Best effort: a closed stdout must not stop the server.
+            let _ = print_first_run(&base, token);
+        }
+        running
+            .wait()
+            .await
+            .map_err(|e| Failure::error(format!("{e:#}")))
+    })
+}
+
+/// The first-run banner: the admin token and two copy-paste commands (create, read).
+pub fn first_run_text(base: &str, token: &str) -> String {
+    format!(
+        "Created the first admin token (shown once; only its hash is stored):\n  {token}\n\
+Try it (create an action, then read it):\n  \
+curl -s -X POST {base}/api/v1/actions -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"uid\":\"first-snapshot\",\"type\":\"snapshot\",\"resource\":{{\"type\":\"droplet\",\"id\":\"3164450\"}}}}'\n  \
+curl -s {base}/api/v1/actions/first-snapshot -H 'Authorization: Bearer {token}'\n"
+    )
+}
+
+fn print_first_run(base: &str, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(first_run_text(base, token).as_bytes())?;
+    out.flush()
+}

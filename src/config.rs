@@ -1,0 +1,367 @@
+//! `serve`'s configuration: defaults < TOML file < `ACTION_LEDGER_*` environment < flags,
+//! validated once into an immutable [`Settings`]. A bad value is reported with its key, where
+//! it came from, and why (exit 2). Every key is documented in [`KEYS`] (shown by
+//! `serve --help`) and in deploy/action-ledger.toml.
+
+use crate::http::server::ServeConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Every configuration key: name, what it is, default. The environment variable of a key is
+/// `ACTION_LEDGER_` + the key in upper case.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    (
+        "data_dir",
+        "data directory (log, projection, tokens)",
+        "./ledger-data",
+    ),
+    (
+        "listen",
+        "address of the main HTTP listener",
+        "127.0.0.1:8080",
+    ),
+    (
+        "redis_listen",
+        "address of the Redis Enterprise listener, or \"off\"",
+        "127.0.0.1:9443",
+    ),
+    (
+        "admin_token",
+        "accept this token as admin for this run (never stored)",
+        "(none)",
+    ),
+    (
+        "segment_bytes",
+        "start a new log segment past this size (>= 4096)",
+        "67108864",
+    ),
+    (
+        "commit_batch_records_max",
+        "most records per fdatasync batch",
+        "4096",
+    ),
+    (
+        "commit_batch_bytes_max",
+        "most bytes per fdatasync batch",
+        "8388608",
+    ),
+    (
+        "append_queue_max",
+        "most submissions waiting for the writer",
+        "16384",
+    ),
+    (
+        "sled_cache_bytes",
+        "sled page cache of the projection (>= 1048576)",
+        "67108864",
+    ),
+    (
+        "body_bytes_max",
+        "largest request body (BODY_BYTES_MAX)",
+        "4194304",
+    ),
+    (
+        "list_limit_max",
+        "largest list page (LIST_LIMIT_MAX)",
+        "1000",
+    ),
+    ("wait_ms_max", "longest wait (WAIT_MS_MAX)", "60000"),
+    (
+        "watchers_max",
+        "most open watch streams (WATCHERS_MAX)",
+        "1024",
+    ),
+    (
+        "connections_max",
+        "most in-flight requests per listener (CONNECTIONS_MAX)",
+        "4096",
+    ),
+    (
+        "request_timeout_ms",
+        "time limit of every route but wait and watch",
+        "30000",
+    ),
+    (
+        "drain_timeout_ms",
+        "how long shutdown waits for in-flight requests",
+        "10000",
+    ),
+    (
+        "public_metrics",
+        "serve /metrics without a token (true/false)",
+        "false",
+    ),
+    ("log_format", "log output: text or json", "text"),
+    ("log_level", "log filter (tracing EnvFilter syntax)", "info"),
+];
+
+/// Keys that have a flag of their own (the others are set with `--set key=value`).
+pub const FLAG_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "redis_listen",
+    "admin_token",
+    "public_metrics",
+];
+
+#[derive(Debug, Error, PartialEq)]
+#[error("configuration: {key} (from {origin}): {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub reason: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration of `serve`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub serve: ServeConfig,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut serve = ServeConfig::new("./ledger-data", "127.0.0.1:8080".parse().expect("addr"));
+        serve.redis_listen = Some("127.0.0.1:9443".parse().expect("addr"));
+        Settings {
+            serve,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse()
+        .map_err(|e| format!("{v:?} is not {what} ({e})"))
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(v: T, min: T) -> Result<T, String> {
+    if v < min {
+        return Err(format!("must be at least {min}, got {v}"));
+    }
+    Ok(v)
+}
+
+impl Settings {
+    /// Sets one key from its textual value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let s = &mut self.serve;
+        let l = &mut s.limits;
+        let size = |v: &str| parse::<u64>(v, "a non-negative integer");
+        let count = |v: &str| parse::<usize>(v, "a non-negative integer");
+        match key {
+            "data_dir" => {
+                if value.trim().is_empty() {
+                    return Err("must not be empty".into());
+                }
+                s.data_dir = PathBuf::from(value)
+            }
+            "listen" => s.listen = parse::<SocketAddr>(value, "an address such as 127.0.0.1:8080")?,
+            "redis_listen" => {
+                s.redis_listen = match value.trim() {
+                    "" | "off" => None,
+                    v => Some(parse::<SocketAddr>(
+                        v,
+                        "an address such as 127.0.0.1:9443, or \"off\"",
+                    )?),
+                }
+            }
+            "admin_token" => {
+                s.admin_token = match value.trim() {
+                    "" => None,
+                    v if v.len() < 16 => return Err("must be at least 16 characters".into()),
+                    v => Some(v.to_string()),
+                }
+            }
+            "segment_bytes" => s.segment_bytes = at_least(size(value)?, 4096)?,
+            "commit_batch_records_max" => s.commit_batch_records_max = at_least(count(value)?, 1)?,
+            "commit_batch_bytes_max" => s.commit_batch_bytes_max = at_least(count(value)?, 4096)?,
+            "append_queue_max" => s.append_queue_max = at_least(count(value)?, 1)?,
+            "sled_cache_bytes" => s.sled_cache_bytes = at_least(size(value)?, 1 << 20)?,
+            "body_bytes_max" => l.body_bytes_max = at_least(count(value)?, 1024)?,
+            "list_limit_max" => l.list_limit_max = at_least(count(value)?, 1)?,
+            "wait_ms_max" => l.wait_ms_max = size(value)?,
+            "watchers_max" => l.watchers_max = count(value)?,
+            "connections_max" => l.connections_max = at_least(count(value)?, 1)?,
+            "request_timeout_ms" => l.request_timeout_ms = at_least(size(value)?, 1)?,
+            "drain_timeout_ms" => l.drain_timeout_ms = size(value)?,
+            "public_metrics" => s.public_metrics = parse::<bool>(value, "true or false")?,
+            "log_format" => {
+                self.log_format = match value.trim() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(format!("{other:?} is not text or json")),
+                }
+            }
+            "log_level" => {
+                tracing_subscriber::EnvFilter::try_new(value)
+                    .map_err(|e| format!("{value:?} is not a log filter ({e})"))?;
+                self.log_level = value.to_string();
+            }
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+
+    /// Builds the settings: defaults, then `file` (TOML), then the environment (as given by
+    /// `env`), then `flags` (key, value) in order.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(String, String)],
+    ) -> Result<Settings, ConfigError> {
+        let mut settings = Settings::default();
+        if let Some(path) = file {
+            let origin = path.display().to_string();
+            let err = |key: &str, reason: String| ConfigError {
+                key: key.to_string(),
+                origin: origin.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err("config", format!("cannot read the file: {e}")))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                let at = e.span().map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line} column {column}: ")
+                });
+                err(
+                    "config",
+                    format!(
+                        "not valid TOML: {}{}",
+                        at.unwrap_or_default(),
+                        e.message().trim()
+                    ),
+                )
+            })?;
+            for (key, value) in table {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(err(
+                            &key,
+                            format!("{} values are not accepted", other.type_str()),
+                        ))
+                    }
+                };
+                settings
+                    .set(&key, &text)
+                    .map_err(|reason| err(&key, reason))?;
+            }
+        }
+        for (key, _, _) in KEYS {
+            let var = format!("ACTION_LEDGER_{}", key.to_uppercase());
+            if let Some(value) = env(&var) {
+                settings.set(key, &value).map_err(|reason| ConfigError {
+                    key: key.to_string(),
+                    origin: var.clone(),
+                    reason,
+                })?;
+            }
+        }
+        for (key, value) in flags {
+            settings.set(key, value).map_err(|reason| ConfigError {
+                key: key.clone(),
+                origin: if FLAG_KEYS.contains(&key.as_str()) {
+                    format!("--{}", key.replace('_', "-"))
+                } else {
+                    format!("--set {key}=…")
+                },
+                reason,
+            })?;
+        }
+        Ok(settings)
+    }
+}
+
+/// `serve --help`'s table of keys.
+pub fn keys_help() -> String {
+    let mut out = String::from(
+        "Configuration keys (defaults < --config FILE (TOML) < ACTION_LEDGER_<KEY> environment < flags;\n`--set key=value` sets any key):\n",
+    );
+    for (key, what, default) in KEYS {
+        let env = format!("ACTION_LEDGER_{}", key.to_uppercase());
+        out.push_str(&format!(
+            "  {key:<26} {what}\n  {:<26} [default: {default}] [env: {env}]\n",
+            ""
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_errors_name_key_and_origin() {
+        let dir = tempfile_dir();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1000\"\nsegment_bytes = 8192\npublic_metrics = true\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "ACTION_LEDGER_LISTEN").then(|| "127.0.0.1:2000".to_string());
+        let s = Settings::load(Some(&file), env, &[]).unwrap();
+        assert_eq!(s.serve.listen.port(), 2000, "env beats file");
+        assert_eq!(s.serve.segment_bytes, 8192);
+        assert!(s.serve.public_metrics);
+        let s = Settings::load(
+            Some(&file),
+            env,
+            &[("listen".into(), "127.0.0.1:3000".into())],
+        )
+        .unwrap();
+        assert_eq!(s.serve.listen.port(), 3000, "flags beat env");
+
+        std::fs::write(&file, "segment_bytes = 10\n").unwrap();
+        let e = Settings::load(Some(&file), |_| None, &[]).unwrap_err();
+        assert_eq!(e.key, "segment_bytes");
+        assert!(e.to_string().contains("at least 4096"), "{e}");
+        std::fs::write(&file, "bogus = 1\n").unwrap();
+        let e = Settings::load(Some(&file), |_| None, &[]).unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.reason.as_str()),
+            ("bogus", "unknown key")
+        );
+        let e = Settings::load(
+            None,
+            |k| (k == "ACTION_LEDGER_REDIS_LISTEN").then(|| "nowhere".into()),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.origin, "ACTION_LEDGER_REDIS_LISTEN");
+        let s = Settings::load(
+            None,
+            |k| (k == "ACTION_LEDGER_REDIS_LISTEN").then(|| "off".into()),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.serve.redis_listen, None);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("al-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
