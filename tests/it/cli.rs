@@ -20,10 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 fn bin() -> PathBuf {
-    match std::env::var_os("ACTION_LEDGER_TEST_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_action-ledger")),
-    }
+    PathBuf::from(crate::binserver::bin())
 }
 
 fn repo() -> PathBuf {
