@@ -6,6 +6,7 @@ mod dialect_ecs;
 mod golden;
 mod http;
 mod lifecycle;
+mod limits;
 mod powerloss;
 mod projection;
 mod projection_model;
