@@ -217,6 +217,10 @@ fn serve(dir: &Path, n: u64) {
     let ops: usize = env_or("QUERY_BENCH_OPS", 20_000);
     let p = Projection::open(dir, ProjectionConfig::default()).expect("open projection");
     assert!(p.open_report().reset.is_none(), "the projection was reset");
+    println!(
+        "serve n={n} | memory after opening the projection: VmRSS {} MB",
+        status_kb("VmRSS:") / 1024
+    );
     let mut rng = SmallRng::seed_from_u64(7);
     let res = resources(n);
     type Op<'a> = Box<dyn FnMut(&mut SmallRng) -> usize + 'a>;
