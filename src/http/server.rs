@@ -367,6 +367,8 @@ pub struct CappedListener {
     max: usize,
     open: Arc<AtomicUsize>,
     refusing: Arc<AtomicUsize>,
+    refused: u64,
+    last_warning: Option<std::time::Instant>,
 }
 
 /// Most refusal answers being written at once (see [`CappedListener`]).
@@ -382,6 +384,8 @@ impl CappedListener {
             max,
             open: Arc::new(AtomicUsize::new(0)),
             refusing: Arc::new(AtomicUsize::new(0)),
+            refused: 0,
+            last_warning: None,
         }
     }
 
@@ -447,7 +451,15 @@ impl axum::serve::Listener for CappedListener {
                 );
             }
             self.open.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%addr, max = self.max, "CONNECTIONS_MAX reached; refusing a connection");
+            self.refused += 1;
+            if self
+                .last_warning
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                // At most one line a second, however many connections are refused.
+                tracing::warn!(%addr, max = self.max, refused_total = self.refused, "CONNECTIONS_MAX reached; refusing connections");
+                self.last_warning = Some(std::time::Instant::now());
+            }
             if self.refusing.fetch_add(1, Ordering::AcqRel) < REFUSALS_IN_FLIGHT_MAX {
                 let refusing = self.refusing.clone();
                 let max = self.max;
