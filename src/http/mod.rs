@@ -38,8 +38,13 @@ pub struct HttpLimits {
     pub wait_ms_max: u64,
     /// Most simultaneous watch streams (`WATCHERS_MAX`).
     pub watchers_max: usize,
-    /// Most simultaneous connections per listener (`CONNECTIONS_MAX`).
+    /// Most simultaneous connections per listener (`CONNECTIONS_MAX`); connections beyond
+    /// it are answered 503 and closed (see [`server::CappedListener`]).
     pub connections_max: usize,
+    /// Interval of the keep-alive comments of a watch stream. Also bounds how long a watch
+    /// stream whose client left unnoticed keeps its place under `WATCHERS_MAX`: HTTP/1 only
+    /// notices a closed connection when writing to it.
+    pub watch_keepalive_ms: u64,
     /// Time limit of every request except wait and watch (`REQUEST_TIMEOUT_MS`).
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests (`DRAIN_TIMEOUT_MS`).
@@ -54,6 +59,7 @@ impl Default for HttpLimits {
             wait_ms_max: 60_000,
             watchers_max: 1024,
             connections_max: 4096,
+            watch_keepalive_ms: 15_000,
             request_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
         }

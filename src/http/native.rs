@@ -606,18 +606,24 @@ pub async fn watch(
     tokio::spawn(async move {
         let _guard = WatcherGuard(st.clone());
         let mut after = start;
+        // Where the last read stopped: each later read starts there (O(new records)); only
+        // the first one reads the segment holding `start` from its beginning.
+        let mut mark = None;
         let mut commits = st.ledger.subscribe();
         let mut identities: HashMap<ActionId, Option<Action>> = HashMap::new();
         loop {
             let st2 = st.clone();
             let records = match blocking(move || {
                 st2.ledger
-                    .read_records(after, WATCH_READ_CHUNK)
+                    .read_records_from(mark, after, WATCH_READ_CHUNK)
                     .map_err(ApiError::internal)
             })
             .await
             {
-                Ok(r) => r,
+                Ok((r, m)) => {
+                    mark = m;
+                    r
+                }
                 Err(_) => return,
             };
             let caught_up = records.len() < WATCH_READ_CHUNK;
@@ -660,6 +666,9 @@ pub async fn watch(
             if caught_up {
                 tokio::select! {
                     changed = commits.changed() => if changed.is_err() { return },
+                    // The client went away while nothing was committed: give its place
+                    // under WATCHERS_MAX back now, not at the next commit.
+                    _ = tx.closed() => return,
                     _ = super::shutting_down(st.shutdown.clone()) => return,
                 }
             }
@@ -668,7 +677,9 @@ pub async fn watch(
     let stream =
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(Duration::from_millis(
+            state.limits.watch_keepalive_ms.max(10),
+        )))
         .into_response())
 }
 

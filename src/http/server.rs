@@ -240,6 +240,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let listener = CappedListener::new(listener, config.limits.connections_max);
     tracing::info!(%addr, "listening");
     let redis_listener = match config.redis_listen {
         Some(a) => Some(
@@ -253,6 +254,8 @@ pub async fn start(
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
+    let redis_listener =
+        redis_listener.map(|l| CappedListener::new(l, config.limits.connections_max));
     if let Some(redis_addr) = redis_addr {
         tracing::info!(%redis_addr, "Redis Enterprise dialect listening");
     }
@@ -363,6 +366,188 @@ pub async fn start(
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// A TCP listener that serves at most `max` connections at once (`CONNECTIONS_MAX`, per
+/// listener). A connection accepted beyond the cap is answered at once — without reading
+/// its request — with `503 Service Unavailable`, `Retry-After: 1`, `Connection: close` and
+/// the native JSON error body naming the limit, then closed. Refusing (rather than holding
+/// the accept queue) tells a client why it waits, and keeps a flood of idle connections
+/// from exhausting file descriptors; at most [`REFUSALS_IN_FLIGHT_MAX`] refusals are
+/// written at once, connections beyond that are closed without an answer.
+pub struct CappedListener {
+    inner: tokio::net::TcpListener,
+    max: usize,
+    open: Arc<AtomicUsize>,
+    refusing: Arc<AtomicUsize>,
+    refused: u64,
+    last_warning: Option<std::time::Instant>,
+}
+
+/// Most refusal answers being written at once (see [`CappedListener`]).
+pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
+/// How long a refused connection's unread request is drained before closing, so the client
+/// reads the 503 rather than a reset.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+impl CappedListener {
+    pub fn new(inner: tokio::net::TcpListener, max: usize) -> CappedListener {
+        CappedListener {
+            inner,
+            max,
+            open: Arc::new(AtomicUsize::new(0)),
+            refusing: Arc::new(AtomicUsize::new(0)),
+            refused: 0,
+            last_warning: None,
+        }
+    }
+
+    /// Connections being served now (a handle that stays valid after `serve` takes the
+    /// listener).
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+}
+
+/// The body of the answer to a connection beyond the cap.
+pub fn connections_refusal_body(max: usize) -> String {
+    json!({"error": {
+        "code": "unavailable",
+        "message": format!("CONNECTIONS_MAX ({max}) connections are open; retry later"),
+        "limit": "CONNECTIONS_MAX",
+        "max": max,
+    }})
+    .to_string()
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = connections_refusal_body(max);
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Drain what the client sent (bounded), so closing does not reset the connection
+        // before the client has read the answer.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            if self.open.fetch_add(1, Ordering::AcqRel) < self.max {
+                let _ = stream.set_nodelay(true);
+                return (
+                    CountedStream {
+                        stream,
+                        open: self.open.clone(),
+                    },
+                    addr,
+                );
+            }
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.refused += 1;
+            if self
+                .last_warning
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                // At most one line a second, however many connections are refused.
+                tracing::warn!(%addr, max = self.max, refused_total = self.refused, "CONNECTIONS_MAX reached; refusing connections");
+                self.last_warning = Some(std::time::Instant::now());
+            }
+            if self.refusing.fetch_add(1, Ordering::AcqRel) < REFUSALS_IN_FLIGHT_MAX {
+                let refusing = self.refusing.clone();
+                let max = self.max;
+                tokio::spawn(async move {
+                    refuse(stream, max).await;
+                    refusing.fetch_sub(1, Ordering::AcqRel);
+                });
+            } else {
+                self.refusing.fetch_sub(1, Ordering::AcqRel);
+                drop(stream);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A served connection; gives its place under `CONNECTIONS_MAX` back when dropped.
+pub struct CountedStream {
+    stream: tokio::net::TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

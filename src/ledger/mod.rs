@@ -20,7 +20,7 @@ use crate::event::codec::{self, ENTRY_SCHEMA_CURRENT, KIND_ENTRY};
 use crate::event::fold::{self, Rejection};
 use crate::event::*;
 use crate::limits::*;
-use crate::log::reader::{LogReader, OwnedRecord};
+use crate::log::reader::{LogReader, OwnedRecord, ReadMark};
 use crate::log::writer::NewRecord;
 use crate::log::{LogConfig, LogError, LogWriter, ScanSummary, Storage};
 use std::collections::HashMap;
@@ -302,10 +302,22 @@ impl Ledger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(OwnedRecord, Entry)>, LedgerError> {
+        self.read_records_from(None, after, limit).map(|(r, _)| r)
+    }
+
+    /// [`Ledger::read_records`] for a follower: starts at `mark` (from the previous call,
+    /// when its position is `after`) instead of the start of its segment, and returns the
+    /// mark to pass next time. See [`LogReader::for_each_from`].
+    pub fn read_records_from(
+        &self,
+        mark: Option<ReadMark>,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Records, Option<ReadMark>), LedgerError> {
         let upto = self.committed_position();
         let mut out = Vec::new();
         let mut bad = None;
-        self.reader.for_each(after, upto, &mut |rec| {
+        let mark = self.reader.for_each_from(mark, after, upto, &mut |rec| {
             match codec::decode_entry(rec.kind, rec.schema, &rec.payload) {
                 Ok(entry) => out.push((rec, entry)),
                 Err(e) => {
@@ -318,7 +330,7 @@ impl Ledger {
         if let Some((position, reason)) = bad {
             return Err(LedgerError::BadRecord { position, reason });
         }
-        Ok(out)
+        Ok((out, mark))
     }
 
     /// Stops accepting submissions, lets the writer finish everything already queued (each
@@ -336,6 +348,9 @@ impl Drop for Ledger {
         self.close();
     }
 }
+
+/// Records read from the log with their decoded entries, in log order.
+pub type Records = Vec<(OwnedRecord, Entry)>;
 
 /// What the writer thread owns.
 struct WriterState {

@@ -24,15 +24,46 @@ pub struct OwnedRecord {
     pub payload: Vec<u8>,
 }
 
+/// Where a sequential read stopped: just after the record at `position`, which ends at
+/// byte `offset` of segment `segment` (see [`LogReader::for_each_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadMark {
+    pub position: u64,
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Bytes read at a time when walking a segment (a record larger than this is read whole).
+pub const READ_CHUNK_BYTES: usize = 1024 * 1024;
+
+struct Walk<'v> {
+    after: u64,
+    upto: u64,
+    mark: Option<ReadMark>,
+    visit: &'v mut dyn FnMut(OwnedRecord) -> bool,
+}
+
 #[derive(Clone)]
 pub struct LogReader {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
+    chunk_bytes: usize,
 }
 
 impl LogReader {
     pub fn new(storage: Arc<dyn Storage>, dir: PathBuf) -> LogReader {
-        LogReader { storage, dir }
+        LogReader {
+            storage,
+            dir,
+            chunk_bytes: READ_CHUNK_BYTES,
+        }
+    }
+
+    /// The same reader, walking segments `bytes` at a time (tests use tiny chunks).
+    #[doc(hidden)]
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> LogReader {
+        self.chunk_bytes = bytes.max(1);
+        self
     }
 
     /// Reads the record at `offset` of segment `segment` (as reported by the writer).
@@ -79,11 +110,55 @@ impl LogReader {
         upto: u64,
         visit: &mut dyn FnMut(OwnedRecord) -> bool,
     ) -> Result<(), LogError> {
+        self.for_each_from(None, after, upto, visit).map(|_| ())
+    }
+
+    /// Like [`LogReader::for_each`], and returns where the read stopped so a follower (a
+    /// watch stream) can go on from there. With `mark` — returned by an earlier call, and
+    /// whose `position` is `after` — reading starts at the mark's byte instead of the start
+    /// of its segment: O(new records), not O(segment).
+    ///
+    /// Without a usable mark, the segment holding `after + 1` is found from the segment
+    /// headers (one small read per segment) and read from its start in chunks of
+    /// [`READ_CHUNK_BYTES`] up to `after`: O(bytes before `after` in that segment), at most
+    /// one segment. Reading stops at `upto` without touching bytes past it, so records the
+    /// writer is still writing are never looked at.
+    pub fn for_each_from(
+        &self,
+        mark: Option<ReadMark>,
+        after: u64,
+        upto: u64,
+        visit: &mut dyn FnMut(OwnedRecord) -> bool,
+    ) -> Result<Option<ReadMark>, LogError> {
+        let mark = mark.filter(|m| m.position == after);
         if after >= upto {
-            return Ok(());
+            return Ok(mark);
         }
         let segments = list_segments(&*self.storage, &self.dir)?;
-        // Find the last segment whose first position is <= after + 1.
+        let mut state = Walk {
+            after,
+            upto,
+            mark,
+            visit,
+        };
+        let (start, from) = match mark {
+            Some(m) => match segments.iter().position(|(seq, _)| *seq == m.segment) {
+                Some(i) => (i, m.offset),
+                None => (self.segment_holding(&segments, after)?, HEADER_LEN as u64),
+            },
+            None => (self.segment_holding(&segments, after)?, HEADER_LEN as u64),
+        };
+        for (i, (seq, path)) in segments.iter().enumerate().skip(start) {
+            let from = if i == start { from } else { HEADER_LEN as u64 };
+            if self.walk_segment(*seq, path, from, &mut state)? {
+                break;
+            }
+        }
+        Ok(state.mark)
+    }
+
+    /// Index of the last segment whose first position is <= `after + 1`.
+    fn segment_holding(&self, segments: &[(u64, PathBuf)], after: u64) -> Result<usize, LogError> {
         let mut start = 0;
         for (i, (_, path)) in segments.iter().enumerate() {
             let head = self
@@ -101,39 +176,190 @@ impl LogReader {
                 break;
             }
         }
-        for (seq, path) in &segments[start..] {
-            let bytes = self.storage.read(path).map_err(|e| LogError::io(path, e))?;
-            let mut off = HEADER_LEN;
-            while off < bytes.len() {
-                let frame =
-                    decode_frame(&bytes[off..], RECORD_PAYLOAD_BYTES_MAX).map_err(|reason| {
-                        LogError::Corrupt {
-                            file: path.clone(),
-                            offset: off as u64,
-                            reason,
-                        }
-                    })?;
-                let position = frame.meta.position;
-                if position > upto {
-                    return Ok(());
+        Ok(start)
+    }
+
+    /// Visits the records of one segment from byte `from`, reading it in chunks. Returns
+    /// true when the walk is over (visitor said stop, or `upto` reached).
+    fn walk_segment(
+        &self,
+        seq: u64,
+        path: &std::path::Path,
+        from: u64,
+        w: &mut Walk<'_>,
+    ) -> Result<bool, LogError> {
+        let len = self
+            .storage
+            .file_len(path)
+            .map_err(|e| LogError::io(path, e))?;
+        let mut off = from;
+        let mut want = self.chunk_bytes;
+        while off < len {
+            let buf = self
+                .storage
+                .read_at(path, off, want.min((len - off) as usize))
+                .map_err(|e| LogError::io(path, e))?;
+            if buf.is_empty() {
+                break;
+            }
+            let mut i = 0usize;
+            while i < buf.len() {
+                let rest = &buf[i..];
+                // Bytes this frame needs, as far as its header tells.
+                let need = if rest.len() < REC_PAYLOAD {
+                    REC_PAYLOAD
+                } else {
+                    let body_len =
+                        u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+                    record_len(
+                        body_len
+                            .saturating_sub(REC_BODY_FIXED)
+                            .min(RECORD_PAYLOAD_BYTES_MAX),
+                    )
+                };
+                if need > rest.len() && off + (i + need) as u64 <= len {
+                    // The frame goes on past this chunk: read again from its start.
+                    want = want.max(need);
+                    break;
                 }
-                if position > after {
+                let at = off + i as u64;
+                let frame = decode_frame(rest, RECORD_PAYLOAD_BYTES_MAX).map_err(|reason| {
+                    LogError::Corrupt {
+                        file: path.to_path_buf(),
+                        offset: at,
+                        reason,
+                    }
+                })?;
+                let position = frame.meta.position;
+                if position > w.upto {
+                    return Ok(true);
+                }
+                let end = at + frame.total_len as u64;
+                if position >= w.after {
+                    w.mark = Some(ReadMark {
+                        position,
+                        segment: seq,
+                        offset: end,
+                    });
+                }
+                if position > w.after {
                     let record = OwnedRecord {
                         position,
-                        segment: *seq,
-                        offset: off as u64,
+                        segment: seq,
+                        offset: at,
                         kind: frame.meta.kind,
                         schema: frame.meta.schema,
                         digest: frame.digest,
                         payload: frame.payload.to_vec(),
                     };
-                    if !visit(record) {
-                        return Ok(());
+                    if !(w.visit)(record) {
+                        return Ok(true);
                     }
                 }
-                off += frame.total_len;
+                if position >= w.upto {
+                    return Ok(true);
+                }
+                i += frame.total_len;
+            }
+            off += i as u64;
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::writer::{LogConfig, LogWriter, NewRecord};
+    use crate::log::FsStorage;
+
+    /// 200 records of 1..700 bytes in batches of 3, over many 2 KiB segments.
+    fn write_log(dir: &std::path::Path) -> Vec<(u64, u64, u64, Vec<u8>)> {
+        let mut config = LogConfig::new(dir);
+        config.segment_bytes = 2048;
+        let (mut w, _) = LogWriter::open(Arc::new(FsStorage), config, &mut |_| Ok(())).unwrap();
+        let payloads: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| vec![i as u8; (i as usize * 37) % 700 + 1])
+            .collect();
+        let mut out = Vec::new();
+        for chunk in payloads.chunks(3) {
+            let batch: Vec<NewRecord<'_>> = chunk
+                .iter()
+                .map(|p| NewRecord {
+                    kind: 1,
+                    schema: 1,
+                    payload: p,
+                })
+                .collect();
+            for (a, p) in w.append(&batch).unwrap().into_iter().zip(chunk) {
+                out.push((a.position, a.segment, a.offset, p.clone()));
             }
         }
-        Ok(())
+        out
+    }
+
+    #[test]
+    fn chunked_reads_and_marks_see_every_record_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_log(dir.path());
+        assert!(written.last().unwrap().1 > 10, "spans many segments");
+        // Chunks smaller than any record: every frame needs a re-read.
+        for chunk in [16, 100, READ_CHUNK_BYTES] {
+            let r = LogReader::new(Arc::new(FsStorage), dir.path().to_path_buf())
+                .with_chunk_bytes(chunk);
+            let mut all = Vec::new();
+            r.for_each(0, 200, &mut |rec| {
+                all.push((rec.position, rec.segment, rec.offset, rec.payload));
+                true
+            })
+            .unwrap();
+            assert_eq!(all, written, "chunk {chunk}");
+            for (after, upto) in [(0, 1), (5, 9), (37, 120), (199, 200), (150, 150)] {
+                let mut got = Vec::new();
+                r.for_each(after, upto, &mut |rec| {
+                    got.push(rec.position);
+                    true
+                })
+                .unwrap();
+                assert_eq!(
+                    got,
+                    (after + 1..=upto).collect::<Vec<_>>(),
+                    "{after}..{upto}"
+                );
+            }
+            // A follower: the committed position grows, each read takes at most 7 records
+            // and starts from the previous mark.
+            let (mut after, mut mark, mut seen) = (0u64, None, Vec::new());
+            while after < 200 {
+                let upto = (after + 10).min(200);
+                let mut n = 0;
+                let m = r
+                    .for_each_from(mark, after, upto, &mut |rec| {
+                        seen.push(rec.position);
+                        n += 1;
+                        n < 7
+                    })
+                    .unwrap()
+                    .expect("a mark after reading");
+                after = *seen.last().unwrap();
+                assert_eq!(m.position, after);
+                let (_, seg, off, p) = &written[after as usize - 1];
+                assert_eq!(
+                    (m.segment, m.offset),
+                    (*seg, off + crate::log::format::record_len(p.len()) as u64)
+                );
+                mark = Some(m);
+            }
+            assert_eq!(seen, (1..=200).collect::<Vec<_>>());
+            // A mark for another position is not used.
+            let stale = mark;
+            let mut got = Vec::new();
+            r.for_each_from(stale, 100, 103, &mut |rec| {
+                got.push(rec.position);
+                true
+            })
+            .unwrap();
+            assert_eq!(got, [101, 102, 103]);
+        }
     }
 }

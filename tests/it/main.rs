@@ -14,6 +14,7 @@ mod diskfull;
 mod golden;
 mod http;
 mod lifecycle;
+mod limits;
 mod powerloss;
 mod projection;
 mod projection_model;

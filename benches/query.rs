@@ -1,0 +1,438 @@
+//! Projection benchmark (issue 3, "Speed"): query latency at growing sizes, rebuild time
+//! against a plain read of the same log, and resident memory while serving queries.
+//!
+//! For each size N (actions):
+//! 1. **Generate** a log of N actions directly with [`LogWriter`] and
+//!    [`codec::encode_entry`] in batches of 4096 records (not N submissions): each action is
+//!    one create record, then a `started` record 20 records later and, for 90% of them, a
+//!    terminal record ~200 records later — about 2.9 records per action. Ten tenants;
+//!    N/100 resources (each resource belongs to one tenant and gets ~100 actions spread over
+//!    the whole id range, the worst case for the resource index); 4 types, 5 users.
+//! 2. **Plain read**: every record read, CRC-checked and decoded ([`LogReader::for_each`] +
+//!    [`codec::decode_entry`]) — the floor any rebuild must pay. Also the checking scan
+//!    ([`log::verify`]: CRC + SHA-256 chain + decode), which is what [`projection::rebuild`]
+//!    reads the log with.
+//! 3. **Rebuild** the projection from that log with [`projection::rebuild`]; the ratio
+//!    rebuild / plain read is the figure of merit (target ≤ 4×).
+//! 4. **Serve**: a fresh child process (so its memory is only what serving costs) opens
+//!    the projection with the default 64 MiB cache and measures, over `QUERY_BENCH_OPS`
+//!    random operations each: list the 50 newest of a resource (tenant + resource filter,
+//!    total from a counter), get one action by id, list the 50 newest of a tenant, and list
+//!    the 50 newest *running* actions of a tenant (status index). It reports p50/p99/max and
+//!    VmRSS / VmHWM from `/proc/self/status` after the run.
+//!
+//! Environment:
+//! - `QUERY_BENCH_SIZES=10000,100000,1000000` (default) — sizes to run;
+//! - `QUERY_BENCH_OPS=20000` — measured operations per query kind (after 10% warm-up);
+//! - `QUERY_BENCH_REUSE=1` — keep and reuse generated logs and projections between runs
+//!   (skips generation, and rebuild if a projection of that size exists).
+//!
+//! Run with `cargo bench --bench query`. `cargo test` never builds or runs it.
+
+use action_ledger::event::codec::{self, ENTRY_SCHEMA_CURRENT, KIND_ENTRY};
+use action_ledger::event::*;
+use action_ledger::log::reader::LogReader;
+use action_ledger::log::writer::NewRecord;
+use action_ledger::log::{self, FsStorage, LogConfig, LogWriter};
+use action_ledger::projection::{self, ActionQuery, Projection, ProjectionConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TENANTS: u64 = 10;
+const ACTIONS_PER_RESOURCE: u64 = 100;
+const TYPES: [&str; 4] = ["snapshot", "reboot", "resize", "backup"];
+const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
+const APPEND_BATCH_RECORDS: usize = 4096;
+const STARTED_LAG_RECORDS: u64 = 20;
+const FINISHED_LAG_RECORDS: u64 = 200;
+const PAGE: usize = 50;
+/// Guards against a typo turning the benchmark into a day-long run.
+const SIZE_MAX: u64 = 10_000_000;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
+        Err(_) => default,
+    }
+}
+
+fn status_kb(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            total += if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
+        }
+    }
+    total
+}
+
+fn resources(n: u64) -> u64 {
+    (n / ACTIONS_PER_RESOURCE).max(1)
+}
+
+fn tenant_of(resource: u64) -> String {
+    format!("tenant-{}", resource % TENANTS)
+}
+
+/// Writes the benchmark log for `n` actions into `log_dir`. Returns the record count.
+fn generate(log_dir: &Path, n: u64) -> u64 {
+    let _ = std::fs::remove_dir_all(log_dir);
+    let storage = Arc::new(FsStorage);
+    let (mut writer, _) =
+        LogWriter::open(storage, LogConfig::new(log_dir), &mut |_| Ok(())).expect("open log");
+    let mut rng = SmallRng::seed_from_u64(n);
+    let base: Micros = 1_700_000_000_000_000;
+    // Pending events: due record number → (action, body).
+    let mut due: BTreeMap<u64, Vec<(ActionId, EventBody)>> = BTreeMap::new();
+    let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(APPEND_BATCH_RECORDS);
+    let mut records = 0u64;
+    let mut next_id = 1u64;
+    let flush = |writer: &mut LogWriter, payloads: &mut Vec<Vec<u8>>| {
+        let batch: Vec<NewRecord<'_>> = payloads
+            .iter()
+            .map(|p| NewRecord {
+                kind: KIND_ENTRY,
+                schema: ENTRY_SCHEMA_CURRENT,
+                payload: p,
+            })
+            .collect();
+        writer.append(&batch).expect("append");
+        payloads.clear();
+    };
+    loop {
+        let creating = next_id <= n;
+        if !creating && due.is_empty() {
+            break;
+        }
+        let at = base + records as Micros * 1000;
+        let event_due = due.first_key_value().is_some_and(|(w, _)| *w <= records);
+        let ops = if event_due {
+            let (_, mut list) = due.pop_first().expect("non-empty");
+            let (action, body) = list.pop().expect("non-empty");
+            if !list.is_empty() {
+                // Older events go last, so they are popped first.
+                due.entry(records + 1).or_default().extend(list);
+            }
+            vec![Op::Event { action, body }]
+        } else if creating {
+            let id = next_id;
+            next_id += 1;
+            let r = rng.random_range(0..resources(n));
+            let new = NewAction {
+                id,
+                uid: format!("al-{id}"),
+                tenant: tenant_of(r),
+                user: Some(USERS[rng.random_range(0..USERS.len())].into()),
+                action_type: TYPES[rng.random_range(0..TYPES.len())].into(),
+                kind: Kind::Task,
+                resource: ResourceRef {
+                    resource_type: "droplet".into(),
+                    id: r.to_string(),
+                },
+                related: Vec::new(),
+                node: None,
+                region: Some("fra1".into()),
+                description: None,
+                labels: Default::default(),
+                status: InitialStatus::Queued,
+                exclusive: false,
+            };
+            due.entry(records + STARTED_LAG_RECORDS)
+                .or_default()
+                .push((id, EventBody::Started));
+            let finish = match rng.random_range(0..20) {
+                0 | 1 => None, // stays running
+                2 => Some(EventBody::Failed {
+                    error: ErrorInfo {
+                        code: "timeout".into(),
+                        message: "the hypervisor did not answer".into(),
+                    },
+                }),
+                _ => Some(EventBody::Completed { message: None }),
+            };
+            if let Some(body) = finish {
+                due.entry(records + FINISHED_LAG_RECORDS + rng.random_range(0..50))
+                    .or_default()
+                    .push((id, body));
+            }
+            vec![Op::Create(new)]
+        } else {
+            // Only future events remain: let time pass.
+            let (&when, _) = due.first_key_value().expect("non-empty");
+            records = records.max(when);
+            continue;
+        };
+        let entry = Entry {
+            recorded_at: at,
+            principal: "bench".into(),
+            idempotency: None,
+            ops,
+        };
+        payloads.push(codec::encode_entry(&entry).expect("encode"));
+        records += 1;
+        if payloads.len() >= APPEND_BATCH_RECORDS {
+            flush(&mut writer, &mut payloads);
+        }
+    }
+    if !payloads.is_empty() {
+        flush(&mut writer, &mut payloads);
+    }
+    writer.next_position() - 1
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+/// The serving half, run in a child process: opens the projection and times queries.
+fn serve(dir: &Path, n: u64) {
+    let ops: usize = env_or("QUERY_BENCH_OPS", 20_000);
+    let p = Projection::open(dir, ProjectionConfig::default()).expect("open projection");
+    assert!(p.open_report().reset.is_none(), "the projection was reset");
+    println!(
+        "serve n={n} | memory after opening the projection: VmRSS {} MB",
+        status_kb("VmRSS:") / 1024
+    );
+    let mut rng = SmallRng::seed_from_u64(7);
+    let res = resources(n);
+    type Op<'a> = Box<dyn FnMut(&mut SmallRng) -> usize + 'a>;
+    let kinds: Vec<(&str, Op<'_>)> = vec![
+        (
+            "list 50 newest of a resource",
+            Box::new(|rng: &mut SmallRng| {
+                let r = rng.random_range(0..res);
+                let q = ActionQuery {
+                    tenant: Some(tenant_of(r)),
+                    resource: Some(ResourceRef {
+                        resource_type: "droplet".into(),
+                        id: r.to_string(),
+                    }),
+                    limit: PAGE,
+                    ..Default::default()
+                };
+                p.list(&q).expect("list").actions.len()
+            }),
+        ),
+        (
+            "get one action by id",
+            Box::new(|rng: &mut SmallRng| {
+                let id = rng.random_range(1..=n);
+                usize::from(p.get(id).expect("get").is_some())
+            }),
+        ),
+        (
+            "list 50 newest of a tenant",
+            Box::new(|rng: &mut SmallRng| {
+                let q = ActionQuery {
+                    tenant: Some(format!("tenant-{}", rng.random_range(0..TENANTS))),
+                    limit: PAGE,
+                    ..Default::default()
+                };
+                p.list(&q).expect("list").actions.len()
+            }),
+        ),
+        (
+            "list 50 newest running of a tenant",
+            Box::new(|rng: &mut SmallRng| {
+                let q = ActionQuery {
+                    tenant: Some(format!("tenant-{}", rng.random_range(0..TENANTS))),
+                    statuses: vec![Status::Running],
+                    limit: PAGE,
+                    ..Default::default()
+                };
+                p.list(&q).expect("list").actions.len()
+            }),
+        ),
+    ];
+    for (name, mut f) in kinds {
+        for _ in 0..ops / 10 {
+            f(&mut rng);
+        }
+        let mut lat = Vec::with_capacity(ops);
+        let mut returned = 0usize;
+        for _ in 0..ops {
+            let t = Instant::now();
+            returned += f(&mut rng);
+            lat.push(t.elapsed());
+        }
+        lat.sort_unstable();
+        println!(
+            "serve n={n} | {name:<36} | p50 {:>8} us | p99 {:>8} us | max {:>9} us | mean rows {:.1}",
+            us(percentile(&lat, 0.50)),
+            us(percentile(&lat, 0.99)),
+            us(*lat.last().expect("ops > 0")),
+            returned as f64 / ops as f64
+        );
+    }
+    println!(
+        "serve n={n} | memory after serving: VmRSS {} MB, VmHWM {} MB (sled cache_capacity {} MB)",
+        status_kb("VmRSS:") / 1024,
+        status_kb("VmHWM:") / 1024,
+        ProjectionConfig::default().cache_capacity_bytes >> 20
+    );
+}
+
+fn run_size(base: &Path, n: u64, reuse: bool) {
+    let dir = base.join(format!("n{n}"));
+    let log_dir = dir.join("log");
+    let proj_dir = dir.join("projection");
+    let stamp = dir.join("generated");
+    if !(reuse && stamp.exists()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        let t = Instant::now();
+        let records = generate(&log_dir, n);
+        println!(
+            "n={n}: generated {records} records ({} MB of log) in {:.1} s",
+            dir_bytes(&log_dir) >> 20,
+            t.elapsed().as_secs_f64()
+        );
+        std::fs::write(&stamp, records.to_string()).expect("stamp");
+    }
+
+    // Plain read + CRC + decode, twice (the first warms the page cache, as a rebuild right
+    // after would find it).
+    let storage = Arc::new(FsStorage);
+    let reader = LogReader::new(storage.clone(), log_dir.clone());
+    let mut plain = Duration::MAX;
+    let mut records = 0u64;
+    for _ in 0..2 {
+        let t = Instant::now();
+        records = 0;
+        let mut ops = 0usize;
+        reader
+            .for_each(0, u64::MAX, &mut |rec| {
+                let e = codec::decode_entry(rec.kind, rec.schema, &rec.payload).expect("decode");
+                ops += e.ops.len();
+                records += 1;
+                true
+            })
+            .expect("read log");
+        plain = plain.min(t.elapsed());
+        assert!(ops > 0);
+    }
+    let t = Instant::now();
+    log::verify(&FsStorage, &log_dir, &mut |rec| {
+        codec::decode_entry(rec.meta.kind, rec.meta.schema, rec.payload)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .expect("verify");
+    let checked = t.elapsed();
+    println!(
+        "n={n}: plain read+CRC+decode of {records} records: {:.2} s ({:.0} records/s); checking scan (CRC+SHA-256 chain+decode): {:.2} s",
+        plain.as_secs_f64(),
+        records as f64 / plain.as_secs_f64(),
+        checked.as_secs_f64()
+    );
+
+    let rebuilt_stamp = dir.join("rebuilt");
+    if !(reuse && rebuilt_stamp.exists()) {
+        let hwm_before = status_kb("VmHWM:");
+        let t = Instant::now();
+        let mut last_report = Instant::now();
+        let (p, summary) = projection::rebuild(
+            &FsStorage,
+            &log_dir,
+            &proj_dir,
+            &ProjectionConfig::default(),
+            &mut |r| {
+                if last_report.elapsed() > Duration::from_secs(10) {
+                    eprintln!(
+                        "  rebuild n={n}: {} records, {}/{} MB",
+                        r.records_done,
+                        r.bytes_done >> 20,
+                        r.bytes_total >> 20
+                    );
+                    last_report = Instant::now();
+                }
+            },
+        )
+        .expect("rebuild");
+        let rebuild = t.elapsed();
+        let disk = p.size_on_disk().unwrap_or(0);
+        drop(p);
+        println!(
+            "n={n}: rebuild {:.2} s ({:.0} records/s, {} actions) = {:.1}x the plain read, {:.1}x the checking scan; sled {} MB on disk; process VmHWM {} -> {} MB",
+            rebuild.as_secs_f64(),
+            summary.records as f64 / rebuild.as_secs_f64(),
+            summary.actions,
+            rebuild.as_secs_f64() / plain.as_secs_f64(),
+            rebuild.as_secs_f64() / checked.as_secs_f64(),
+            disk >> 20,
+            hwm_before / 1024,
+            status_kb("VmHWM:") / 1024
+        );
+        std::fs::write(&rebuilt_stamp, b"").expect("stamp");
+    }
+
+    let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env("QUERY_BENCH_SERVE_DIR", &proj_dir)
+        .env("QUERY_BENCH_SERVE_N", n.to_string())
+        .status()
+        .expect("spawn the serving child");
+    assert!(status.success(), "serving child failed");
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var("QUERY_BENCH_SERVE_DIR") {
+        let n: u64 = env_or("QUERY_BENCH_SERVE_N", 0);
+        serve(Path::new(&dir), n);
+        return;
+    }
+    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) gets a
+    // tiny smoke run.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<u64> = std::env::var("QUERY_BENCH_SIZES")
+        .unwrap_or_else(|_| {
+            if benching {
+                "10000,100000,1000000".into()
+            } else {
+                "2000".into()
+            }
+        })
+        .split(',')
+        .map(|s| s.trim().parse().expect("QUERY_BENCH_SIZES: numbers"))
+        .collect();
+    let reuse = std::env::var_os("QUERY_BENCH_REUSE").is_some();
+    let base: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("query-bench");
+    std::fs::create_dir_all(&base).expect("bench dir");
+    for n in sizes {
+        assert!(
+            (1..=SIZE_MAX).contains(&n),
+            "size {n} outside 1..={SIZE_MAX}"
+        );
+        run_size(&base, n, reuse);
+    }
+}
