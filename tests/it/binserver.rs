@@ -44,7 +44,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
     let out = std::fs::File::create(output)
         .unwrap_or_else(|e| panic!("create {}: {e}", output.display()));
     let err = out.try_clone().unwrap();
-    let segment_bytes = opts.segment_bytes.to_string();
+    let segment_bytes = format!("segment_bytes={}", opts.segment_bytes);
     let args = [
         "serve",
         "--data-dir",
@@ -55,7 +55,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
         "off",
         "--admin-token",
         ADMIN,
-        "--segment-bytes",
+        "--set",
         &segment_bytes,
     ];
     let mut cmd = match opts.file_size_limit {
