@@ -44,6 +44,13 @@ pub struct HttpLimits {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests (`DRAIN_TIMEOUT_MS`).
     pub drain_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open (`HEADER_READ_TIMEOUT_MS`): a client trickling
+    /// headers (slowloris) is disconnected after it.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head, request line and headers together (`HEADER_BYTES_MAX`); a
+    /// larger one is answered 431.
+    pub header_bytes_max: usize,
 }
 
 impl Default for HttpLimits {
@@ -56,6 +63,8 @@ impl Default for HttpLimits {
             connections_max: 4096,
             request_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            header_bytes_max: 64 * 1024,
         }
     }
 }

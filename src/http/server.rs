@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -63,9 +63,8 @@ impl ServeConfig {
     }
 }
 
-/// The full application router over a ready state.
-pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+/// The main listener's routes, before state and the metrics middleware.
+fn main_routes(timeout: Duration) -> Router<AppState> {
     let prompt = native::routes()
         .merge(super::dialect::main_routes())
         .route("/api/v1/openapi.json", get(openapi_doc))
@@ -79,6 +78,20 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+}
+
+/// The Redis listener's routes, before state and the metrics middleware.
+fn redis_routes(timeout: Duration) -> Router<AppState> {
+    super::dialect::redis_routes().layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        timeout,
+    ))
+}
+
+/// The full application router over a ready state.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    main_routes(timeout)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -92,11 +105,7 @@ pub fn router(state: AppState) -> Router {
 /// with Redis-shaped 404/405 answers and the same timeout and metrics as the main router.
 pub fn redis_router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    super::dialect::redis_routes()
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
+    redis_routes(timeout)
         .fallback(super::dialect::redis::not_found)
         .method_not_allowed_fallback(super::dialect::redis::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -104,6 +113,39 @@ pub fn redis_router(state: AppState) -> Router {
             metrics::track,
         ))
         .with_state(state)
+}
+
+/// The path templates of every route of the main listener and of the Redis listener, read
+/// from the very routers [`router`] and [`redis_router`] serve (axum's router can list its
+/// paths only through its `Debug` form). The security suite walks them, so a route added
+/// anywhere without authentication fails it.
+pub fn route_templates() -> (Vec<String>, Vec<String>) {
+    let timeout = Duration::from_secs(1);
+    (
+        paths_of(&format!("{:?}", main_routes(timeout))),
+        paths_of(&format!("{:?}", redis_routes(timeout))),
+    )
+}
+
+/// The route paths in the `Debug` text of an axum router: `Router { path_router: ... Node {
+/// paths: {RouteId(N): "/path", ...} }, fallback_router: ... }` (the fallback router's
+/// catch-all paths are not routes).
+fn paths_of(debug: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = debug.split("fallback_router:").next().unwrap_or(debug);
+    while let Some(i) = rest.find("RouteId(") {
+        rest = &rest[i + "RouteId(".len()..];
+        let Some(close) = rest.find(')') else { break };
+        let after = &rest[close + 1..];
+        if let Some(q) = after.strip_prefix(": \"") {
+            if let Some(end) = q.find('"') {
+                paths.push(q[..end].to_string());
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 async fn openapi_doc(_caller: Caller) -> impl IntoResponse {
@@ -294,6 +336,7 @@ pub async fn start(
     tracing::info!(position = ledger.committed_position(), "ready");
 
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    let limits = config.limits.clone();
     let stop_rx = shutdown_rx.clone();
     let redis_stop_rx = shutdown_rx.clone();
     let shutdown_tx2 = shutdown_tx.clone();
@@ -302,18 +345,15 @@ pub async fn start(
         let _ = shutdown_tx2.send(true);
     });
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, front.into_make_service())
-            .with_graceful_shutdown(async move {
-                super::shutting_down(stop_rx).await;
-                tracing::info!("shutting down: no new connections");
-            })
-            .into_future();
+        let serve = serve_listener(listener, front, limits.clone(), async move {
+            super::shutting_down(stop_rx).await;
+            tracing::info!("shutting down: no new connections");
+        });
         // The Redis listener stops accepting at the same moment and shares the drain.
         let redis_serve = async move {
             match redis_listener {
                 Some(l) => {
-                    axum::serve(l, redis_front.into_make_service())
-                        .with_graceful_shutdown(super::shutting_down(redis_stop_rx))
+                    serve_listener(l, redis_front, limits, super::shutting_down(redis_stop_rx))
                         .await
                 }
                 None => Ok(()),
@@ -350,6 +390,68 @@ pub async fn start(
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Most header fields in one request (`HEADERS_MAX`; more → 431).
+pub const HEADERS_MAX: usize = 100;
+
+/// Serves `app` on `listener` until `stop` resolves, then lets open connections finish
+/// (graceful: keep-alive connections close after their current request).
+///
+/// Per connection: an HTTP/1 request head must arrive within `header_read_timeout_ms` (a
+/// client trickling its headers, or idling on a keep-alive connection, is disconnected) and
+/// fit in `header_bytes_max` and [`HEADERS_MAX`] fields (431 otherwise). At most `connections_max` connections are
+/// served at once; further ones wait in the kernel's accept queue.
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    stop: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_header_size(limits.header_bytes_max)
+        .max_headers(HEADERS_MAX);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections_max.max(1)));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -3,6 +3,7 @@
 mod clients;
 mod codec;
 mod dialect_ecs;
+mod fuzz;
 mod golden;
 mod http;
 mod lifecycle;
@@ -10,4 +11,5 @@ mod powerloss;
 mod projection;
 mod projection_model;
 mod recovery;
+mod security;
 mod support;
