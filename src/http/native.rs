@@ -660,6 +660,9 @@ pub async fn watch(
             if caught_up {
                 tokio::select! {
                     changed = commits.changed() => if changed.is_err() { return },
+                    // The client went away: free its WATCHERS_MAX slot now, not at the
+                    // next matching commit (which may never come).
+                    _ = tx.closed() => return,
                     _ = super::shutting_down(st.shutdown.clone()) => return,
                 }
             }

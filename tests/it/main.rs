@@ -11,5 +11,6 @@ mod powerloss;
 mod projection;
 mod projection_model;
 mod recovery;
+mod schemathesis;
 mod security;
 mod support;

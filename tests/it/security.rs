@@ -488,3 +488,42 @@ async fn huge_heads_huge_bodies_and_slow_bodies_are_refused() {
     }
     running.stop().await.unwrap();
 }
+
+/// A watch client that disconnects frees its `WATCHERS_MAX` slot even when no event ever
+/// matches its filter (before the fix, the slot stayed taken until a matching commit, so
+/// connect-and-drop clients could lock every watcher out with 503s).
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnected_watchers_free_their_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir);
+    c.limits.watchers_max = 2;
+    let running = start(c).await;
+    let url = format!(
+        "http://{}/api/v1/watch?resource_type=never-matches",
+        running.addr
+    );
+    for round in 0..10 {
+        let mut attempts = 0;
+        loop {
+            // A fresh client per attempt: the dropped stream's connection is really closed.
+            let resp = Client::new()
+                .get(&url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap();
+            if resp.status() == StatusCode::OK {
+                drop(resp);
+                break;
+            }
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            attempts += 1;
+            assert!(
+                attempts < 200,
+                "round {round}: the slots of disconnected watchers were never freed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    running.stop().await.unwrap();
+}
