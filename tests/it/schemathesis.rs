@@ -2,7 +2,9 @@
 //! serves (schemathesis, from PyPI, installed by the test into `target/fuzz-venv`), and the
 //! dialect routes (plus the watch stream, which schemathesis cannot end) with a handwritten
 //! case generator. Both assert 0 5xx, 0 panics (the server's own counters), 0 hangs
-//! (per-request timeouts). `FUZZ_HTTP_CASES` scales both (README "Fuzzing and security").
+//! (per-request timeouts). `SCHEMATHESIS_EXAMPLES` (examples per operation, default 25) and
+//! `FUZZ_HTTP_CASES` (generated dialect requests, default 400) scale them (README "Fuzzing
+//! and security").
 
 use action_ledger::http::server::{self, Running, ServeConfig};
 use proptest::prelude::*;
@@ -17,8 +19,8 @@ const ADMIN: &str = "fuzz-http-admin-token";
 /// Per-request bound: anything slower is a hang (every wait is capped below it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn http_cases(default: u32) -> u32 {
-    std::env::var("FUZZ_HTTP_CASES")
+fn env_cases(name: &str, default: u32) -> u32 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
@@ -199,7 +201,7 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     std::fs::write(&schema, doc.to_string()).unwrap();
     let (before, _) = served(&client, &base).await;
 
-    let examples = http_cases(25).to_string();
+    let examples = env_cases("SCHEMATHESIS_EXAMPLES", 25).to_string();
     let timeout = REQUEST_TIMEOUT.as_secs().to_string();
     let out = tokio::task::spawn_blocking({
         let base = base.clone();
@@ -439,7 +441,7 @@ fn b64(s: &str) -> String {
 
 #[test]
 fn dialect_routes_survive_generated_requests() {
-    let n = http_cases(400);
+    let n = env_cases("FUZZ_HTTP_CASES", 400);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (running, reader, writer) = rt.block_on(async {
