@@ -206,8 +206,11 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     let out = tokio::task::spawn_blocking({
         let base = base.clone();
         let report = dir.path().join("report");
+        let cwd = dir.path().to_path_buf();
         move || {
             Command::new(st)
+                // schemathesis keeps its example database in the working directory.
+                .current_dir(cwd)
                 .arg("run")
                 .arg(&schema)
                 .args(["--url", &base])
