@@ -39,7 +39,7 @@ pub struct HttpLimits {
     /// Most simultaneous watch streams (`WATCHERS_MAX`).
     pub watchers_max: usize,
     /// Most simultaneous connections per listener (`CONNECTIONS_MAX`); connections beyond
-    /// it are answered 503 and closed (see [`server::CappedListener`]).
+    /// it are answered 503 and closed (see `server::serve_listener`).
     pub connections_max: usize,
     /// Interval of the keep-alive comments of a watch stream. Also bounds how long a watch
     /// stream whose client left unnoticed keeps its place under `WATCHERS_MAX`: HTTP/1 only
@@ -49,6 +49,13 @@ pub struct HttpLimits {
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests (`DRAIN_TIMEOUT_MS`).
     pub drain_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open (`HEADER_READ_TIMEOUT_MS`): a client trickling
+    /// headers (slowloris) is disconnected after it.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head, request line and headers together (`HEADER_BYTES_MAX`); a
+    /// larger one is answered 431.
+    pub header_bytes_max: usize,
 }
 
 impl Default for HttpLimits {
@@ -62,6 +69,8 @@ impl Default for HttpLimits {
             watch_keepalive_ms: 15_000,
             request_timeout_ms: 30_000,
             drain_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            header_bytes_max: 64 * 1024,
         }
     }
 }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -77,9 +77,8 @@ impl ServeConfig {
     }
 }
 
-/// The full application router over a ready state.
-pub fn router(state: AppState) -> Router {
-    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+/// The main listener's routes, before state and the metrics middleware.
+fn main_routes(timeout: Duration) -> Router<AppState> {
     let prompt = native::routes()
         .merge(super::dialect::main_routes())
         .route("/api/v1/openapi.json", get(openapi_doc))
@@ -93,6 +92,20 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+}
+
+/// The Redis listener's routes, before state and the metrics middleware.
+fn redis_routes(timeout: Duration) -> Router<AppState> {
+    super::dialect::redis_routes().layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        timeout,
+    ))
+}
+
+/// The full application router over a ready state.
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms);
+    main_routes(timeout)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -107,16 +120,45 @@ pub fn router(state: AppState) -> Router {
 /// main router.
 pub fn redis_router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    super::dialect::redis_routes()
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
+    redis_routes(timeout)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .with_state(state)
+}
+
+/// The path templates of every route of the main listener and of the Redis listener, read
+/// from the very routers [`router`] and [`redis_router`] serve (axum's router can list its
+/// paths only through its `Debug` form). The security suite walks them, so a route added
+/// anywhere without authentication fails it.
+pub fn route_templates() -> (Vec<String>, Vec<String>) {
+    let timeout = Duration::from_secs(1);
+    (
+        paths_of(&format!("{:?}", main_routes(timeout))),
+        paths_of(&format!("{:?}", redis_routes(timeout))),
+    )
+}
+
+/// The route paths in the `Debug` text of an axum router: `Router { path_router: ... Node {
+/// paths: {RouteId(N): "/path", ...} }, fallback_router: ... }` (the fallback router's
+/// catch-all paths are not routes).
+fn paths_of(debug: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = debug.split("fallback_router:").next().unwrap_or(debug);
+    while let Some(i) = rest.find("RouteId(") {
+        rest = &rest[i + "RouteId(".len()..];
+        let Some(close) = rest.find(')') else { break };
+        let after = &rest[close + 1..];
+        if let Some(q) = after.strip_prefix(": \"") {
+            if let Some(end) = q.find('"') {
+                paths.push(q[..end].to_string());
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 async fn openapi_doc(_caller: Caller) -> impl IntoResponse {
@@ -240,7 +282,6 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let listener = CappedListener::new(listener, config.limits.connections_max);
     tracing::info!(%addr, "listening");
     let redis_listener = match config.redis_listen {
         Some(a) => Some(
@@ -254,8 +295,6 @@ pub async fn start(
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
-    let redis_listener =
-        redis_listener.map(|l| CappedListener::new(l, config.limits.connections_max));
     if let Some(redis_addr) = redis_addr {
         tracing::info!(%redis_addr, "Redis Enterprise dialect listening");
     }
@@ -310,6 +349,7 @@ pub async fn start(
     tracing::info!(position = ledger.committed_position(), "ready");
 
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    let limits = config.limits.clone();
     let stop_rx = shutdown_rx.clone();
     let redis_stop_rx = shutdown_rx.clone();
     let shutdown_tx2 = shutdown_tx.clone();
@@ -318,18 +358,15 @@ pub async fn start(
         let _ = shutdown_tx2.send(true);
     });
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, front.into_make_service())
-            .with_graceful_shutdown(async move {
-                super::shutting_down(stop_rx).await;
-                tracing::info!("shutting down: no new connections");
-            })
-            .into_future();
+        let serve = serve_listener(listener, front, limits.clone(), async move {
+            super::shutting_down(stop_rx).await;
+            tracing::info!("shutting down: no new connections");
+        });
         // The Redis listener stops accepting at the same moment and shares the drain.
         let redis_serve = async move {
             match redis_listener {
                 Some(l) => {
-                    axum::serve(l, redis_front.into_make_service())
-                        .with_graceful_shutdown(super::shutting_down(redis_stop_rx))
+                    serve_listener(l, redis_front, limits, super::shutting_down(redis_stop_rx))
                         .await
                 }
                 None => Ok(()),
@@ -368,46 +405,11 @@ pub async fn start(
     })
 }
 
-/// A TCP listener that serves at most `max` connections at once (`CONNECTIONS_MAX`, per
-/// listener). A connection accepted beyond the cap is answered at once — without reading
-/// its request — with `503 Service Unavailable`, `Retry-After: 1`, `Connection: close` and
-/// the native JSON error body naming the limit, then closed. Refusing (rather than holding
-/// the accept queue) tells a client why it waits, and keeps a flood of idle connections
-/// from exhausting file descriptors; at most [`REFUSALS_IN_FLIGHT_MAX`] refusals are
-/// written at once, connections beyond that are closed without an answer.
-pub struct CappedListener {
-    inner: tokio::net::TcpListener,
-    max: usize,
-    open: Arc<AtomicUsize>,
-    refusing: Arc<AtomicUsize>,
-    refused: u64,
-    last_warning: Option<std::time::Instant>,
-}
-
-/// Most refusal answers being written at once (see [`CappedListener`]).
+/// Most refusal answers being written at once (see [`serve_listener`]).
 pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
 /// How long a refused connection's unread request is drained before closing, so the client
 /// reads the 503 rather than a reset.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
-
-impl CappedListener {
-    pub fn new(inner: tokio::net::TcpListener, max: usize) -> CappedListener {
-        CappedListener {
-            inner,
-            max,
-            open: Arc::new(AtomicUsize::new(0)),
-            refusing: Arc::new(AtomicUsize::new(0)),
-            refused: 0,
-            last_warning: None,
-        }
-    }
-
-    /// Connections being served now (a handle that stays valid after `serve` takes the
-    /// listener).
-    pub fn open_connections(&self) -> Arc<AtomicUsize> {
-        self.open.clone()
-    }
-}
 
 /// The body of the answer to a connection beyond the cap.
 pub fn connections_refusal_body(max: usize) -> String {
@@ -446,108 +448,92 @@ async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
     let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
 }
 
-impl axum::serve::Listener for CappedListener {
-    type Io = CountedStream;
-    type Addr = SocketAddr;
+/// Most header fields in one request (`HEADERS_MAX`; more → 431).
+pub const HEADERS_MAX: usize = 100;
 
-    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
-        loop {
-            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-            if self.open.fetch_add(1, Ordering::AcqRel) < self.max {
-                let _ = stream.set_nodelay(true);
-                return (
-                    CountedStream {
-                        stream,
-                        open: self.open.clone(),
-                    },
-                    addr,
-                );
-            }
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            self.refused += 1;
-            if self
-                .last_warning
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-            {
+/// Serves `app` on `listener` until `stop` resolves, then lets open connections finish
+/// (graceful: keep-alive connections close after their current request).
+///
+/// Per connection: an HTTP/1 request head must arrive within `header_read_timeout_ms` (a
+/// client trickling its headers, or idling on a keep-alive connection, is disconnected) and
+/// fit in `header_bytes_max` and [`HEADERS_MAX`] fields (431 otherwise). At most
+/// `connections_max` connections (`CONNECTIONS_MAX`, per listener) are served at once. A
+/// connection accepted beyond the cap is answered at once, without reading its request,
+/// with `503 Service Unavailable`, `Retry-After: 1`, `Connection: close` and the JSON error
+/// body naming the limit, then closed: refusing (rather than leaving it in the accept queue)
+/// tells a client why it waits and keeps a flood of idle connections from exhausting file
+/// descriptors. At most [`REFUSALS_IN_FLIGHT_MAX`] refusals are written at once; connections
+/// beyond that are closed without an answer.
+async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    stop: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .max_header_size(limits.header_bytes_max)
+        .max_headers(HEADERS_MAX);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections_max.max(1)));
+    let mut stop = std::pin::pin!(stop);
+    let max = limits.connections_max.max(1);
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let mut refused = 0u64;
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused += 1;
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 // At most one line a second, however many connections are refused.
-                tracing::warn!(%addr, max = self.max, refused_total = self.refused, "CONNECTIONS_MAX reached; refusing connections");
-                self.last_warning = Some(std::time::Instant::now());
+                tracing::warn!(
+                    max,
+                    refused_total = refused,
+                    "CONNECTIONS_MAX reached; refusing connections"
+                );
+                last_warning = Some(std::time::Instant::now());
             }
-            if self.refusing.fetch_add(1, Ordering::AcqRel) < REFUSALS_IN_FLIGHT_MAX {
-                let refusing = self.refusing.clone();
-                let max = self.max;
+            if refusing.fetch_add(1, Ordering::AcqRel) < REFUSALS_IN_FLIGHT_MAX {
+                let refusing = refusing.clone();
                 tokio::spawn(async move {
                     refuse(stream, max).await;
                     refusing.fetch_sub(1, Ordering::AcqRel);
                 });
             } else {
-                self.refusing.fetch_sub(1, Ordering::AcqRel);
+                refusing.fetch_sub(1, Ordering::AcqRel);
                 drop(stream);
             }
-        }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
     }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A served connection; gives its place under `CONNECTIONS_MAX` back when dropped.
-pub struct CountedStream {
-    stream: tokio::net::TcpStream,
-    open: Arc<AtomicUsize>,
-}
-
-impl Drop for CountedStream {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl tokio::io::AsyncRead for CountedStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CountedStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
