@@ -55,7 +55,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -279,6 +279,8 @@ pub enum Scope<'a> {
 pub enum Dim<'a> {
     Total,
     Resource(&'a ResourceRef),
+    /// Actions with a primary or related resource of this type (each counted once).
+    ResourceType(&'a str),
     Status(Status),
     Type(&'a str),
     User(&'a str),
@@ -300,6 +302,10 @@ pub fn counter_key(scope: Scope<'_>, dim: Dim<'_>) -> Vec<u8> {
             k.push(b'r');
             push_str(&mut k, &r.resource_type);
             push_str(&mut k, &r.id);
+        }
+        Dim::ResourceType(t) => {
+            k.push(b'e');
+            push_str(&mut k, t);
         }
         Dim::Status(s) => {
             k.push(b's');
@@ -332,8 +338,15 @@ pub fn counters_of(a: &Action) -> Vec<Vec<u8>> {
     if let Some(u) = &a.user {
         dims.push(Dim::User(u));
     }
-    for r in resources_of(a) {
+    let resources = resources_of(a);
+    for (i, r) in resources.iter().enumerate() {
         dims.push(Dim::Resource(r));
+        if !resources[..i]
+            .iter()
+            .any(|o| o.resource_type == r.resource_type)
+        {
+            dims.push(Dim::ResourceType(&r.resource_type));
+        }
     }
     let mut out = Vec::with_capacity(dims.len() * 2);
     for d in dims {

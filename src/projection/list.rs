@@ -21,12 +21,13 @@
 //! - A page: O(scanned index entries until `limit + 1` matches) snapshot reads. With one
 //!   filter (or none) every scanned entry matches, so a page costs `limit + 1` reads.
 //! - `total`: from counters when the filters are the tenant plus at most one of resource,
-//!   statuses, type, user, kind — O(1). Any other combination (two equality filters, time
-//!   ranges, `resource_type`, `ids`) counts matches while scanning the chosen index to its
+//!   `resource_type`, statuses, type, user, kind — O(1). Any other combination (two equality
+//!   filters, time ranges, `ids`) counts matches while scanning the chosen index to its
 //!   end: O(size of that index) snapshot reads, for every page.
 //! - `offset`: O(offset) — the skipped matches are read and filtered, then dropped. Keyset
 //!   cursors cost nothing extra; prefer them.
-//! - `resource_type` alone has no index: it post-filters the tenant's recency index.
+//! - `resource_type` alone has no index: it post-filters the tenant's recency index (its
+//!   total comes from a counter).
 
 use super::cursor;
 use super::keys::{self, Dim, Scope};
@@ -236,7 +237,6 @@ fn first_id_created_at_or_after(p: &Projection, t: Micros) -> Result<ActionId, Q
 /// `Some(total)` when one counter (or a sum of disjoint counters) answers it exactly.
 fn counter_total(p: &Projection, q: &ActionQuery) -> Result<Option<u64>, QueryError> {
     if !q.ids.is_empty()
-        || q.resource_type.is_some()
         || q.created_since.is_some()
         || q.created_until.is_some()
         || q.updated_since.is_some()
@@ -246,6 +246,7 @@ fn counter_total(p: &Projection, q: &ActionQuery) -> Result<Option<u64>, QueryEr
     }
     let set = [
         q.resource.is_some(),
+        q.resource_type.is_some(),
         !q.statuses.is_empty(),
         q.action_type.is_some(),
         q.user.is_some(),
@@ -264,6 +265,8 @@ fn counter_total(p: &Projection, q: &ActionQuery) -> Result<Option<u64>, QueryEr
     let get = |d: Dim<'_>| p.counter(&keys::counter_key(scope, d)).map_err(store);
     let total = if let Some(r) = &q.resource {
         get(Dim::Resource(r))?
+    } else if let Some(t) = &q.resource_type {
+        get(Dim::ResourceType(t))?
     } else if !q.statuses.is_empty() {
         let mut statuses = q.statuses.clone();
         statuses.sort();
