@@ -37,18 +37,27 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 fn create_venv() -> Result<PathBuf, String> {
-    let venv = root().join("target/py-venv");
+    let venv = create_pinned_venv("target/py-venv", "tests/clients/requirements.txt")?;
+    Ok(venv.join("bin/python"))
+}
+
+/// The venv at `dir` (relative to the repository) with the pinned `requirements` installed,
+/// created (or recreated, when the requirements change) on first use. Returns the venv's
+/// directory. Each set of tools has its own venv so that none pins another's dependencies.
+pub fn create_pinned_venv(dir: &str, requirements: &str) -> Result<PathBuf, String> {
+    let venv = root().join(dir);
     let python = venv.join("bin/python");
-    let requirements = root().join("tests/clients/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).map_err(|e| e.to_string())?;
+    let requirements = root().join(requirements);
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|e| format!("{}: {e}", requirements.display()))?;
     let stamp = venv.join("installed-requirements.txt");
     if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
-        return Ok(python);
+        return Ok(venv);
     }
     let system_python = ["python3", "python"]
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .ok_or("the client tests need python3 (with venv) on PATH; install it (apt-get install python3-venv)")?;
+        .ok_or("these tests need python3 (with venv) on PATH; install it (apt-get install python3-venv)")?;
     run(Command::new(system_python)
         .args(["-m", "venv", "--clear"])
         .arg(&venv))?;
@@ -63,7 +72,7 @@ fn create_venv() -> Result<PathBuf, String> {
         ])
         .arg(&requirements))?;
     std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
-    Ok(python)
+    Ok(venv)
 }
 
 /// Runs `tests/clients/<script>` with the venv's python and `args`; returns its stdout,

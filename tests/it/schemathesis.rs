@@ -26,59 +26,14 @@ fn env_cases(name: &str, default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
-/// `target/fuzz-venv/bin/schemathesis`, created and installed (pinned, from
-/// tests/fuzz/requirements.txt) once, and again only when the requirements change — the same
-/// pattern as the clients' venv (clients.rs), kept separate so neither pins the other's
-/// dependencies.
+/// `target/fuzz-venv/bin/schemathesis`, installed (pinned, from tests/fuzz/requirements.txt)
+/// once, and again only when the requirements change; a venv of its own so that it and the
+/// dialect clients never pin each other's dependencies.
 fn schemathesis() -> PathBuf {
     static ST: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     ST.get_or_init(|| {
-        let venv = root().join("target/fuzz-venv");
-        let st = venv.join("bin/schemathesis");
-        let requirements = root().join("tests/fuzz/requirements.txt");
-        let wanted = std::fs::read_to_string(&requirements).map_err(|e| e.to_string())?;
-        let stamp = venv.join("installed-requirements.txt");
-        if st.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
-            return Ok(st);
-        }
-        let system_python = ["python3", "python"]
-            .into_iter()
-            .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
-            .ok_or("the HTTP fuzz test needs python3 (with venv) on PATH; install it (apt-get install python3-venv)")?;
-        run(Command::new(system_python)
-            .args(["-m", "venv", "--clear"])
-            .arg(&venv))?;
-        run(Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements))?;
-        std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
-        Ok(st)
+        crate::clients::create_pinned_venv("target/fuzz-venv", "tests/fuzz/requirements.txt")
+            .map(|venv| venv.join("bin/schemathesis"))
     })
     .clone()
     .unwrap_or_else(|e| panic!("{e}"))
