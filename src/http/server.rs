@@ -478,9 +478,9 @@ async fn serve_listener(
         .max_header_size(limits.header_bytes_max)
         .max_headers(HEADERS_MAX);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections_max.max(1)));
-    let mut stop = std::pin::pin!(stop);
     let max = limits.connections_max.max(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut stop = std::pin::pin!(stop);
     let refusing = Arc::new(AtomicUsize::new(0));
     let mut refused = 0u64;
     let mut last_warning: Option<std::time::Instant> = None;
