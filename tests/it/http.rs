@@ -647,7 +647,8 @@ async fn tokens_all_header_forms_and_revocation() {
     assert!(!stored.contains(&r), "only hashes are stored");
 }
 
-fn b64(s: &str) -> String {
+/// Base64 (standard alphabet, padded), for HTTP Basic credentials.
+pub fn b64(s: &str) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in s.as_bytes().chunks(3) {

@@ -378,25 +378,6 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
-fn b64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in s.as_bytes().chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in chunk.iter().enumerate() {
-            n |= (*b as u32) << (16 - 8 * i);
-        }
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn dialect_routes_survive_generated_requests() {
     let n = env_cases("FUZZ_HTTP_CASES", 400);
@@ -443,7 +424,7 @@ fn dialect_routes_survive_generated_requests() {
             0..=2 => req.bearer_auth(token),
             3 => req.header("x-auth-token", token),
             4 => req.header("x-apitoken", token),
-            5 => req.header("authorization", format!("Basic {}", b64(&format!("u:{token}")))),
+            5 => req.header("authorization", format!("Basic {}", crate::http::b64(&format!("u:{token}")))),
             6 => req.header("authorization", "Bearer wrong"),
             _ => req,
         };

@@ -211,7 +211,7 @@ fn tokens_never_reach_the_logs() {
         let secret = v["token"].as_str().expect("a token").to_string();
         let wrong = "wrong-secret-a1b2c3d4e5f6";
         for token in [secret.as_str(), ADMIN, wrong] {
-            let basic = b64(&format!("user:{token}"));
+            let basic = crate::http::b64(&format!("user:{token}"));
             for (k, v) in [
                 ("authorization", format!("Bearer {token}")),
                 ("x-auth-token", token.to_string()),
@@ -257,31 +257,12 @@ fn tokens_never_reach_the_logs() {
             !output.contains(secret),
             "a token appears in the server's output"
         );
-        let b = b64(&format!("user:{secret}"));
+        let b = crate::http::b64(&format!("user:{secret}"));
         assert!(
             !output.contains(&b),
             "a Basic credential appears in the output"
         );
     }
-}
-
-fn b64(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in s.as_bytes().chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in chunk.iter().enumerate() {
-            n |= (*b as u32) << (16 - 8 * i);
-        }
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(unix)]
