@@ -4,7 +4,7 @@
 //! region, errors, Bearer auth, roles and tenancy; and the official `pydo` client against it.
 
 use crate::clients::run_script;
-use crate::dialect_ecs::{assert_fixture, native_action, one_per_status, request};
+use crate::dialect_ecs::{assert_fixture, ids, native_action, one_per_status, request};
 use crate::http::{spawn_app, TestApp, ADMIN};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -40,15 +40,6 @@ async fn post(
 ) -> (StatusCode, HeaderMap, Value) {
     let path = format!("/v2/droplets/{droplet}/actions");
     call(app, Method::POST, &path, Some(token), Some(body)).await
-}
-
-fn ids(list: &Value) -> Vec<u64> {
-    list["actions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no actions: {list}"))
-        .iter()
-        .map(|a| a["id"].as_u64().unwrap())
-        .collect()
 }
 
 fn link_names(list: &Value) -> Vec<&str> {

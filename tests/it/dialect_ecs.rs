@@ -179,10 +179,11 @@ async fn ecs_get(app: &TestApp, path: &str, token: &str) -> (StatusCode, HeaderM
     ecs(app, Method::GET, path, Some(token), None).await
 }
 
-fn ids(list: &Value) -> Vec<u64> {
+/// The `id`s of a list's `actions` (ECS and DigitalOcean both use that key).
+pub fn ids(list: &Value) -> Vec<u64> {
     list["actions"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no actions: {list}"))
         .iter()
         .map(|a| a["id"].as_u64().unwrap())
         .collect()
