@@ -677,7 +677,7 @@ async fn wait_returns_promptly_when_the_action_completes() {
     let waiter = {
         let (client, url, w) = (
             app.client.clone(),
-            format!("{}/api/v1/actions/1/wait?timeout_ms=10000", app.base),
+            format!("{}/api/v1/actions/1/wait?timeout_ms=60000", app.base),
             w.clone(),
         );
         tokio::spawn(async move {
@@ -693,8 +693,10 @@ async fn wait_returns_promptly_when_the_action_completes() {
     let (body, returned_at) = waiter.await.unwrap();
     assert_eq!(body["status"], "completed");
     let lag = returned_at.saturating_duration_since(completed_at);
+    // Woken by the commit, not by its 60 s timeout. (How fast is the benches' business; a
+    // bound this loose holds on a loaded CI machine.)
     assert!(
-        lag < Duration::from_millis(100),
+        lag < Duration::from_secs(10),
         "wait returned {lag:?} after completion"
     );
 
