@@ -8,8 +8,11 @@
 //!    same batch changed — so racing requests are decided in one order;
 //! 3. accepted submissions become one log record each; the batch is written with one write
 //!    and one fdatasync ([`LogWriter::append`]);
-//! 4. only then are the records applied to the store and every caller answered. A reader
-//!    that sees the answer sees the write (read-your-writes).
+//! 4. the written batch goes to the applier thread, which applies it to the store and only
+//!    then answers every caller: a reader that sees the answer sees the write
+//!    (read-your-writes). Meanwhile the writer validates and writes the next batch — it sees
+//!    the batches not yet applied through their overlays, newest first, before the store —
+//!    so the store's apply costs no fdatasync time and the fdatasync no apply time.
 //!
 //! If the log fails, the writer is poisoned: the batch and everything after it fails, and a
 //! restart recovers from the disk. HTTP and CLI both go through this type.
@@ -23,7 +26,7 @@ use crate::limits::*;
 use crate::log::reader::{LogReader, OwnedRecord, ReadMark};
 use crate::log::writer::NewRecord;
 use crate::log::{LogConfig, LogError, LogWriter, ScanSummary, Storage};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,6 +165,8 @@ pub struct Ledger {
 
 /// Records applied during catch-up are handed to the store in chunks of this many.
 const CATCH_UP_CHUNK: usize = 1024;
+/// Written batches waiting for the applier; the writer waits (back-pressure) beyond it.
+const APPLY_QUEUE_BATCHES: usize = 2;
 
 impl Ledger {
     /// Recovers the log, brings `store` up to date with it, and starts the writer thread.
@@ -215,14 +220,30 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(config.append_queue_max.max(1));
         let (committed_tx, committed_rx) = watch::channel(summary.last_position);
         let stats = Arc::new(LedgerStats::default());
+        let applier = Applier {
+            store: store.clone(),
+            committed: committed_tx,
+            applied: Arc::new(AtomicU64::new(summary.last_position)),
+            failure: Arc::new(Mutex::new(None)),
+        };
+        let (applied, failure) = (applier.applied.clone(), applier.failure.clone());
+        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_QUEUE_BATCHES);
+        let applier = std::thread::Builder::new()
+            .name("ledger-applier".into())
+            .spawn(move || applier.run(apply_rx))
+            .map_err(|e| LogError::io(&config.log_dir, e))?;
         let state = WriterState {
             stats: stats.clone(),
             log: writer,
             store: store.clone(),
             next_id,
             last_recorded_at: 0,
-            committed: committed_tx,
             config: config.clone(),
+            in_flight: VecDeque::new(),
+            applied,
+            store_failure: failure,
+            apply_tx,
+            applier,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -360,8 +381,69 @@ struct WriterState {
     next_id: ActionId,
     /// `recorded_at` never goes backwards along the log, so time and position order agree.
     last_recorded_at: Micros,
-    committed: watch::Sender<u64>,
     config: LedgerConfig,
+    /// Batches written (durable) but perhaps not yet applied to the store, oldest first.
+    /// Dropped once the applier has applied them, never before: a lookup that misses every
+    /// overlay finds the store already current.
+    in_flight: VecDeque<InFlight>,
+    /// The last position the applier has applied.
+    applied: Arc<AtomicU64>,
+    /// Set by the applier when the store failed; the writer then refuses everything.
+    store_failure: Arc<Mutex<Option<String>>>,
+    apply_tx: std::sync::mpsc::SyncSender<Job>,
+    applier: std::thread::JoinHandle<()>,
+}
+
+struct InFlight {
+    last_position: Position,
+    overlay: Overlay,
+}
+
+/// A caller and the answer it gets once its batch is applied.
+type Reply = (oneshot::Sender<Result<Committed, LedgerError>>, Committed);
+
+/// A written batch on its way to the applier, with everyone to answer after it is applied.
+struct Job {
+    entries: Vec<CommittedEntry>,
+    answers: Vec<Reply>,
+}
+
+/// What the applier thread owns: it applies written batches to the store in log order and
+/// answers their callers.
+struct Applier {
+    store: Arc<dyn StateStore>,
+    committed: watch::Sender<u64>,
+    applied: Arc<AtomicU64>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Applier {
+    fn run(self, rx: std::sync::mpsc::Receiver<Job>) {
+        let mut failed = false;
+        for job in rx {
+            if let Some(last) = job.entries.last().map(|e| e.position) {
+                if !failed {
+                    match self.store.apply(&job.entries) {
+                        Ok(()) => self.applied.store(last, Ordering::Release),
+                        Err(e) => {
+                            // Durable but not applied: answer the truth (it is recorded), and
+                            // refuse further writes until a restart catches the projection up
+                            // from the log. Later batches are not applied either: the store
+                            // must never skip a position.
+                            tracing::error!(error = %e, "projection apply failed; refusing further writes");
+                            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(format!("projection apply failed: {e}"));
+                            failed = true;
+                        }
+                    }
+                }
+                let _ = self.committed.send(last);
+            }
+            for (reply, answer) in job.answers {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+    }
 }
 
 /// What earlier submissions of the batch being built changed; consulted before the store.
@@ -386,15 +468,17 @@ struct Pending {
 
 enum Outcome {
     Accepted(Pending),
-    /// An idempotent repeat of a submission in the batch being built: its answer waits for
-    /// that batch's fdatasync like the original's (acknowledged means durable).
-    Deferred(oneshot::Sender<Result<Committed, LedgerError>>, Committed),
+    /// An idempotent repeat of a submission not yet applied (in the batch being built or a
+    /// written one): its answer goes out after the batch being built is applied, so it never
+    /// precedes the original's (acknowledged means durable and visible).
+    Deferred(Reply),
     Answered,
 }
 
 impl WriterState {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
+            self.catch_up_with_applier();
             let mut overlay = Overlay::default();
             let mut accepted: Vec<Pending> = Vec::new();
             let mut deferred = Vec::new();
@@ -407,7 +491,7 @@ impl WriterState {
                         bytes += p.payload.len();
                         accepted.push(p);
                     }
-                    Outcome::Deferred(reply, answer) => deferred.push((reply, answer)),
+                    Outcome::Deferred(reply) => deferred.push(reply),
                     Outcome::Answered => {}
                 }
                 if accepted.len() >= self.config.commit_batch_records_max
@@ -417,18 +501,47 @@ impl WriterState {
                 }
                 next = rx.try_recv().ok();
             }
-            let committed = accepted.is_empty() || self.commit(accepted);
-            for (reply, answer) in deferred {
-                let _ = reply.send(if committed {
-                    Ok(answer)
-                } else {
-                    Err(LedgerError::Log(LogError::Poisoned(
-                        self.log.poisoned().unwrap_or("commit failed").to_string(),
-                    )))
-                });
-            }
+            self.commit(accepted, overlay, deferred);
         }
         tracing::debug!("ledger writer stopped: queue closed and drained");
+        drop(self.apply_tx);
+        if self.applier.join().is_err() {
+            tracing::error!("the ledger applier thread panicked");
+        }
+    }
+
+    /// Drops the overlays of batches the applier has applied, and takes over a store failure
+    /// it reported. Called before each batch.
+    fn catch_up_with_applier(&mut self) {
+        let applied = self.applied.load(Ordering::Acquire);
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|b| b.last_position <= applied)
+        {
+            self.in_flight.pop_front();
+        }
+        let failure = self
+            .store_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reason) = failure {
+            self.log.poison_external(reason);
+        }
+    }
+
+    /// The first answer of `f` from this submission's scratch, the batch being built, then
+    /// the written batches not yet applied, newest first; `None` means "ask the store".
+    fn seen<'a, T>(
+        &'a self,
+        scratch: &'a Overlay,
+        overlay: &'a Overlay,
+        f: impl Fn(&'a Overlay) -> Option<T>,
+    ) -> Option<T> {
+        f(scratch)
+            .or_else(|| f(overlay))
+            .or_else(|| self.in_flight.iter().rev().find_map(|b| f(&b.overlay)))
     }
 
     fn now(&mut self) -> Micros {
@@ -455,7 +568,7 @@ impl WriterState {
                     replayed: true,
                 };
                 if in_batch {
-                    return Outcome::Deferred(reply, answer);
+                    return Outcome::Deferred((reply, answer));
                 }
                 let _ = reply.send(Ok(answer));
                 Outcome::Answered
@@ -520,7 +633,11 @@ impl WriterState {
         }
         if let Some(stamp) = &sub.idempotency {
             let key = (stamp.tenant.clone(), stamp.key.clone());
-            let (previous, in_batch) = match overlay.idempotent.get(&key) {
+            let empty = Overlay::default();
+            // Found in an overlay = not applied yet: the repeat is answered after the batch
+            // being built, like the original (and never before it).
+            let (previous, in_batch) = match self.seen(&empty, overlay, |o| o.idempotent.get(&key))
+            {
                 Some(r) => (Some(r.clone()), true),
                 None => (
                     self.store.idempotent_result(&stamp.tenant, &stamp.key)?,
@@ -604,11 +721,7 @@ impl WriterState {
         overlay: &Overlay,
         scratch: &Overlay,
     ) -> Result<Option<Action>, LedgerError> {
-        if let Some(a) = scratch
-            .actions
-            .get(&id)
-            .or_else(|| overlay.actions.get(&id))
-        {
+        if let Some(a) = self.seen(scratch, overlay, |o| o.actions.get(&id)) {
             return Ok(Some(a.clone()));
         }
         Ok(self.store.action(id)?)
@@ -645,7 +758,7 @@ impl WriterState {
                     }
                     .into());
                 }
-                let holder = match scratch.uids.get(uid).or_else(|| overlay.uids.get(uid)) {
+                let holder = match self.seen(scratch, overlay, |o| o.uids.get(uid)) {
                     Some(id) => Some(*id),
                     None => self.store.id_for_uid(uid)?,
                 };
@@ -666,11 +779,7 @@ impl WriterState {
         };
         if c.exclusive {
             let key = (c.tenant.clone(), c.resource.clone());
-            let holder = match scratch
-                .exclusive
-                .get(&key)
-                .or_else(|| overlay.exclusive.get(&key))
-            {
+            let holder = match self.seen(scratch, overlay, |o| o.exclusive.get(&key)) {
                 Some(h) => *h,
                 None => self.store.exclusive_holder(&c.tenant, &c.resource)?,
             };
@@ -719,7 +828,7 @@ impl WriterState {
         let not_found = || LedgerError::from(Rejection::NotFound(e.action.to_string()));
         let id = match &e.action {
             ActionRef::Id(id) => *id,
-            ActionRef::Uid(uid) => match scratch.uids.get(uid).or_else(|| overlay.uids.get(uid)) {
+            ActionRef::Uid(uid) => match self.seen(scratch, overlay, |o| o.uids.get(uid)) {
                 Some(id) => *id,
                 None => self.store.id_for_uid(uid)?.ok_or_else(not_found)?,
             },
@@ -752,9 +861,64 @@ impl WriterState {
         Ok((op, action))
     }
 
-    /// Writes the batch, fsyncs once, applies it, answers everyone.
-    /// Returns whether the batch is durable.
-    fn commit(&mut self, accepted: Vec<Pending>) -> bool {
+    /// Writes the batch and fsyncs once, then hands it to the applier, which applies it and
+    /// answers everyone (`deferred` idempotent repeats included). If the write fails, the
+    /// batch and the repeats are refused and the writer is poisoned.
+    fn commit(&mut self, accepted: Vec<Pending>, overlay: Overlay, deferred: Vec<Reply>) {
+        let appended = if accepted.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.write(&accepted)
+        };
+        let appended = match appended {
+            Ok(a) => a,
+            Err(reason) => {
+                let refuse = || Err(LedgerError::Log(LogError::Poisoned(reason.clone())));
+                for p in accepted {
+                    let _ = p.reply.send(refuse());
+                }
+                for (reply, _) in deferred {
+                    let _ = reply.send(refuse());
+                }
+                return;
+            }
+        };
+        let mut answers = Vec::with_capacity(accepted.len() + deferred.len());
+        let entries: Vec<CommittedEntry> = accepted
+            .into_iter()
+            .zip(&appended)
+            .map(|(p, a)| {
+                debug_assert!(p.actions.iter().all(|x| x.updated_position == a.position));
+                answers.push((
+                    p.reply,
+                    Committed {
+                        position: a.position,
+                        recorded_at: p.entry.recorded_at,
+                        actions: p.actions,
+                        replayed: false,
+                    },
+                ));
+                CommittedEntry {
+                    position: a.position,
+                    segment: a.segment,
+                    offset: a.offset,
+                    entry: p.entry,
+                }
+            })
+            .collect();
+        answers.extend(deferred);
+        if let Some(last) = appended.last() {
+            self.in_flight.push_back(InFlight {
+                last_position: last.position,
+                overlay,
+            });
+        }
+        // The applier answers in log order; it only stops when the writer drops the sender.
+        let _ = self.apply_tx.send(Job { entries, answers });
+    }
+
+    /// One write and one fdatasync for the batch; the error's text poisons every answer.
+    fn write(&mut self, accepted: &[Pending]) -> Result<Vec<crate::log::writer::Appended>, String> {
         let records: Vec<NewRecord<'_>> = accepted
             .iter()
             .map(|p| NewRecord {
@@ -765,68 +929,17 @@ impl WriterState {
             .collect();
         let started = std::time::Instant::now();
         let appended = self.log.append(&records);
-        drop(records);
         let micros = started.elapsed().as_micros() as u64;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats.fsync_micros.fetch_add(micros, Ordering::Relaxed);
         self.stats
             .fsync_micros_max
             .fetch_max(micros, Ordering::Relaxed);
-        let appended = match appended {
-            Ok(a) => {
-                self.stats
-                    .records
-                    .fetch_add(a.len() as u64, Ordering::Relaxed);
-                a
-            }
-            Err(e) => {
-                let reason = e.to_string();
-                for p in accepted {
-                    let _ = p.reply.send(Err(LogError::Poisoned(reason.clone()).into()));
-                }
-                return false;
-            }
-        };
-        let mut answers = Vec::with_capacity(accepted.len());
-        let entries: Vec<CommittedEntry> = accepted
-            .into_iter()
-            .zip(&appended)
-            .map(|(p, a)| {
-                debug_assert!(p.actions.iter().all(|x| x.updated_position == a.position));
-                let answer = Committed {
-                    position: a.position,
-                    recorded_at: p.entry.recorded_at,
-                    actions: p.actions,
-                    replayed: false,
-                };
-                answers.push((p.reply, answer));
-                CommittedEntry {
-                    position: a.position,
-                    segment: a.segment,
-                    offset: a.offset,
-                    entry: p.entry,
-                }
-            })
-            .collect();
-        if let Err(e) = self.store.apply(&entries) {
-            // Durable but not applied: answer the truth (it is recorded), and refuse
-            // further writes until a restart catches the projection up from the log.
-            tracing::error!(error = %e, "projection apply failed; refusing further writes");
-            self.log_poison_for_store(&e);
-        }
-        let _ = self
-            .committed
-            .send(appended.last().map_or(0, |a| a.position));
-        for (reply, answer) in answers {
-            let _ = reply.send(Ok(answer));
-        }
-        true
-    }
-
-    fn log_poison_for_store(&mut self, e: &StoreError) {
-        // Reuse the log's poison flag: every later submission is refused with the reason.
-        self.log
-            .poison_external(format!("projection apply failed: {e}"));
+        let appended = appended.map_err(|e| e.to_string())?;
+        self.stats
+            .records
+            .fetch_add(appended.len() as u64, Ordering::Relaxed);
+        Ok(appended)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::support::*;
 use action_ledger::event::*;
+use action_ledger::ledger::StateStore;
 use action_ledger::log::SimStorage;
 
 fn ledger() -> action_ledger::ledger::Ledger {
@@ -326,4 +327,130 @@ fn idempotent_repeat_in_the_same_batch_waits_for_the_fsync() {
         let r = h.join().unwrap();
         assert!(r.is_err(), "acknowledged without a durable fsync: {r:?}");
     }
+}
+
+/// A store whose apply takes `delay`: batches stay written-but-not-applied long enough for
+/// the writer to validate the next ones against their overlays.
+struct SlowStore {
+    inner: action_ledger::ledger::memory::MemoryStore,
+    delay: std::time::Duration,
+}
+
+impl StateStore for SlowStore {
+    fn action(&self, id: ActionId) -> Result<Option<Action>, action_ledger::ledger::StoreError> {
+        self.inner.action(id)
+    }
+    fn id_for_uid(&self, uid: &str) -> Result<Option<ActionId>, action_ledger::ledger::StoreError> {
+        self.inner.id_for_uid(uid)
+    }
+    fn exclusive_holder(
+        &self,
+        tenant: &str,
+        resource: &ResourceRef,
+    ) -> Result<Option<ActionId>, action_ledger::ledger::StoreError> {
+        self.inner.exclusive_holder(tenant, resource)
+    }
+    fn idempotent_result(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<action_ledger::ledger::IdempotentResult>, action_ledger::ledger::StoreError>
+    {
+        self.inner.idempotent_result(tenant, key)
+    }
+    fn max_action_id(&self) -> Result<ActionId, action_ledger::ledger::StoreError> {
+        self.inner.max_action_id()
+    }
+    fn applied_position(&self) -> u64 {
+        self.inner.applied_position()
+    }
+    fn apply(
+        &self,
+        entries: &[action_ledger::ledger::CommittedEntry],
+    ) -> Result<(), action_ledger::ledger::StoreError> {
+        std::thread::sleep(self.delay);
+        self.inner.apply(entries)
+    }
+}
+
+#[test]
+fn written_but_unapplied_batches_decide_the_next_ones() {
+    // Goal: the writer validates batch N+1 while batch N is still being applied; every rule
+    // (uid, exclusive, versions, idempotency) must see batch N, and no answer may precede
+    // the answer of what it depends on.
+    let store = std::sync::Arc::new(SlowStore {
+        inner: action_ledger::ledger::memory::MemoryStore::new(),
+        delay: std::time::Duration::from_millis(300),
+    });
+    let l = std::sync::Arc::new(open_sim_with(&SimStorage::new(), 1 << 20, store.clone()).unwrap());
+    let mut first = CreateAction::new("acme", "reboot", "vm", "7");
+    first.uid = Some("u-1".into());
+    first.exclusive = true;
+    let mut original = submission(Some("acme"), vec![Command::Create(first.clone())]);
+    original.idempotency = Some(IdempotencyStamp {
+        tenant: "acme".into(),
+        key: "k".into(),
+        request_digest: [3; 32],
+    });
+    let spawn = |s: Submission| {
+        let l = l.clone();
+        std::thread::spawn(move || {
+            let r = l.submit_blocking(s);
+            (r, std::time::Instant::now())
+        })
+    };
+    let a = spawn(original.clone());
+    // Wait until the create is durable; its apply then still has ~300 ms to go.
+    while l.stats().records.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(
+        store.applied_position(),
+        0,
+        "the create is written, not applied"
+    );
+    let mut same_uid = CreateAction::new("acme", "reboot", "vm", "8");
+    same_uid.uid = Some("u-1".into());
+    let started = Command::Event(RecordEvent {
+        action: ActionRef::Uid("u-1".into()),
+        expected_version: Some(1),
+        body: EventBody::Started,
+    });
+    let mut same_resource = first.clone();
+    same_resource.uid = None;
+    let busy = spawn(submission(
+        Some("acme"),
+        vec![Command::Create(same_resource)],
+    ));
+    let taken = spawn(submission(Some("acme"), vec![Command::Create(same_uid)]));
+    let repeat = spawn(original);
+    let start = spawn(submission(Some("acme"), vec![started]));
+
+    let (a, a_at) = a.join().unwrap();
+    let a = a.unwrap();
+    assert_eq!(code(busy.join().unwrap().0), "resource_busy");
+    assert_eq!(code(taken.join().unwrap().0), "uid_taken");
+    let (repeat, repeat_at) = repeat.join().unwrap();
+    let repeat = repeat.unwrap();
+    assert!(repeat.replayed);
+    assert_eq!((repeat.position, &repeat.actions), (a.position, &a.actions));
+    assert!(
+        repeat_at >= a_at,
+        "the repeat was answered before the original"
+    );
+    let (start, _) = start.join().unwrap();
+    let start = start.unwrap();
+    assert_eq!(
+        (
+            start.actions[0].id,
+            start.actions[0].status,
+            start.actions[0].version
+        ),
+        (a.actions[0].id, Status::Running, 2)
+    );
+    // Answered means applied: the store shows the event.
+    assert_eq!(
+        store.action(a.actions[0].id).unwrap().unwrap().status,
+        Status::Running
+    );
 }
