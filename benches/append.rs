@@ -19,9 +19,13 @@
 //!    same window → records/s. The ratio ledger / baseline is the figure of merit: it is the
 //!    share of the disk's group-commit capacity the ledger's own work leaves.
 //!
-//! Reading the numbers: the writer's own time per batch (validation, apply, wake-ups) does
-//! not overlap its fdatasync, so at high N the ratio falls as that CPU time grows with the
-//! batch; `wrCPU` and `fsync%` show which side dominates. On a VM whose CPUs are saturated,
+//! Reading the numbers: the writer's own time per batch (validation, encoding) does not
+//! overlap its fdatasync (the store apply and the answers do: they run on the applier
+//! thread), so at high N the ratio falls as that CPU time grows with the batch; `wrCPU` and
+//! `fsync%` show which side dominates. Where fdatasync is nearly free (a disk with a
+//! write-back cache: 0.05–0.1 ms per batch was seen) the baseline is a CPU-bound write loop
+//! of hundreds of thousands of records/s and the ratio measures CPU per record, not the
+//! share of the disk's group-commit capacity. On a VM whose CPUs are saturated,
 //! fdatasync completions were seen to land on the 4 ms kernel tick (HZ=250): a tight loop
 //! then pays a full tick per batch while the ledger, which pauses between batches, pays
 //! less — so ratios above 100% at low N are real but flattered. `host` shows the load.

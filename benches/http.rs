@@ -21,6 +21,8 @@
 //! `HTTP_BENCH_SECS` (3) seconds each and keeps each server's best round. Any answer other
 //! than the expected status fails the run.
 //!
+//! `HTTP_BENCH_ONLY=post|one|list` runs one scenario (to profile it).
+//!
 //! Run with `cargo bench --bench http`. `cargo test` never builds or runs it.
 
 use action_ledger::http::server::{self, ServeConfig};
@@ -360,7 +362,15 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut failed = Vec::new();
+    // `HTTP_BENCH_ONLY=post|one|list` runs one scenario (for profiling).
+    let only = std::env::var("HTTP_BENCH_ONLY").ok();
     for scenario in [Scenario::PostEvent, Scenario::GetOne, Scenario::GetList] {
+        if only
+            .as_deref()
+            .is_some_and(|o| !scenario.name().to_lowercase().contains(o))
+        {
+            continue;
+        }
         let mut best_bare: Option<Round> = None;
         let mut best_real: Option<Round> = None;
         for _ in 0..rounds {
