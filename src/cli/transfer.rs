@@ -242,15 +242,7 @@ pub fn import_from(
 ) -> Result<ImportSummary, Failure> {
     check_empty(data_dir)?;
     // Owner-only, like `serve` creates it.
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(data_dir)
+    crate::log::storage::create_private_dir_all(data_dir)
         .map_err(|e| Failure::error(format!("cannot create {}: {e}", data_dir.display())))?;
     let staging = data_dir.join("import.tmp");
     let _ = std::fs::remove_dir_all(&staging);

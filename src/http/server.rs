@@ -196,15 +196,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Creates `dir` (owner-only permissions) if needed.
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
+    crate::log::storage::create_private_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))
 }
 
@@ -310,7 +302,7 @@ pub async fn start(
     let (ledger, projection) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let projection = Arc::new(
             Projection::open(
-                cfg.data_dir.join("projection"),
+                cfg.data_dir.join(crate::projection::PROJECTION_DIR_NAME),
                 ProjectionConfig {
                     cache_capacity_bytes: cfg.sled_cache_bytes,
                     ..Default::default()

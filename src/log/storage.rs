@@ -56,9 +56,23 @@ impl LogFile for FsFile {
     }
 }
 
+/// Creates `dir` and any missing parents with owner-only permissions (0700 on Unix):
+/// everything under the data directory is the ledger's alone. Existing directories keep
+/// their permissions.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 impl Storage for FsStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        create_private_dir_all(dir)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();

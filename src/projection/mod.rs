@@ -194,6 +194,8 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// of returning an error; a panic here is turned into an error so the caller can delete and
 /// rebuild rather than crash-loop.
 fn open_sled(dir: &Path, config: &ProjectionConfig) -> Result<sled::Db, sled::Error> {
+    // Owner-only like the rest of the data directory (sled itself would use the umask).
+    crate::log::storage::create_private_dir_all(dir)?;
     let sled_config = sled::Config::new()
         .path(dir)
         .cache_capacity(config.cache_capacity_bytes)

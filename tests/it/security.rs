@@ -286,6 +286,12 @@ async fn data_dir_is_owner_only_and_tokens_are_hashes_in_a_0600_file() {
     let data = dir.path().join("data");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "data directory");
+    assert_eq!(mode(&data.join("log")), 0o700, "log directory");
+    assert_eq!(
+        mode(&data.join("projection")),
+        0o700,
+        "projection directory"
+    );
     let tokens = data.join("tokens.json");
     assert_eq!(mode(&tokens), 0o600, "tokens.json");
     let stored = std::fs::read_to_string(&tokens).unwrap();
