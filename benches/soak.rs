@@ -8,8 +8,11 @@
 //!
 //! Knobs (environment): `SOAK_MINUTES` (1), `SOAK_INTERVAL_SECS` (10), `SOAK_WRITERS` (4),
 //! `SOAK_READERS` (4), `SOAK_WAITERS` (2), `SOAK_WATCHERS` (2), `SOAK_WARMUP_INTERVALS` (2,
-//! excluded from the RSS-growth and p99 figures of the summary). Exit 1 if any request
-//! failed or a watcher saw positions out of order.
+//! excluded from the RSS-growth and p99 figures of the summary), `SOAK_PRELOAD_ACTIONS` (0:
+//! before the clock starts, fill the store with that many completed actions through
+//! `POST /api/v1/batch`, so the run measures a server whose projection no longer fits its
+//! cache instead of an empty one warming up). Exit 1 if any request failed or a watcher saw
+//! positions out of order.
 //!
 //! Writers: create an action, then `started`, three `progress`, `completed` (6 durable
 //! writes per action). Readers: get one recent action, list a page, and the DigitalOcean
@@ -175,6 +178,56 @@ async fn writer(client: reqwest::Client, base: String, stats: Arc<Stats>, stop: 
     }
 }
 
+/// Fills the store with `n` completed actions, 500 per batch request (creates, then their
+/// `completed` events). Returns the highest id.
+async fn preload(client: &reqwest::Client, base: &str, n: u64) -> u64 {
+    const CHUNK: u64 = 500;
+    let mut newest = 0;
+    let mut done = 0;
+    let started = Instant::now();
+    while done < n {
+        let k = CHUNK.min(n - done);
+        let creates: Vec<_> = (0..k)
+            .map(|i| {
+                serde_json::json!({"create": {"type": "snapshot", "kind": "task", "status": "running",
+                "resource": {"type": "droplet", "id": format!("pre-{}", done + i)}}})
+            })
+            .collect();
+        let post = |body: serde_json::Value| async move {
+            let r = client
+                .post(format!("{base}/api/v1/batch"))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("preload batch");
+            let status = r.status();
+            let v: serde_json::Value = r.json().await.expect("preload answer");
+            assert_eq!(status, 200, "preload batch: {v}");
+            v
+        };
+        let v = post(serde_json::json!({ "commands": creates })).await;
+        let ids: Vec<u64> = v["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["id"].as_u64().expect("id"))
+            .collect();
+        let completes: Vec<_> = ids
+            .iter()
+            .map(|id| serde_json::json!({"event": {"action": id, "type": "completed"}}))
+            .collect();
+        post(serde_json::json!({ "commands": completes })).await;
+        newest = newest.max(ids.into_iter().max().unwrap_or(0));
+        done += k;
+    }
+    println!(
+        "preloaded {n} completed actions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    newest
+}
+
 async fn reader(client: reqwest::Client, base: String, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -295,6 +348,12 @@ fn main() {
         .build()
         .unwrap();
     let watch_client = reqwest::Client::new();
+    let preload_actions = env_u64("SOAK_PRELOAD_ACTIONS", 0);
+    if preload_actions > 0 {
+        let newest = rt.block_on(preload(&client, &server.base, preload_actions));
+        stats.newest.store(newest, Ordering::Relaxed);
+        println!("RSS after preload: {:.1} MiB", rss_mib(pid));
+    }
     let mut tasks = Vec::new();
     for (kind, n) in counts.iter().enumerate() {
         for _ in 0..*n {
