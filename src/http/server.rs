@@ -350,16 +350,28 @@ pub async fn start(
         let _ = shutdown_tx2.send(true);
     });
     let task = tokio::spawn(async move {
-        let serve = serve_listener(listener, front, limits.clone(), async move {
-            super::shutting_down(stop_rx).await;
-            tracing::info!("shutting down: no new connections");
-        });
+        let serve = serve_listener(
+            listener,
+            front,
+            limits.clone(),
+            connections_refusal_body,
+            async move {
+                super::shutting_down(stop_rx).await;
+                tracing::info!("shutting down: no new connections");
+            },
+        );
         // The Redis listener stops accepting at the same moment and shares the drain.
         let redis_serve = async move {
             match redis_listener {
                 Some(l) => {
-                    serve_listener(l, redis_front, limits, super::shutting_down(redis_stop_rx))
-                        .await
+                    serve_listener(
+                        l,
+                        redis_front,
+                        limits,
+                        super::dialect::redis::connections_refusal_body,
+                        super::shutting_down(redis_stop_rx),
+                    )
+                    .await
                 }
                 None => Ok(()),
             }
@@ -404,6 +416,8 @@ pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// The body of the answer to a connection beyond the cap.
+/// A refusal body in the native error shape; the Redis listener uses its own
+/// ([`super::dialect::redis::connections_refusal_body`]).
 pub fn connections_refusal_body(max: usize) -> String {
     json!({"error": {
         "code": "unavailable",
@@ -414,9 +428,13 @@ pub fn connections_refusal_body(max: usize) -> String {
     .to_string()
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+/// Renders the 503 body of a connection refused beyond `CONNECTIONS_MAX`, in the
+/// listener's error shape.
+type RefusalBody = fn(usize) -> String;
+
+async fn refuse(mut stream: tokio::net::TcpStream, max: usize, refusal_body: RefusalBody) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let body = connections_refusal_body(max);
+    let body = refusal_body(max);
     let head = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
         body.len()
@@ -460,6 +478,7 @@ async fn serve_listener(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: HttpLimits,
+    refusal_body: RefusalBody,
     stop: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -503,7 +522,7 @@ async fn serve_listener(
             if refusing.fetch_add(1, Ordering::AcqRel) < REFUSALS_IN_FLIGHT_MAX {
                 let refusing = refusing.clone();
                 tokio::spawn(async move {
-                    refuse(stream, max).await;
+                    refuse(stream, max, refusal_body).await;
                     refusing.fetch_sub(1, Ordering::AcqRel);
                 });
             } else {

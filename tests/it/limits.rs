@@ -168,3 +168,34 @@ async fn watchers_beyond_the_cap_get_a_503_and_a_closed_stream_frees_its_place()
     }
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_listener_refuses_in_redis_s_error_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
+    config.admin_token = Some(ADMIN.into());
+    config.redis_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.limits.connections_max = 1;
+    let running = server::start(config, std::future::pending()).await.unwrap();
+    let addr = running.redis_addr.expect("the Redis listener is on");
+    // One connection holds the only place (it is answered, so it has been accepted).
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    let (status, _) = healthz_on(&mut held).await;
+    assert!(status.starts_with("HTTP/1.1 "), "{status}");
+
+    let refused = one_shot(addr).await;
+    let (head, body) = refused.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 503"), "{refused}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error_code"], "unavailable", "{v}");
+    assert!(
+        v["description"]
+            .as_str()
+            .unwrap()
+            .contains("CONNECTIONS_MAX (1)"),
+        "{v}"
+    );
+    assert!(v.get("error").is_none(), "not the native shape: {v}");
+    drop(held);
+    running.stop().await.unwrap();
+}

@@ -307,6 +307,16 @@ fn v2(a: &Action) -> V2Action {
     }
 }
 
+/// The Redis listener's 503 body for a connection refused beyond `CONNECTIONS_MAX`, in
+/// Redis's error shape.
+pub fn connections_refusal_body(max: usize) -> String {
+    serde_json::json!({
+        "error_code": "unavailable",
+        "description": format!("CONNECTIONS_MAX ({max}) connections are open; retry later"),
+    })
+    .to_string()
+}
+
 /// Redis's error body: `{"error_code": "...", "description": "..."}`.
 #[derive(Debug)]
 pub struct RedisError {
