@@ -7,6 +7,7 @@
 //! - [`dialect`]: the public API dialects (one module each; they only translate).
 //! - [`wire`]: the native JSON shapes (the OpenAPI document is generated from them).
 //! - [`metrics`]: Prometheus counters and the request-metrics middleware.
+//! - [`render`]: a memo of each action state's native JSON.
 //! - [`server`]: listeners, limits, graceful shutdown.
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod metrics;
 pub mod native;
 pub mod openapi;
+pub mod render;
 pub mod server;
 pub mod wire;
 
@@ -96,6 +98,8 @@ pub struct AppState {
     pub public_metrics: bool,
     /// Turns true when shutdown begins: waits return, watch streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The native JSON of action states already rendered.
+    pub rendered: Arc<render::RenderCache>,
 }
 
 impl AppState {

@@ -302,10 +302,20 @@ pub async fn get_action(
         }
     })
     .await?;
-    Ok(with_retry_after(
-        &action,
-        Json(ActionOut::from(&action)).into_response(),
-    ))
+    let json = state.rendered.action(&action).map_err(ApiError::internal)?;
+    Ok(with_retry_after(&action, json_response(json)))
+}
+
+/// A 200 answer with an already serialised JSON body.
+fn json_response(body: impl Into<axum::body::Body>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body.into(),
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/api/v1/actions/{id}/history",
@@ -525,16 +535,16 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(p): Caller,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<ListOut>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = parse_list_params(pairs, &p, state.limits.list_limit_max)?;
     let st = state.clone();
     blocking(move || {
         let page = st.projection.list(&params.query)?;
-        Ok(Json(ListOut {
-            actions: page.actions.iter().map(ActionOut::from).collect(),
-            next_cursor: page.next_cursor,
-            total: page.total,
-        }))
+        let body = st
+            .rendered
+            .list(&page.actions, page.next_cursor.as_deref(), page.total)
+            .map_err(ApiError::internal)?;
+        Ok(json_response(body))
     })
     .await
 }

@@ -334,6 +334,7 @@ pub async fn start(
         watchers: Arc::new(AtomicUsize::new(0)),
         public_metrics: config.public_metrics,
         shutdown: shutdown_rx.clone(),
+        rendered: Arc::default(),
     };
     let _ = slot.set(router(state.clone()));
     let _ = redis_slot.set(redis_router(state.clone()));

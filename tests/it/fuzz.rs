@@ -531,6 +531,7 @@ fn app() -> App {
         watchers: Arc::new(AtomicUsize::new(0)),
         public_metrics: false,
         shutdown,
+        rendered: Arc::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,0 +1,183 @@
+//! A bounded memo of the native JSON of actions, so lists and gets serialise each state of
+//! an action once rather than on every read.
+//!
+//! An action's state is identified by `(id, updated_position)`: every change is a new log
+//! record, and the state at a position is the fold of the records up to it. So a memo entry
+//! can never be stale — a newer state has another position and misses — and no
+//! invalidation is needed (`as_of` states are states the action once had, and hit too).
+//!
+//! Memory: [`RENDER_CACHE_BYTES`] split over [`SHARDS`] shards; a shard that would exceed
+//! its share is emptied and refilled (crude, but bounded and lock-cheap; a list touches
+//! ~50 entries).
+
+use super::wire::{ActionOut, ListOut};
+use crate::event::{Action, ActionId, Position};
+use axum::body::Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Bytes of rendered JSON kept at most (all shards together).
+pub const RENDER_CACHE_BYTES: usize = 16 * 1024 * 1024;
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<ActionId, (Position, Bytes)>,
+    bytes: usize,
+}
+
+pub struct RenderCache {
+    shards: Vec<Mutex<Shard>>,
+    shard_bytes_max: usize,
+}
+
+impl Default for RenderCache {
+    fn default() -> Self {
+        RenderCache::new(RENDER_CACHE_BYTES)
+    }
+}
+
+impl RenderCache {
+    pub fn new(bytes_max: usize) -> RenderCache {
+        RenderCache {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shard_bytes_max: bytes_max / SHARDS,
+        }
+    }
+
+    /// The JSON of `ActionOut::from(a)`, byte for byte.
+    pub fn action(&self, a: &Action) -> Result<Bytes, serde_json::Error> {
+        let shard = &self.shards[(a.id % SHARDS as u64) as usize];
+        if let Some((position, json)) = lock(shard).map.get(&a.id) {
+            if *position == a.updated_position {
+                return Ok(json.clone());
+            }
+        }
+        let json = Bytes::from(serde_json::to_vec(&ActionOut::from(a))?);
+        let mut s = lock(shard);
+        if s.bytes + json.len() > self.shard_bytes_max {
+            s.map.clear();
+            s.bytes = 0;
+        }
+        if json.len() <= self.shard_bytes_max {
+            s.bytes += json.len();
+            if let Some((_, old)) = s.map.insert(a.id, (a.updated_position, json.clone())) {
+                s.bytes -= old.len();
+            }
+        }
+        Ok(json)
+    }
+
+    /// The JSON of [`ListOut`] for these actions, byte for byte, from the memo.
+    pub fn list(
+        &self,
+        actions: &[Action],
+        next_cursor: Option<&str>,
+        total: u64,
+    ) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(64 + actions.len() * 768);
+        out.extend_from_slice(b"{\"actions\":[");
+        for (i, a) in actions.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.action(a)?);
+        }
+        out.extend_from_slice(b"],\"next_cursor\":");
+        serde_json::to_writer(&mut out, &next_cursor)?;
+        out.extend_from_slice(b",\"total\":");
+        serde_json::to_writer(&mut out, &total)?;
+        out.push(b'}');
+        // Every list of a debug build (the test suite) checks the memo against serde.
+        debug_assert!({
+            let typed = ListOut {
+                actions: actions.iter().map(ActionOut::from).collect(),
+                next_cursor: next_cursor.map(str::to_string),
+                total,
+            };
+            serde_json::to_vec(&typed).ok().as_deref() == Some(&out[..])
+        });
+        Ok(out)
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::fold;
+    use crate::event::{EventBody, InitialStatus, Kind, NewAction, ResourceRef};
+
+    fn action(id: ActionId) -> Action {
+        let new = NewAction {
+            id,
+            uid: format!("u-{id}"),
+            tenant: "acme".into(),
+            user: Some("ops \"quoted\" \u{e9}".into()),
+            action_type: "snapshot".into(),
+            kind: Kind::Task,
+            resource: ResourceRef {
+                resource_type: "droplet".into(),
+                id: id.to_string(),
+            },
+            related: Vec::new(),
+            node: None,
+            region: Some("ams3".into()),
+            description: None,
+            labels: [("k".to_string(), "v\n".to_string())].into(),
+            status: InitialStatus::Queued,
+            exclusive: false,
+        };
+        fold::create(&new, 1_700_000_000_000_000, id)
+    }
+
+    #[test]
+    fn the_memo_answers_the_bytes_serde_would() {
+        let cache = RenderCache::default();
+        let mut a = action(7);
+        let expected = serde_json::to_vec(&ActionOut::from(&a)).unwrap();
+        assert_eq!(cache.action(&a).unwrap()[..], expected[..]);
+        assert_eq!(cache.action(&a).unwrap()[..], expected[..], "from the memo");
+
+        // A later state of the same action is a new position: rendered afresh.
+        fold::apply(&mut a, &EventBody::Started, 1_700_000_000_000_001, 9).unwrap();
+        let later = serde_json::to_vec(&ActionOut::from(&a)).unwrap();
+        assert_ne!(later, expected);
+        assert_eq!(cache.action(&a).unwrap()[..], later[..]);
+
+        let list = vec![a.clone(), action(8), action(9)];
+        for (cursor, total) in [(None, 3), (Some("c\"x"), 40)] {
+            let typed = ListOut {
+                actions: list.iter().map(ActionOut::from).collect(),
+                next_cursor: cursor.map(str::to_string),
+                total,
+            };
+            assert_eq!(
+                cache.list(&list, cursor, total).unwrap(),
+                serde_json::to_vec(&typed).unwrap()
+            );
+        }
+        assert_eq!(
+            cache.list(&[], None, 0).unwrap(),
+            br#"{"actions":[],"next_cursor":null,"total":0}"#
+        );
+    }
+
+    #[test]
+    fn a_full_memo_stays_within_its_budget_and_stays_right() {
+        let cache = RenderCache::new(SHARDS * 2048);
+        for id in 1..2000 {
+            let a = action(id);
+            let expected = serde_json::to_vec(&ActionOut::from(&a)).unwrap();
+            assert_eq!(cache.action(&a).unwrap()[..], expected[..]);
+        }
+        for shard in &cache.shards {
+            assert!(lock(shard).bytes <= cache.shard_bytes_max);
+            let held: usize = lock(shard).map.values().map(|(_, b)| b.len()).sum();
+            assert_eq!(held, lock(shard).bytes, "the byte count is exact");
+        }
+    }
+}
