@@ -29,7 +29,7 @@
 //!
 //! Run with `cargo bench --bench query`. `cargo test` never builds or runs it.
 
-use action_ledger::event::codec::{self, ENTRY_SCHEMA_CURRENT, KIND_ENTRY};
+use action_ledger::event::codec;
 use action_ledger::event::*;
 use action_ledger::log::reader::LogReader;
 use action_ledger::log::writer::NewRecord;
@@ -108,14 +108,7 @@ fn generate(log_dir: &Path, n: u64) -> u64 {
     let mut records = 0u64;
     let mut next_id = 1u64;
     let flush = |writer: &mut LogWriter, payloads: &mut Vec<Vec<u8>>| {
-        let batch: Vec<NewRecord<'_>> = payloads
-            .iter()
-            .map(|p| NewRecord {
-                kind: KIND_ENTRY,
-                schema: ENTRY_SCHEMA_CURRENT,
-                payload: p,
-            })
-            .collect();
+        let batch: Vec<NewRecord<'_>> = payloads.iter().map(|p| codec::entry_record(p)).collect();
         writer.append(&batch).expect("append");
         payloads.clear();
     };

@@ -11,7 +11,7 @@
 
 use super::check::{bytes_before, log_error, segment_sizes};
 use super::{hex, line, progress_bar, CliResult, DataDir, Failure};
-use crate::event::codec::{self, ENTRY_SCHEMA_CURRENT, KIND_ENTRY};
+use crate::event::codec::{self, ENTRY_SCHEMA_CURRENT};
 use crate::event::{fold, Action, ActionId, Entry, IdempotencyStamp, Op};
 use crate::http::wire::{parse_time, rfc3339};
 use crate::log::writer::NewRecord;
@@ -325,11 +325,7 @@ fn write_staged(
         let records: Vec<NewRecord<'_>> = batch
             .payloads
             .iter()
-            .map(|p| NewRecord {
-                kind: KIND_ENTRY,
-                schema: ENTRY_SCHEMA_CURRENT,
-                payload: p,
-            })
+            .map(|p| codec::entry_record(p))
             .collect();
         let appended = writer.append(&records).map_err(log_error)?;
         for (a, (line_no, want)) in appended.iter().zip(&batch.digests) {

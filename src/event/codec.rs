@@ -19,6 +19,15 @@ pub const ENTRY_SCHEMA_V1: u16 = 1;
 /// The schema version new records are written with.
 pub const ENTRY_SCHEMA_CURRENT: u16 = ENTRY_SCHEMA_V1;
 
+/// The log record of an encoded [`Entry`] (from [`encode_entry`]), as written today.
+pub fn entry_record(payload: &[u8]) -> crate::log::writer::NewRecord<'_> {
+    crate::log::writer::NewRecord {
+        kind: KIND_ENTRY,
+        schema: ENTRY_SCHEMA_CURRENT,
+        payload,
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum CodecError {
     #[error("unknown record kind {kind} / schema version {schema}")]

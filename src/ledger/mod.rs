@@ -19,7 +19,7 @@
 
 pub mod memory;
 
-use crate::event::codec::{self, ENTRY_SCHEMA_CURRENT, KIND_ENTRY};
+use crate::event::codec;
 use crate::event::fold::{self, Rejection};
 use crate::event::*;
 use crate::limits::*;
@@ -921,11 +921,7 @@ impl WriterState {
     fn write(&mut self, accepted: &[Pending]) -> Result<Vec<crate::log::writer::Appended>, String> {
         let records: Vec<NewRecord<'_>> = accepted
             .iter()
-            .map(|p| NewRecord {
-                kind: KIND_ENTRY,
-                schema: ENTRY_SCHEMA_CURRENT,
-                payload: &p.payload,
-            })
+            .map(|p| codec::entry_record(&p.payload))
             .collect();
         let started = std::time::Instant::now();
         let appended = self.log.append(&records);
