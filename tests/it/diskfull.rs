@@ -186,15 +186,8 @@ async fn fill_and_recover(shape: Shape) {
         if histories.contains_key(&id) {
             continue;
         }
-        let h: Value = client
-            .get(format!("{}/api/v1/actions/{id}/history", server.base))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{}/api/v1/actions/{id}/history", server.base);
+        let h = crate::support::get_json(&client, &url, ADMIN).await;
         let markers = h["records"]
             .as_array()
             .unwrap()
@@ -323,15 +316,8 @@ async fn failed_fsync_and_enospc_over_http_refuse_writes_and_lose_nothing() {
     sim.restart();
     sim.heal();
     let (running, base) = sim_server(dir.path(), &sim).await;
-    let h: Value = client
-        .get(format!("{base}{}", path.replace("/events", "/history")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{base}{}", path.replace("/events", "/history"));
+    let h = crate::support::get_json(&client, &url, ADMIN).await;
     let messages: Vec<&str> = h["records"]
         .as_array()
         .unwrap()

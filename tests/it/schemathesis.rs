@@ -9,7 +9,7 @@
 use action_ledger::http::server::{self, Running, ServeConfig};
 use proptest::prelude::*;
 use reqwest::{Client, Method};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -136,15 +136,8 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     let base = format!("http://{}", running.addr);
     let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
     seed(&client, &base).await;
-    let doc: Value = client
-        .get(format!("{base}/api/v1/openapi.json"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc =
+        crate::support::get_json(&client, &format!("{base}/api/v1/openapi.json"), ADMIN).await;
     let operations: usize = doc["paths"]
         .as_object()
         .unwrap()
@@ -390,17 +383,8 @@ fn dialect_routes_survive_generated_requests() {
         seed(&client, &base).await;
         let mut tokens = Vec::new();
         for (name, role) in [("r", "reader"), ("w", "writer")] {
-            let v: Value = client
-                .post(format!("{base}/api/v1/tokens"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"name": name, "tenant": "default", "role": role}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            tokens.push(v["token"].as_str().unwrap().to_string());
+            let role = (name, "default", role);
+            tokens.push(crate::support::create_token(&client, &base, ADMIN, role).await);
         }
         (running, tokens[0].clone(), tokens[1].clone())
     });

@@ -198,17 +198,9 @@ fn tokens_never_reach_the_logs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let created = rt.block_on(async {
         let client = Client::new();
-        let v: Value = client
-            .post(format!("http://{main}/api/v1/tokens"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"name": "w", "tenant": "acme", "role": "writer"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let secret = v["token"].as_str().expect("a token").to_string();
+        let base = format!("http://{main}");
+        let secret =
+            crate::support::create_token(&client, &base, ADMIN, ("w", "acme", "writer")).await;
         let wrong = "wrong-secret-a1b2c3d4e5f6";
         for token in [secret.as_str(), ADMIN, wrong] {
             let basic = crate::http::b64(&format!("user:{token}"));
@@ -271,17 +263,9 @@ async fn data_dir_is_owner_only_and_tokens_are_hashes_in_a_0600_file() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let running = start(config(&dir)).await;
-    let v: Value = Client::new()
-        .post(format!("http://{}/api/v1/tokens", running.addr))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "r", "tenant": "acme", "role": "reader"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = v["token"].as_str().unwrap().to_string();
+    let base = format!("http://{}", running.addr);
+    let secret =
+        crate::support::create_token(&Client::new(), &base, ADMIN, ("r", "acme", "reader")).await;
     running.stop().await.unwrap();
     let data = dir.path().join("data");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
