@@ -141,11 +141,12 @@ impl LogReader {
             mark,
             visit,
         };
-        let (start, from) = match mark {
-            Some(m) => match segments.iter().position(|(seq, _)| *seq == m.segment) {
-                Some(i) => (i, m.offset),
-                None => (self.segment_holding(&segments, after)?, HEADER_LEN as u64),
-            },
+        let resume = mark.and_then(|m| {
+            let i = segments.iter().position(|(seq, _)| *seq == m.segment)?;
+            Some((i, m.offset))
+        });
+        let (start, from) = match resume {
+            Some(at) => at,
             None => (self.segment_holding(&segments, after)?, HEADER_LEN as u64),
         };
         for (i, (seq, path)) in segments.iter().enumerate().skip(start) {
