@@ -94,12 +94,20 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "message", details...}}`.
+    pub fn body(self) -> Value {
         let mut body = self.details;
         body.insert("code".into(), json!(self.code));
         body.insert("message".into(), json!(self.message));
-        (self.status, axum::Json(json!({ "error": body }))).into_response()
+        json!({ "error": body })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        (status, axum::Json(self.body())).into_response()
     }
 }
 

@@ -416,16 +416,15 @@ pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
 /// reads the 503 rather than a reset.
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
-/// The body of the answer to a connection beyond the cap.
-/// A refusal body in the native error shape; the Redis listener uses its own
-/// ([`super::dialect::redis::connections_refusal_body`]).
+/// The body of the answer to a connection beyond the cap, in the native error shape; the
+/// Redis listener uses its own ([`super::dialect::redis::connections_refusal_body`]).
 pub fn connections_refusal_body(max: usize) -> String {
-    json!({"error": {
-        "code": "unavailable",
-        "message": format!("CONNECTIONS_MAX ({max}) connections are open; retry later"),
-        "limit": "CONNECTIONS_MAX",
-        "max": max,
-    }})
+    ApiError::unavailable(format!(
+        "CONNECTIONS_MAX ({max}) connections are open; retry later"
+    ))
+    .with("limit", "CONNECTIONS_MAX")
+    .with("max", max)
+    .body()
     .to_string()
 }
 
