@@ -310,10 +310,12 @@ fn v2(a: &Action) -> V2Action {
 /// The Redis listener's 503 body for a connection refused beyond `CONNECTIONS_MAX`, in
 /// Redis's error shape.
 pub fn connections_refusal_body(max: usize) -> String {
-    serde_json::json!({
-        "error_code": "unavailable",
-        "description": format!("CONNECTIONS_MAX ({max}) connections are open; retry later"),
-    })
+    RedisError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("CONNECTIONS_MAX ({max}) connections are open; retry later"),
+    )
+    .body()
     .to_string()
 }
 
@@ -334,6 +336,11 @@ impl RedisError {
         }
     }
 
+    /// `{"error_code": ..., "description": ...}`.
+    fn body(&self) -> Value {
+        serde_json::json!({"error_code": self.code, "description": self.description})
+    }
+
     fn not_found(uid: &str) -> RedisError {
         RedisError::new(
             StatusCode::NOT_FOUND,
@@ -346,11 +353,7 @@ impl RedisError {
 impl IntoResponse for RedisError {
     fn into_response(self) -> Response {
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
-        let mut resp = (
-            self.status,
-            Json(serde_json::json!({"error_code": self.code, "description": self.description})),
-        )
-            .into_response();
+        let mut resp = (self.status, Json(self.body())).into_response();
         if unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
