@@ -5,8 +5,9 @@
 //! [`crate::ledger::memory::MemoryStore`] does per operation for uids, exclusive holders and
 //! idempotent answers. [`Fold::finish`] then turns the difference between each touched
 //! action's stored snapshot and its final one into writes: the new snapshot, index bucket
-//! changes, the `updated` index key, counter deltas, plus uids, holders, idempotent answers,
-//! history locations and the meta records. An action touched many times in the run is
+//! changes, the `updated` index key, counter deltas, plus uids, holders, idempotent answers
+//! and the meta records. Each snapshot carries the locations of its latest records (see
+//! `keys`); the runs that overflow it become history keys. An action touched many times in the run is
 //! written once, and each bucket or counter once — which is what makes bulk catch-up and
 //! rebuild cheaper than one write per event.
 
@@ -19,11 +20,11 @@ use crate::ledger::{CommittedEntry, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Estimated sled writes per operation, to cut batches near `batch_writes_max` before the
-/// writes are known. A create touches ~6 buckets, ~14 counters, the snapshot, uid, updated
-/// and history keys; an event the snapshot, the updated key twice, history, and on a status
-/// change two buckets and four counters.
-const WRITES_PER_CREATE: usize = 24;
-const WRITES_PER_EVENT: usize = 8;
+/// writes are known. A create touches ~6 buckets, ~14 counters, the snapshot, uid and
+/// updated keys; an event the snapshot, the updated key twice, and on a status change two
+/// buckets and four counters (and, once per `HISTORY_INLINE_MAX` records, a history key).
+const WRITES_PER_CREATE: usize = 23;
+const WRITES_PER_EVENT: usize = 7;
 
 /// One key's new value (`None`: delete it).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -32,6 +33,10 @@ pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
     /// What sled holds for each touched action (`None`: it did not exist).
     before: HashMap<ActionId, Option<Action>>,
+    /// The stored history tail of each touched action that exists.
+    tails: HashMap<ActionId, Vec<u8>>,
+    /// Locations of the records folded in this run, per action, in log order.
+    locations: HashMap<ActionId, Vec<u8>>,
     /// The current state of each touched action that exists.
     now: HashMap<ActionId, Action>,
     uids: Vec<(String, ActionId)>,
@@ -39,7 +44,6 @@ pub(crate) struct Fold<'t> {
     exclusive: HashMap<Vec<u8>, Option<ActionId>>,
     exclusive_dirty: HashSet<Vec<u8>>,
     idempotent: HashMap<Vec<u8>, StoredIdempotent>,
-    history: Vec<([u8; 17], [u8; 16])>,
     created: CreatedMeta,
     last_position: Option<u64>,
     writes_estimate: usize,
@@ -62,12 +66,13 @@ impl<'t> Fold<'t> {
         Fold {
             tree,
             before: HashMap::new(),
+            tails: HashMap::new(),
+            locations: HashMap::new(),
             now: HashMap::new(),
             uids: Vec::new(),
             exclusive: HashMap::new(),
             exclusive_dirty: HashSet::new(),
             idempotent: HashMap::new(),
-            history: Vec::new(),
             created,
             last_position: None,
             writes_estimate: 0,
@@ -93,7 +98,11 @@ impl<'t> Fold<'t> {
         }
         let stored = match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
             None => None,
-            Some(v) => Some(super::decode_action(id, &v)?),
+            Some(v) => {
+                let (a, tail) = super::decode_snapshot(id, &v)?;
+                self.tails.insert(id, tail.to_vec());
+                Some(a)
+            }
         };
         if let Some(a) = &stored {
             self.now.insert(id, a.clone());
@@ -154,12 +163,12 @@ impl<'t> Fold<'t> {
             }
             self.now.insert(a.id, a.clone());
         }
-        let mut location = [0u8; 16];
-        location[..8].copy_from_slice(&c.segment.to_be_bytes());
-        location[8..].copy_from_slice(&c.offset.to_be_bytes());
+        let location = keys::location(c.position, c.segment, c.offset);
         for id in touched {
-            self.history
-                .push((keys::history_key(id, c.position), location));
+            self.locations
+                .entry(id)
+                .or_default()
+                .extend_from_slice(&location);
         }
         if let Some(stamp) = &c.entry.idempotency {
             self.idempotent.insert(
@@ -197,13 +206,27 @@ impl<'t> Fold<'t> {
         for id in ids {
             let new = &self.now[&id];
             let old = self.before.get(&id).and_then(|o| o.as_ref());
-            if old == Some(new) {
+            let added = self.locations.get(&id).map_or(&[][..], Vec::as_slice);
+            if old == Some(new) && added.is_empty() {
                 continue;
             }
-            let value = codec::encode_unbounded(new)
+            let action = codec::encode_unbounded(new)
                 .map_err(|e| StoreError(format!("cannot encode action {id}: {e}")))?;
-            debug_assert!(value.len() <= STORED_VALUE_BYTES_MAX);
-            writes.push((keys::snapshot_key(id).to_vec(), Some(value)));
+            debug_assert!(action.len() <= STORED_VALUE_BYTES_MAX);
+            let mut tail = self.tails.get(&id).cloned().unwrap_or_default();
+            tail.extend_from_slice(added);
+            let run = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
+            let mut spilled = 0;
+            while tail.len() - spilled > run {
+                let chunk = &tail[spilled..spilled + run];
+                let first = keys::read_u64(&chunk[..8]).expect("8 bytes");
+                writes.push((keys::history_key(id, first).to_vec(), Some(chunk.to_vec())));
+                spilled += run;
+            }
+            writes.push((
+                keys::snapshot_key(id).to_vec(),
+                Some(keys::snapshot_value(&action, &tail[spilled..])),
+            ));
 
             let offset = (id % BUCKET_IDS) as u8;
             let bucket = keys::bucket_of(id);
@@ -297,9 +320,6 @@ impl<'t> Fold<'t> {
             let value = codec::encode_unbounded(&answer)
                 .map_err(|e| StoreError(format!("cannot encode idempotent answer: {e}")))?;
             writes.push((key, Some(value)));
-        }
-        for (key, location) in self.history {
-            writes.push((key.to_vec(), Some(location.to_vec())));
         }
         writes.push((
             keys::META_CREATED.to_vec(),

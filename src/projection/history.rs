@@ -1,5 +1,6 @@
-//! An action's history: where each log record that touched it lives (indexed by the
-//! projection at apply time), the records themselves, and the action's state as of a
+//! An action's history: where each log record that touched it lives (kept by the
+//! projection at apply time: the latest in the action's snapshot value, older runs in
+//! history keys), the records themselves, and the action's state as of a
 //! position or a time — folded from those records with [`crate::event::fold`], the same
 //! functions live apply uses.
 //!
@@ -44,21 +45,36 @@ pub enum AsOf {
 }
 
 pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocation>, QueryError> {
-    let prefix = keys::history_prefix(id);
-    let mut out = Vec::new();
-    for kv in p.tree().scan_prefix(prefix) {
-        let (k, v) = kv.map_err(|e| QueryError::Store(format!("sled: {e}")))?;
-        let malformed = || QueryError::Store(format!("history key {k:?} is malformed"));
-        let position = k.get(9..).and_then(keys::read_u64).ok_or_else(malformed)?;
-        let segment = v.get(..8).and_then(keys::read_u64).ok_or_else(malformed)?;
-        let offset = v.get(8..).and_then(keys::read_u64).ok_or_else(malformed)?;
-        out.push(RecordLocation {
+    let store = |e: String| QueryError::Store(e);
+    // The snapshot first, then the history keys: a run spilled by a write in between then
+    // shows up twice (deduplicated below), never not at all.
+    let tail = match p.tree().get(keys::snapshot_key(id)) {
+        Err(e) => return Err(store(format!("sled: {e}"))),
+        Ok(None) => return Ok(Vec::new()),
+        Ok(Some(v)) => super::decode_snapshot(id, &v)
+            .map_err(|e| store(e.0))?
+            .1
+            .to_vec(),
+    };
+    let mut runs = Vec::new();
+    for kv in p.tree().scan_prefix(keys::history_prefix(id)) {
+        let (k, v) = kv.map_err(|e| store(format!("sled: {e}")))?;
+        let run = keys::locations(&v)
+            .filter(|run| run.first().map(|l| l.0) == k.get(9..).and_then(keys::read_u64))
+            .ok_or_else(|| store(format!("history key {k:?} is malformed")))?;
+        runs.extend(run);
+    }
+    runs.extend(keys::locations(&tail).expect("decode_snapshot checked whole locations"));
+    runs.sort_unstable_by_key(|l| l.0);
+    runs.dedup_by_key(|l| l.0);
+    Ok(runs
+        .into_iter()
+        .map(|(position, segment, offset)| RecordLocation {
             position,
             segment,
             offset,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// Reads and decodes the record at `loc`, checking it is the one the index expects.

@@ -8,9 +8,9 @@
 //! ```text
 //! family       key                                                  value
 //! meta         00 ‖ name                                            see META_*
-//! snapshot     01 ‖ id u64                                          codec(Action)
+//! snapshot     01 ‖ id u64                                          see "Snapshot value"
 //! uid          02 ‖ uid bytes                                       id u64
-//! history      03 ‖ id u64 ‖ position u64                           segment u64 ‖ offset u64
+//! history      03 ‖ id u64 ‖ first position u64                     HISTORY_INLINE_MAX locations
 //! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
 //! counter      06 ‖ scope ‖ dimension                               count u64
@@ -31,6 +31,17 @@
 //! than 32 of them (so a value is never longer than a bitmap), otherwise a 32-byte bitmap
 //! (bit `i` of byte `i / 8`, least significant first). Length 32 means bitmap, shorter means
 //! list; an empty bucket has no key.
+//!
+//! **Snapshot value**: `u32 BE n ‖ codec(Action) (n bytes) ‖ history tail`. The tail is the
+//! locations of the action's latest log records, oldest first, each [`LOCATION_BYTES`]:
+//! `position u64 ‖ segment u64 ‖ offset u64`, all big-endian. A read of the action decodes
+//! only the first `n` bytes. Every record that touches an action rewrites its snapshot
+//! anyway, so keeping its location there costs no extra sled key; when the tail would grow
+//! past [`HISTORY_INLINE_MAX`] locations, its oldest [`HISTORY_INLINE_MAX`] move to a
+//! history key named by the first one's position. The layout depends only on how many
+//! records touched the action (never on how they were batched): the history keys hold
+//! locations `[0, 32)`, `[32, 64)`, … and the tail the remaining 1–32, so a rebuilt
+//! projection is byte-identical to a live one.
 //!
 //! **Counters** are kept per scope — `00` every tenant (admin queries), `01 ‖ s(tenant)` one
 //! tenant — and per dimension: `t` total, `r ‖ s(type) ‖ s(id)` resource (primary or
@@ -55,7 +66,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -66,6 +77,11 @@ pub const META_APPLIED: &[u8] = b"\x00applied";
 /// whether `created_at` has been non-decreasing in id order so far, which lets a
 /// created-time range become an id range (see `list`).
 pub const META_CREATED: &[u8] = b"\x00created";
+
+/// Most record locations a snapshot value keeps in its history tail.
+pub const HISTORY_INLINE_MAX: usize = 32;
+/// Bytes of one record location: position, segment, offset (u64 BE each).
+pub const LOCATION_BYTES: usize = 24;
 
 /// Ids per bucket of an id-ordered index.
 pub const BUCKET_IDS: u64 = 256;
@@ -119,11 +135,56 @@ pub fn history_prefix(id: ActionId) -> [u8; 9] {
     k
 }
 
+/// The history key of a spilled run of locations, named by its first location's position.
 pub fn history_key(id: ActionId, position: u64) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[..9].copy_from_slice(&history_prefix(id));
     k[9..].copy_from_slice(&position.to_be_bytes());
     k
+}
+
+/// Encodes one record location of a history tail or history key.
+pub fn location(position: u64, segment: u64, offset: u64) -> [u8; LOCATION_BYTES] {
+    let mut l = [0u8; LOCATION_BYTES];
+    l[..8].copy_from_slice(&position.to_be_bytes());
+    l[8..16].copy_from_slice(&segment.to_be_bytes());
+    l[16..].copy_from_slice(&offset.to_be_bytes());
+    l
+}
+
+/// Decodes a run of locations (`None` unless it is a whole number of them).
+pub fn locations(bytes: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
+    if bytes.len() % LOCATION_BYTES != 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(LOCATION_BYTES)
+        .map(|l| {
+            Some((
+                read_u64(&l[..8])?,
+                read_u64(&l[8..16])?,
+                read_u64(&l[16..])?,
+            ))
+        })
+        .collect()
+}
+
+/// A snapshot value: the encoded action, then the history tail.
+pub fn snapshot_value(action: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + action.len() + tail.len());
+    v.extend_from_slice(&(action.len() as u32).to_be_bytes());
+    v.extend_from_slice(action);
+    v.extend_from_slice(tail);
+    v
+}
+
+/// Splits a snapshot value into the encoded action and the history tail; `None` when the
+/// lengths do not add up.
+pub fn split_snapshot(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = u32::from_be_bytes(value.get(..4)?.try_into().ok()?) as usize;
+    let action = value.get(4..4usize.checked_add(n)?)?;
+    let tail = &value[4 + n..];
+    (tail.len() % LOCATION_BYTES == 0).then_some((action, tail))
 }
 
 pub fn idempotency_key(tenant: &str, key: &str) -> Vec<u8> {
@@ -434,6 +495,20 @@ mod tests {
             "unordered list is damage"
         );
         assert!(bucket_members(&[0u8; 33]).is_none());
+    }
+
+    #[test]
+    fn snapshot_values_split_back() {
+        let tail = [location(7, 1, 72), location(9, 1, 400)].concat();
+        let v = snapshot_value(b"action", &tail);
+        assert_eq!(split_snapshot(&v), Some((&b"action"[..], &tail[..])));
+        assert_eq!(locations(&tail), Some(vec![(7, 1, 72), (9, 1, 400)]));
+        assert!(
+            split_snapshot(&v[..v.len() - 1]).is_none(),
+            "a torn tail is damage"
+        );
+        assert!(split_snapshot(&[0, 0, 1]).is_none());
+        assert!(split_snapshot(&[0, 0, 0, 9, 1]).is_none(), "n past the end");
     }
 
     #[test]

@@ -546,7 +546,19 @@ impl StateStore for Projection {
     }
 }
 
-pub(crate) fn decode_action(id: ActionId, bytes: &[u8]) -> Result<Action, StoreError> {
+/// Decodes the action of a snapshot value (see `keys`), leaving its history tail.
+pub(crate) fn decode_action(id: ActionId, value: &[u8]) -> Result<Action, StoreError> {
+    decode_snapshot(id, value).map(|(a, _)| a)
+}
+
+/// Decodes a snapshot value into the action and its history tail (whole locations).
+pub(crate) fn decode_snapshot(id: ActionId, value: &[u8]) -> Result<(Action, &[u8]), StoreError> {
+    let (bytes, tail) = keys::split_snapshot(value).ok_or_else(|| {
+        StoreError(format!(
+            "snapshot of action {id}: a value of {} bytes is not an action and whole record locations",
+            value.len()
+        ))
+    })?;
     let a: Action = codec::decode_bounded(bytes, STORED_VALUE_BYTES_MAX)
         .map_err(|e| StoreError(format!("snapshot of action {id}: {e}")))?;
     if a.id != id {
@@ -555,7 +567,7 @@ pub(crate) fn decode_action(id: ActionId, bytes: &[u8]) -> Result<Action, StoreE
             a.id
         )));
     }
-    Ok(a)
+    Ok((a, tail))
 }
 
 pub(crate) fn store_err(e: sled::Error) -> StoreError {

@@ -255,6 +255,13 @@ impl MultisetHash {
 
 type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// One history location of an action, as the multiset hash sees it.
+fn history_item(id: ActionId, location: &[u8]) -> Vec<u8> {
+    let mut item = id.to_be_bytes().to_vec();
+    item.extend_from_slice(location);
+    item
+}
+
 /// Every key under `prefix` with its value.
 fn scan(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<KeyValue>, RebuildError> {
     let mut out = Vec::new();
@@ -299,10 +306,10 @@ pub fn verify_projection(
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            let mut item = keys::history_key(id, rec.meta.position).to_vec();
-            item.extend_from_slice(&rec.segment.to_be_bytes());
-            item.extend_from_slice(&rec.offset.to_be_bytes());
-            history.add(&item);
+            history.add(&history_item(
+                id,
+                &keys::location(rec.meta.position, rec.segment, rec.offset),
+            ));
         }
         if let Some(s) = &entry.idempotency {
             stamps.insert((s.tenant.clone(), s.key.clone()));
@@ -377,12 +384,24 @@ pub fn verify_projection(
         created.note(a);
     }
 
-    // Snapshots that should not exist.
+    // Snapshots that should not exist, and the history tails of those that should.
     let known: HashSet<ActionId> = actions.iter().map(|a| a.id).collect();
+    let mut stored_history = MultisetHash::default();
+    let run_bytes = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
     for kv in tree.scan_prefix([keys::P_SNAPSHOT]) {
-        let (k, _) = kv.map_err(store_err)?;
+        let (k, v) = kv.map_err(store_err)?;
         match keys::read_u64(&k[1..]) {
-            Some(id) if known.contains(&id) => {}
+            Some(id) if known.contains(&id) => match keys::split_snapshot(&v) {
+                Some((_, tail)) if !tail.is_empty() && tail.len() <= run_bytes => {
+                    for l in tail.chunks_exact(keys::LOCATION_BYTES) {
+                        stored_history.add(&history_item(id, l));
+                    }
+                }
+                _ => report.differ(format!(
+                    "action {id}: the history tail of its snapshot is not 1 to {} locations",
+                    keys::HISTORY_INLINE_MAX
+                )),
+            },
             other => report.differ(format!(
                 "snapshot key {other:?} is not an action of the log"
             )),
@@ -506,11 +525,22 @@ pub fn verify_projection(
         ));
     }
 
-    let mut stored_history = MultisetHash::default();
     for (k, v) in scan(tree, &[keys::P_HISTORY])? {
-        let mut item = k;
-        item.extend_from_slice(&v);
-        stored_history.add(&item);
+        let id = k.get(1..9).and_then(keys::read_u64);
+        let first = k.get(9..).and_then(keys::read_u64);
+        match (id, keys::locations(&v)) {
+            (Some(id), Some(run))
+                if run.len() == keys::HISTORY_INLINE_MAX && first == Some(run[0].0) =>
+            {
+                for l in v.chunks_exact(keys::LOCATION_BYTES) {
+                    stored_history.add(&history_item(id, l));
+                }
+            }
+            _ => report.differ(format!(
+                "history key {k:?} does not hold {} locations from its own position",
+                keys::HISTORY_INLINE_MAX
+            )),
+        }
     }
     if stored_history != history {
         report.differ(format!(

@@ -213,6 +213,97 @@ fn history_and_as_of_fold_the_records() {
 }
 
 #[test]
+fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
+    // Goal: an action touched by more records than its snapshot keeps locations for still
+    // lists every record, in order, however the records were batched; the layout of the
+    // spilled runs is the same after a rebuild (byte for byte), and verify finds a lost run.
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = SimStorage::new();
+    let dir = tmp.path().join("p");
+    let p = open_projection(&dir);
+    let l = Arc::new(open_sim_with(&sim, 4096, p.clone()).unwrap());
+    let id = submit(&l, create("acme", "1")).unwrap().actions[0].id;
+    submit(&l, event(id, EventBody::Started)).unwrap();
+    let other = submit(&l, create("acme", "2")).unwrap().actions[0].id;
+    // 4 threads × 30 records, so group commit folds several records of the action into
+    // one apply, plus a record touching both actions.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let l = l.clone();
+            s.spawn(move || {
+                for i in 0..30 {
+                    submit(&l, event(id, progress((t * 30 + i) as f64 / 2.0))).unwrap();
+                }
+            });
+        }
+    });
+    l.submit_blocking(submission(
+        None,
+        vec![event(id, progress(99.0)), event(other, EventBody::Started)],
+    ))
+    .unwrap();
+    let expected: Vec<u64> = {
+        let mut v = vec![1, 2];
+        v.extend(4..=124);
+        v
+    };
+    let positions = |p: &Projection| -> Vec<u64> {
+        p.history(id).unwrap().iter().map(|r| r.position).collect()
+    };
+    assert_eq!(positions(&p), expected);
+    assert_eq!(p.history(other).unwrap().len(), 2);
+    let records = p.history_records(l.reader(), id).unwrap();
+    assert_eq!(records.len(), expected.len());
+    let tree = p.tree_for_tests();
+    let spilled: Vec<_> = tree
+        .scan_prefix(projection::keys::history_prefix(id))
+        .map(|kv| kv.unwrap())
+        .collect();
+    assert_eq!(
+        spilled.len(),
+        3,
+        "123 locations = 3 runs of 32 + a tail of 27"
+    );
+    let snapshot = tree
+        .get(projection::keys::snapshot_key(id))
+        .unwrap()
+        .unwrap();
+    let (_, tail) = projection::keys::split_snapshot(&snapshot).unwrap();
+    assert_eq!(tail.len(), 27 * projection::keys::LOCATION_BYTES);
+    let live: Vec<_> = tree
+        .iter()
+        .map(|kv| kv.unwrap())
+        .filter(|(k, _)| {
+            [projection::keys::P_SNAPSHOT, projection::keys::P_HISTORY].contains(&k[0])
+        })
+        .collect();
+    let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
+    assert!(report.is_consistent(), "{:?}", report.differences);
+    l.close();
+    drop(l);
+    drop(p);
+
+    let (p, _) =
+        projection::rebuild(&sim, &log_dir(), &dir, &projection_config(), &mut |_| {}).unwrap();
+    let rebuilt: Vec<_> = p
+        .tree_for_tests()
+        .iter()
+        .map(|kv| kv.unwrap())
+        .filter(|(k, _)| {
+            [projection::keys::P_SNAPSHOT, projection::keys::P_HISTORY].contains(&k[0])
+        })
+        .collect();
+    assert_eq!(rebuilt, live, "the rebuilt layout is the live one");
+    assert_eq!(positions(&p), expected);
+
+    p.tree_for_tests().remove(&spilled[1].0).unwrap();
+    assert_eq!(positions(&p).len(), expected.len() - 32);
+    let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
+    let text = report.differences.join("\n");
+    assert!(text.contains("history index"), "{text}");
+}
+
+#[test]
 fn foreign_format_or_garbage_is_reset_and_rebuilt() {
     // Goal: a projection of another format version, or one sled cannot open, is deleted at
     // open and the ledger rebuilds it from the log with the same answers.
@@ -366,9 +457,17 @@ fn verify_projection_finds_damage() {
     let mut a = p.get(1).unwrap().unwrap();
     a.progress = 42.5;
     a.message = Some("tampered".into());
+    let stored = tree
+        .get(projection::keys::snapshot_key(1))
+        .unwrap()
+        .unwrap();
+    let (_, tail) = projection::keys::split_snapshot(&stored).unwrap();
     tree.insert(
         projection::keys::snapshot_key(1),
-        action_ledger::event::codec::encode_unbounded(&a).unwrap(),
+        projection::keys::snapshot_value(
+            &action_ledger::event::codec::encode_unbounded(&a).unwrap(),
+            tail,
+        ),
     )
     .unwrap();
     let bucket = tree
