@@ -5,7 +5,7 @@
 //! [`crate::ledger::memory::MemoryStore`] does per operation for uids, exclusive holders and
 //! idempotent answers. [`Fold::finish`] then turns the difference between each touched
 //! action's stored snapshot and its final one into writes: the new snapshot, index bucket
-//! changes, the `updated` index key, counter deltas, plus uids, holders, idempotent answers
+//! changes (the `updated` index's among them), counter deltas, plus uids, holders, idempotent answers
 //! and the meta records. Each snapshot carries the locations of its latest records (see
 //! `keys`); the runs that overflow it become history keys. An action touched many times in the run is
 //! written once, and each bucket or counter once — which is what makes bulk catch-up and
@@ -20,8 +20,8 @@ use crate::ledger::{CommittedEntry, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Estimated sled writes per operation, to cut batches near `batch_writes_max` before the
-/// writes are known. A create touches ~6 buckets, ~14 counters, the snapshot, uid and
-/// updated keys; an event the snapshot, the updated key twice, and on a status change two
+/// writes are known. A create touches ~7 buckets, ~14 counters, the snapshot and uid keys;
+/// an event the snapshot, and sometimes two updated buckets; on a status change two
 /// buckets and four counters (and, once per `HISTORY_INLINE_MAX` records, a history key).
 const WRITES_PER_CREATE: usize = 23;
 const WRITES_PER_EVENT: usize = 7;
@@ -250,13 +250,12 @@ impl<'t> Fold<'t> {
             }
 
             let new_updated = keys::updated_key(new);
-            match old.map(keys::updated_key) {
-                Some(k) if k == new_updated => {}
-                Some(k) => {
-                    writes.push((k, None));
-                    writes.push((new_updated, Some(Vec::new())));
+            let old_updated = old.map(keys::updated_key);
+            if old_updated.as_ref() != Some(&new_updated) {
+                if let Some(k) = old_updated {
+                    buckets.entry(k).or_default().insert(offset, false);
                 }
-                None => writes.push((new_updated, Some(Vec::new()))),
+                buckets.entry(new_updated).or_default().insert(offset, true);
             }
 
             if let Some(old) = old {

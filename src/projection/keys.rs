@@ -14,7 +14,7 @@
 //! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
 //! counter      06 ‖ scope ‖ dimension                               count u64
-//! updated      16 ‖ s(tenant) ‖ updated_at (i64, sign-flipped) ‖ id u64     (empty)
+//! updated      16 ‖ s(tenant) ‖ id bucket u64 ‖ time bucket u64    bucket value
 //! id buckets   10..15 ‖ index components ‖ bucket u64               bucket value
 //! ```
 //!
@@ -31,6 +31,15 @@
 //! than 32 of them (so a value is never longer than a bitmap), otherwise a 32-byte bitmap
 //! (bit `i` of byte `i / 8`, least significant first). Length 32 means bitmap, shorter means
 //! list; an empty bucket has no key.
+//!
+//! **Updated index.** An id bucket of a tenant's actions, split by the coarse time bucket
+//! (`updated_at` sign-flipped, shifted right by [`UPDATED_BUCKET_SHIFT`]: ~67 s) their last
+//! update falls in; the value is a bucket value like the id indexes'. An action moves only
+//! when an update carries it into another time bucket, so the many events a running
+//! action receives within a minute cost no index write at all (an exact time-ordered key
+//! per action cost a delete and an insert per event). A range query reads the tenant's
+//! keys newest id bucket first and takes the members of the time buckets the range
+//! touches; the exact bounds are checked on the snapshot.
 //!
 //! **Snapshot value**: `u32 BE n ‖ codec(Action) (n bytes) ‖ history tail`. The tail is the
 //! locations of the action's latest log records, oldest first, each [`LOCATION_BYTES`]:
@@ -66,7 +75,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -82,6 +91,9 @@ pub const META_CREATED: &[u8] = b"\x00created";
 pub const HISTORY_INLINE_MAX: usize = 32;
 /// Bytes of one record location: position, segment, offset (u64 BE each).
 pub const LOCATION_BYTES: usize = 24;
+
+/// `updated_at` time buckets are 2^26 µs (~67 s) wide.
+pub const UPDATED_BUCKET_SHIFT: u32 = 26;
 
 /// Ids per bucket of an id-ordered index.
 pub const BUCKET_IDS: u64 = 256;
@@ -318,10 +330,16 @@ pub fn updated_prefix(tenant: &str) -> Vec<u8> {
     k
 }
 
+/// The time bucket of an `updated_at`.
+pub fn updated_bucket(t: Micros) -> u64 {
+    u64::from_be_bytes(time_key(t)) >> UPDATED_BUCKET_SHIFT
+}
+
+/// The updated-index key `a` is a member of (see the module docs).
 pub fn updated_key(a: &Action) -> Vec<u8> {
     let mut k = updated_prefix(&a.tenant);
-    k.extend_from_slice(&time_key(a.updated_at));
-    k.extend_from_slice(&a.id.to_be_bytes());
+    k.extend_from_slice(&bucket_of(a.id).to_be_bytes());
+    k.extend_from_slice(&updated_bucket(a.updated_at).to_be_bytes());
     k
 }
 

@@ -4,9 +4,10 @@
 //! **Which index.** For one tenant, every equality filter that is set names a candidate
 //! index whose size is known exactly from its counter — the tenant's recency index
 //! (always), the resource index, the status indexes (merged), type, user, kind — and the
-//! smallest one is scanned. An `updated_since`/`updated_until` range is scanned in the
-//! `updated` index instead when it holds fewer entries than the best candidate (counted by
-//! scanning at most that many keys). A batch get by `ids` reads those snapshots directly.
+//! smallest one is scanned. An `updated_since`/`updated_until` range takes its candidates
+//! from the `updated` index instead when they are fewer than the best candidate's entries
+//! (collected newest id bucket first, given up past that many; finding them reads the
+//! tenant's updated-index keys, ~1 per 256 actions and time bucket). A batch get by `ids` reads those snapshots directly.
 //! For every tenant (admin, `tenant: None`) only the resource index is used (merged over the
 //! tenants that have actions on that resource); everything else scans all snapshots newest
 //! first.
@@ -380,30 +381,38 @@ fn plan(
         consider(count(Dim::Kind(k))?, vec![keys::ix_kind(tenant, k)]);
     }
 
-    if q.updated_since.is_some() || q.updated_until.is_some() {
+    if (q.updated_since.is_some() || q.updated_until.is_some()) && hi > lo {
+        // Candidates from the updated index: members of the time buckets the range touches
+        // (a superset; `matches` checks the exact bounds), newest id bucket first, given up
+        // once they outnumber the best index's entries.
+        let from = q.updated_since.map_or(0, keys::updated_bucket);
+        let to = q.updated_until.map_or(u64::MAX, keys::updated_bucket);
         let prefix = keys::updated_prefix(tenant);
-        let mut start = prefix.clone();
-        start.extend_from_slice(&keys::time_key(q.updated_since.unwrap_or(Micros::MIN)));
-        let end = match q.updated_until {
-            Some(t) => {
-                let mut e = prefix.clone();
-                e.extend_from_slice(&keys::time_key(t));
-                e
-            }
-            None => keys::prefix_end(&prefix).unwrap_or_else(|| vec![0xff; prefix.len() + 17]),
-        };
+        let start = keys::bucket_key(&prefix, keys::bucket_of(lo));
+        let end = keys::bucket_key(&prefix, keys::bucket_of(hi - 1) + 1);
         let mut ids = Vec::new();
         let mut small = true;
-        for kv in tree.range(start..end) {
-            let (k, _) = kv.map_err(sled_q)?;
-            let id = k
-                .len()
-                .checked_sub(8)
-                .and_then(|at| keys::read_u64(&k[at..]))
-                .ok_or_else(|| QueryError::Store(format!("updated key {k:?} is malformed")))?;
-            if (lo..hi).contains(&id) {
-                ids.push(id);
+        for kv in tree.range(start..end).rev() {
+            let (k, v) = kv.map_err(sled_q)?;
+            let malformed = || QueryError::Store(format!("updated index key {k:?} is malformed"));
+            let rest = k
+                .get(prefix.len()..)
+                .filter(|r| r.len() == 16)
+                .ok_or_else(malformed)?;
+            let (id_bucket, time_bucket) = (
+                keys::read_u64(&rest[..8]).ok_or_else(malformed)?,
+                keys::read_u64(&rest[8..]).ok_or_else(malformed)?,
+            );
+            if !(from..=to).contains(&time_bucket) {
+                continue;
             }
+            let members = keys::bucket_members(&v).ok_or_else(malformed)?;
+            ids.extend(
+                members
+                    .into_iter()
+                    .map(|m| id_bucket * keys::BUCKET_IDS + u64::from(m))
+                    .filter(|id| (lo..hi).contains(id)),
+            );
             if ids.len() as u64 > best.0 {
                 small = false;
                 break;

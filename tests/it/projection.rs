@@ -213,6 +213,116 @@ fn history_and_as_of_fold_the_records() {
 }
 
 #[test]
+fn updated_ranges_find_actions_across_time_buckets() {
+    // Goal: updated_since/updated_until answer exactly (every page, and the total) when the
+    // actions' last updates spread over hours, so the updated index's ~67 s time buckets
+    // and their edges matter. Entries are applied directly with chosen record times.
+    use rand::{Rng, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open_projection(&tmp.path().join("p"));
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+    let width: Micros = 1 << projection::keys::UPDATED_BUCKET_SHIFT;
+    let t0: Micros = 1_700_000_000_000_000 / width * width;
+    let tenants = ["acme", "globex"];
+    // id → (tenant index, updated_at)
+    let mut model: Vec<(usize, Micros)> = Vec::new();
+    let mut at = t0;
+    let mut batch = Vec::new();
+    for position in 1..=1500u64 {
+        at += rng.random_range(0..40_000_000);
+        let op = if model.is_empty() || rng.random_bool(0.4) {
+            let id = model.len() as u64 + 1;
+            let tenant = rng.random_range(0..2);
+            model.push((tenant, at));
+            Op::Create(NewAction {
+                id,
+                uid: format!("u-{id}"),
+                tenant: tenants[tenant].into(),
+                user: None,
+                action_type: "snapshot".into(),
+                kind: Kind::Task,
+                resource: ResourceRef {
+                    resource_type: "droplet".into(),
+                    id: (id % 7).to_string(),
+                },
+                related: vec![],
+                node: None,
+                region: None,
+                description: None,
+                labels: Default::default(),
+                status: InitialStatus::Running,
+                exclusive: false,
+            })
+        } else {
+            let id = rng.random_range(1..=model.len() as u64);
+            model[id as usize - 1].1 = at;
+            Op::Event {
+                action: id,
+                body: EventBody::Heartbeat,
+            }
+        };
+        batch.push(CommittedEntry {
+            position,
+            segment: 1,
+            offset: position * 64,
+            entry: Entry {
+                recorded_at: at,
+                principal: "test".into(),
+                idempotency: None,
+                ops: vec![op],
+            },
+        });
+        if batch.len() == 37 {
+            p.apply(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    p.apply(&batch).unwrap();
+    let end = at;
+    assert!(end - t0 > 100 * width, "the updates span many time buckets");
+
+    let pick = |rng: &mut rand::rngs::SmallRng| -> Micros {
+        let edge = t0 + rng.random_range(0..(end - t0) / width + 2) * width;
+        match rng.random_range(0..4) {
+            0 => edge,
+            1 => edge + rng.random_range(-1..=1),
+            2 => model[rng.random_range(0..model.len())].1 + rng.random_range(-1..=1),
+            _ => rng.random_range(t0 - width..end + width),
+        }
+    };
+    for _ in 0..300 {
+        let tenant = rng.random_range(0..2);
+        let since = rng.random_bool(0.7).then(|| pick(&mut rng));
+        let until = rng.random_bool(0.7).then(|| pick(&mut rng));
+        let mut expected: Vec<u64> = model
+            .iter()
+            .enumerate()
+            .filter(|(_, (t, u))| {
+                *t == tenant && since.is_none_or(|s| *u >= s) && until.is_none_or(|e| *u < e)
+            })
+            .map(|(i, _)| i as u64 + 1)
+            .collect();
+        expected.reverse();
+        let mut q = ActionQuery {
+            updated_since: since,
+            updated_until: until,
+            ..q_tenant(tenants[tenant], 40)
+        };
+        let mut got = Vec::new();
+        loop {
+            let page = p.list(&q).unwrap();
+            assert_eq!(page.total, expected.len() as u64, "{since:?}..{until:?}");
+            got.extend(page.actions.iter().map(|a| a.id));
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(got, expected, "{since:?}..{until:?}");
+    }
+}
+
+#[test]
 fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
     // Goal: an action touched by more records than its snapshot keeps locations for still
     // lists every record, in order, however the records were batched; the layout of the
