@@ -21,7 +21,8 @@
 //! `HTTP_BENCH_SECS` (3) seconds each and keeps each server's best round. Any answer other
 //! than the expected status fails the run.
 //!
-//! `HTTP_BENCH_ONLY=post|one|list` runs one scenario (to profile it).
+//! `HTTP_BENCH_ONLY=post|one|list` runs one scenario (to profile it); `HTTP_BENCH_METRICS=1`
+//! prints the real server's append, fsync and fsync-time counters at the end.
 //!
 //! Run with `cargo bench --bench http`. `cargo test` never builds or runs it.
 
@@ -403,6 +404,27 @@ fn main() {
     }
     if !failed.is_empty() {
         println!("targets missed: {}", failed.join(", "));
+    }
+    // `HTTP_BENCH_METRICS=1` prints the real server's write-path counters (batch sizes).
+    if std::env::var_os("HTTP_BENCH_METRICS").is_some() {
+        let text = client_rt.block_on(async {
+            reqwest::Client::new()
+                .get(format!("{real}/metrics"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics body")
+        });
+        for line in text.lines().filter(|l| {
+            ["appends_total", "fsyncs_total", "fsync_seconds"]
+                .iter()
+                .any(|m| l.starts_with(&format!("action_ledger_{m}")))
+        }) {
+            println!("real server: {line}");
+        }
     }
     real_rt
         .block_on(running.stop())
