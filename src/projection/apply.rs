@@ -309,7 +309,9 @@ impl<'t> Fold<'t> {
         }
 
         for (uid, id) in self.uids {
-            writes.push((keys::uid_key(&uid), Some(id.to_be_bytes().to_vec())));
+            if keys::has_uid_key(id, &uid) {
+                writes.push((keys::uid_key(&uid), Some(id.to_be_bytes().to_vec())));
+            }
         }
         for key in self.exclusive_dirty {
             let value = self.exclusive.get(&key).copied().flatten();

@@ -9,7 +9,7 @@
 //! family       key                                                  value
 //! meta         00 ‖ name                                            see META_*
 //! snapshot     01 ‖ id u64                                          see "Snapshot value"
-//! uid          02 ‖ uid bytes                                       id u64
+//! uid          02 ‖ uid bytes                                       id u64 (not for al-<id>)
 //! history      03 ‖ id u64 ‖ first position u64                     HISTORY_INLINE_MAX locations
 //! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
@@ -40,6 +40,11 @@
 //! per action cost a delete and an insert per event). A range query reads the tenant's
 //! keys newest id bucket first and takes the members of the time buckets the range
 //! touches; the exact bounds are checked on the snapshot.
+//!
+//! **Uids.** A uid the ledger generated for an action (`al-<id>`, a prefix clients may
+//! not use) has no key: it names its action by itself, and a lookup checks that action's
+//! snapshot. Only uids a client chose (or an imported log carries in another form) cost a
+//! key.
 //!
 //! **Snapshot value**: `u32 BE n ‖ codec(Action) (n bytes) ‖ history tail`. The tail is the
 //! locations of the action's latest log records, oldest first, each [`LOCATION_BYTES`]:
@@ -75,7 +80,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -153,6 +158,18 @@ pub fn history_key(id: ActionId, position: u64) -> [u8; 17] {
     k[..9].copy_from_slice(&history_prefix(id));
     k[9..].copy_from_slice(&position.to_be_bytes());
     k
+}
+
+/// The id a generated uid names, when `uid` is exactly `al-<id>` in canonical form.
+pub fn generated_uid_id(uid: &str) -> Option<ActionId> {
+    let digits = uid.strip_prefix(crate::ledger::GENERATED_UID_PREFIX)?;
+    let id: ActionId = digits.parse().ok()?;
+    (id.to_string() == digits).then_some(id)
+}
+
+/// Does `a` need a uid key (see the module docs)?
+pub fn has_uid_key(a_id: ActionId, uid: &str) -> bool {
+    generated_uid_id(uid) != Some(a_id)
 }
 
 /// Encodes one record location of a history tail or history key.
@@ -527,6 +544,27 @@ mod tests {
         );
         assert!(split_snapshot(&[0, 0, 1]).is_none());
         assert!(split_snapshot(&[0, 0, 0, 9, 1]).is_none(), "n past the end");
+    }
+
+    #[test]
+    fn only_canonical_generated_uids_go_without_a_key() {
+        assert_eq!(generated_uid_id("al-42"), Some(42));
+        for other in [
+            "al-042",
+            "al-",
+            "al-+4",
+            "al-4x",
+            "al-99999999999999999999",
+            "x-4",
+        ] {
+            assert_eq!(generated_uid_id(other), None, "{other}");
+        }
+        assert!(!has_uid_key(42, "al-42"));
+        assert!(
+            has_uid_key(41, "al-42"),
+            "an imported uid naming another id keeps its key"
+        );
+        assert!(has_uid_key(42, "job-42"));
     }
 
     #[test]

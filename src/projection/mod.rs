@@ -436,12 +436,17 @@ impl Projection {
         }
     }
 
+    /// The action with `uid`: a uid key, or for a generated uid (`al-<id>`, which has no
+    /// key, see `keys`) the action of that id when it carries that uid.
     fn uid(&self, uid: &str) -> Result<Option<ActionId>, StoreError> {
         match self.tree.get(keys::uid_key(uid)).map_err(store_err)? {
-            None => Ok(None),
             Some(v) => keys::read_u64(&v).map(Some).ok_or_else(|| {
                 StoreError(format!("uid {uid:?}: malformed id ({} bytes)", v.len()))
             }),
+            None => match keys::generated_uid_id(uid) {
+                Some(id) => Ok(self.load(id)?.filter(|a| a.uid == uid).map(|a| a.id)),
+                None => Ok(None),
+            },
         }
     }
 

@@ -96,6 +96,21 @@ fn read_your_writes_and_basic_queries() {
     ));
     assert_eq!(p.get(999).unwrap(), None);
     assert_eq!(p.get_by_uid("nope").unwrap(), None);
+    // Generated uids have no key of their own; a chosen one has.
+    let tree = p.tree_for_tests();
+    assert_eq!(tree.scan_prefix([projection::keys::P_UID]).count(), 0);
+    assert_eq!(p.get_by_uid("al-30").unwrap().unwrap().id, 30);
+    for absent in ["al-31", "al-030", "al-0"] {
+        assert_eq!(p.get_by_uid(absent).unwrap(), None, "{absent}");
+    }
+    let Command::Create(mut chosen) = create("acme", "9") else {
+        unreachable!()
+    };
+    chosen.uid = Some("job-7".into());
+    let id = submit(&l, Command::Create(chosen)).unwrap().actions[0].id;
+    assert_eq!(tree.scan_prefix([projection::keys::P_UID]).count(), 1);
+    assert_eq!(p.get_by_uid("job-7").unwrap().unwrap().id, id);
+    assert_eq!(p.get_by_uid(&format!("al-{id}")).unwrap(), None);
 }
 
 #[test]
