@@ -9,8 +9,9 @@ use super::scan::list_segments;
 use super::storage::Storage;
 use super::LogError;
 use crate::limits::RECORD_PAYLOAD_BYTES_MAX;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A committed record, copied out of its segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +36,11 @@ pub struct ReadMark {
 
 /// Bytes read at a time when walking a segment (a record larger than this is read whole).
 pub const READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// A reader remembers where the record at every multiple of this position ends, as it
+/// walks past it (see [`LogReader::for_each_from`]).
+pub const MARK_EVERY_RECORDS: u64 = 1024;
+/// Most positions a reader remembers (32 bytes each); past it the oldest are forgotten.
+pub const MARKS_MAX: usize = 65_536;
 
 struct Walk<'v> {
     after: u64,
@@ -43,11 +49,16 @@ struct Walk<'v> {
     visit: &'v mut dyn FnMut(OwnedRecord) -> bool,
 }
 
+/// Clones share their remembered read marks.
 #[derive(Clone)]
 pub struct LogReader {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     chunk_bytes: usize,
+    mark_every: u64,
+    /// Sparse position index: position → where its record ends. Only ever filled from
+    /// records read and checked, and the log only grows while a process has it open.
+    marks: Arc<Mutex<BTreeMap<u64, ReadMark>>>,
 }
 
 impl LogReader {
@@ -56,7 +67,30 @@ impl LogReader {
             storage,
             dir,
             chunk_bytes: READ_CHUNK_BYTES,
+            mark_every: MARK_EVERY_RECORDS,
+            marks: Arc::default(),
         }
+    }
+
+    /// The same reader, remembering a mark every `records` positions (tests use small ones).
+    #[doc(hidden)]
+    pub fn with_mark_every(mut self, records: u64) -> LogReader {
+        self.mark_every = records.max(1);
+        self
+    }
+
+    fn remember(&self, mark: ReadMark) {
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.insert(mark.position, mark);
+        if marks.len() > MARKS_MAX {
+            marks.pop_first();
+        }
+    }
+
+    /// The remembered mark closest before `after + 1`.
+    fn remembered(&self, after: u64) -> Option<ReadMark> {
+        let marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.range(..=after).next_back().map(|(_, m)| *m)
     }
 
     /// The same reader, walking segments `bytes` at a time (tests use tiny chunks).
@@ -118,7 +152,10 @@ impl LogReader {
     /// whose `position` is `after` — reading starts at the mark's byte instead of the start
     /// of its segment: O(new records), not O(segment).
     ///
-    /// Without a usable mark, the segment holding `after + 1` is found from the segment
+    /// Without a usable mark, reading starts from the closest position the reader remembers
+    /// before `after` (every [`MARK_EVERY_RECORDS`]th record it has walked past): at most
+    /// that many records are read and skipped. When it remembers none (nothing read there
+    /// yet in this process), the segment holding `after + 1` is found from the segment
     /// headers (one small read per segment) and read from its start in chunks of
     /// [`READ_CHUNK_BYTES`] up to `after`: O(bytes before `after` in that segment), at most
     /// one segment. Reading stops at `upto` without touching bytes past it, so records the
@@ -141,7 +178,7 @@ impl LogReader {
             mark,
             visit,
         };
-        let resume = mark.and_then(|m| {
+        let resume = mark.or_else(|| self.remembered(after)).and_then(|m| {
             let i = segments.iter().position(|(seq, _)| *seq == m.segment)?;
             Some((i, m.offset))
         });
@@ -236,12 +273,16 @@ impl LogReader {
                     return Ok(true);
                 }
                 let end = at + frame.total_len as u64;
+                let here = ReadMark {
+                    position,
+                    segment: seq,
+                    offset: end,
+                };
                 if position >= w.after {
-                    w.mark = Some(ReadMark {
-                        position,
-                        segment: seq,
-                        offset: end,
-                    });
+                    w.mark = Some(here);
+                }
+                if position % self.mark_every == 0 {
+                    self.remember(here);
                 }
                 if position > w.after {
                     let record = OwnedRecord {
@@ -362,5 +403,124 @@ mod tests {
             .unwrap();
             assert_eq!(got, [101, 102, 103]);
         }
+    }
+
+    /// Counts the bytes `read_at` returns.
+    struct Counting {
+        inner: FsStorage,
+        bytes: std::sync::atomic::AtomicU64,
+    }
+
+    impl Counting {
+        fn bytes(&self) -> u64 {
+            self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    impl Storage for Counting {
+        fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            self.inner.create_dir_all(dir)
+        }
+        fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+            self.inner.list(dir)
+        }
+        fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+            self.inner.read(path)
+        }
+        fn read_at(
+            &self,
+            path: &std::path::Path,
+            offset: u64,
+            len: usize,
+        ) -> std::io::Result<Vec<u8>> {
+            let out = self.inner.read_at(path, offset, len)?;
+            self.bytes
+                .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(out)
+        }
+        fn file_len(&self, path: &std::path::Path) -> std::io::Result<u64> {
+            self.inner.file_len(path)
+        }
+        fn create(
+            &self,
+            path: &std::path::Path,
+        ) -> std::io::Result<Box<dyn crate::log::storage::LogFile>> {
+            self.inner.create(path)
+        }
+        fn open_append(
+            &self,
+            path: &std::path::Path,
+        ) -> std::io::Result<Box<dyn crate::log::storage::LogFile>> {
+            self.inner.open_append(path)
+        }
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+            self.inner.remove(path)
+        }
+        fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
+            self.inner.truncate(path, len)
+        }
+        fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            self.inner.sync_dir(dir)
+        }
+    }
+
+    #[test]
+    fn remembered_marks_bound_a_read_without_a_mark() {
+        // Goal: once a reader has walked past a stretch of the log, a read starting there
+        // without a mark of its own (a fresh watch, a resume by Last-Event-ID) starts from the
+        // closest remembered position instead of the start of the segment — and clones share
+        // what was remembered.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) =
+            LogWriter::open(Arc::new(FsStorage), LogConfig::new(dir.path()), &mut |_| {
+                Ok(())
+            })
+            .unwrap();
+        let payload = [7u8; 100];
+        for _ in 0..40 {
+            let batch: Vec<NewRecord<'_>> = (0..50)
+                .map(|_| NewRecord {
+                    kind: 1,
+                    schema: 1,
+                    payload: &payload,
+                })
+                .collect();
+            w.append(&batch).unwrap();
+        }
+        let counting = Arc::new(Counting {
+            inner: FsStorage,
+            bytes: Default::default(),
+        });
+        let r = LogReader::new(counting.clone(), dir.path().to_path_buf())
+            .with_chunk_bytes(4096)
+            .with_mark_every(100);
+        let read = |r: &LogReader, after: u64| -> (Vec<u64>, u64) {
+            let before = counting.bytes();
+            let mut got = Vec::new();
+            r.for_each(after, after + 5, &mut |rec| {
+                got.push(rec.position);
+                true
+            })
+            .unwrap();
+            (got, counting.bytes() - before)
+        };
+        let (got, cold) = read(&r, 1900);
+        assert_eq!(got, (1901..=1905).collect::<Vec<_>>());
+        let (got, warm) = read(&r, 1850);
+        assert_eq!(got, (1851..=1855).collect::<Vec<_>>());
+        let (got, shared) = read(&r.clone(), 1250);
+        assert_eq!(got, (1251..=1255).collect::<Vec<_>>());
+        assert!(
+            cold > 250_000,
+            "the first read walked the segment: {cold} bytes"
+        );
+        assert!(warm < 30_000, "from the mark at 1800: {warm} bytes");
+        assert!(
+            shared < 30_000,
+            "a clone uses the same marks: {shared} bytes"
+        );
     }
 }
