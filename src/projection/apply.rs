@@ -5,11 +5,11 @@
 //! [`crate::ledger::memory::MemoryStore`] does per operation for uids, exclusive holders and
 //! idempotent answers. [`Fold::finish`] then turns the difference between each touched
 //! action's stored snapshot and its final one into writes: the new snapshot, index bucket
-//! changes (the `updated` index's among them), counter deltas, plus uids, holders, idempotent answers
-//! and the meta records. Each snapshot carries the locations of its latest records (see
-//! `keys`); the runs that overflow it become history keys. An action touched many times in the run is
-//! written once, and each bucket or counter once — which is what makes bulk catch-up and
-//! rebuild cheaper than one write per event.
+//! changes (the `updated` index's among them), counter deltas, plus uids, holders,
+//! idempotent answers and the meta records. Each snapshot carries the locations of its
+//! latest records (see `keys`); the runs that overflow it become history keys. An action
+//! touched many times in the run is written once, and each bucket or counter once — which
+//! is what makes bulk catch-up and rebuild cheaper than one write per event.
 
 use super::keys::{self, BUCKET_IDS};
 use super::{store_err, CreatedMeta, StoredIdempotent, STORED_VALUE_BYTES_MAX};

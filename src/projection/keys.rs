@@ -10,7 +10,7 @@
 //! meta         00 ‖ name                                            see META_*
 //! snapshot     01 ‖ id u64                                          see "Snapshot value"
 //! uid          02 ‖ uid bytes                                       id u64 (not for al-<id>)
-//! history      03 ‖ id u64 ‖ first position u64                     HISTORY_INLINE_MAX locations
+//! history      03 ‖ id u64 ‖ first position u64                     32 locations
 //! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
 //! counter      06 ‖ scope ‖ dimension                               count u64
@@ -167,9 +167,9 @@ pub fn generated_uid_id(uid: &str) -> Option<ActionId> {
     (id.to_string() == digits).then_some(id)
 }
 
-/// Does `a` need a uid key (see the module docs)?
-pub fn has_uid_key(a_id: ActionId, uid: &str) -> bool {
-    generated_uid_id(uid) != Some(a_id)
+/// Does action `id` with `uid` need a uid key (see the module docs)?
+pub fn has_uid_key(id: ActionId, uid: &str) -> bool {
+    generated_uid_id(uid) != Some(id)
 }
 
 /// Encodes one record location of a history tail or history key.
