@@ -230,23 +230,35 @@ impl<'t> Fold<'t> {
 
             let offset = (id % BUCKET_IDS) as u8;
             let bucket = keys::bucket_of(id);
-            let old_ix: BTreeSet<Vec<u8>> = old
-                .map(keys::id_indexes)
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
-            let new_ix: BTreeSet<Vec<u8>> = keys::id_indexes(new).into_iter().collect();
-            for ix in old_ix.difference(&new_ix) {
-                buckets
-                    .entry(keys::bucket_key(ix, bucket))
-                    .or_default()
-                    .insert(offset, false);
-            }
-            for ix in new_ix.difference(&old_ix) {
-                buckets
-                    .entry(keys::bucket_key(ix, bucket))
-                    .or_default()
-                    .insert(offset, true);
+            // Most events (progress, sub-events, heartbeats) change none of the attributes
+            // the id indexes and counters are keyed by: their keys are not even built.
+            if !old.is_some_and(|o| keys::same_indexed_attributes(o, new)) {
+                let old_ix: BTreeSet<Vec<u8>> = old
+                    .map(keys::id_indexes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let new_ix: BTreeSet<Vec<u8>> = keys::id_indexes(new).into_iter().collect();
+                for ix in old_ix.difference(&new_ix) {
+                    buckets
+                        .entry(keys::bucket_key(ix, bucket))
+                        .or_default()
+                        .insert(offset, false);
+                }
+                for ix in new_ix.difference(&old_ix) {
+                    buckets
+                        .entry(keys::bucket_key(ix, bucket))
+                        .or_default()
+                        .insert(offset, true);
+                }
+                if let Some(old) = old {
+                    for k in keys::counters_of(old) {
+                        *counters.entry(k).or_default() -= 1;
+                    }
+                }
+                for k in keys::counters_of(new) {
+                    *counters.entry(k).or_default() += 1;
+                }
             }
 
             let new_updated = keys::updated_key(new);
@@ -256,15 +268,6 @@ impl<'t> Fold<'t> {
                     buckets.entry(k).or_default().insert(offset, false);
                 }
                 buckets.entry(new_updated).or_default().insert(offset, true);
-            }
-
-            if let Some(old) = old {
-                for k in keys::counters_of(old) {
-                    *counters.entry(k).or_default() -= 1;
-                }
-            }
-            for k in keys::counters_of(new) {
-                *counters.entry(k).or_default() += 1;
             }
         }
 

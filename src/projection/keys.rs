@@ -325,6 +325,19 @@ pub fn resources_of(a: &Action) -> Vec<&ResourceRef> {
     out
 }
 
+/// Whether `a` and `b` agree on every attribute [`id_indexes`] and [`counters_of`] read
+/// (tenant, resources, status, type, user, kind), so they have the same index and counter
+/// keys. Keep it in step with those two functions (a unit test checks it).
+pub fn same_indexed_attributes(a: &Action, b: &Action) -> bool {
+    a.status == b.status
+        && a.tenant == b.tenant
+        && a.resource == b.resource
+        && a.related == b.related
+        && a.action_type == b.action_type
+        && a.user == b.user
+        && a.kind == b.kind
+}
+
 /// Every id-ordered index prefix `a` belongs to.
 pub fn id_indexes(a: &Action) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(6 + a.related.len());
@@ -565,6 +578,64 @@ mod tests {
             "an imported uid naming another id keeps its key"
         );
         assert!(has_uid_key(42, "job-42"));
+    }
+
+    #[test]
+    fn indexed_attributes_decide_the_index_and_counter_keys() {
+        use crate::event::{fold, InitialStatus, NewAction};
+        let new = NewAction {
+            id: 7,
+            uid: "al-7".into(),
+            tenant: "acme".into(),
+            user: Some("ann".into()),
+            action_type: "resize".into(),
+            kind: Kind::Task,
+            resource: ResourceRef {
+                resource_type: "droplet".into(),
+                id: "1".into(),
+            },
+            related: vec![],
+            node: None,
+            region: None,
+            description: None,
+            labels: Default::default(),
+            status: InitialStatus::Queued,
+            exclusive: false,
+        };
+        let base = fold::create(&new, 1_000, 1);
+        let keys_of = |a: &Action| (id_indexes(a), counters_of(a));
+        // Everything else may change without changing a key.
+        let mut other = base.clone();
+        other.progress = 50.0;
+        other.message = Some("half".into());
+        other.updated_at += 5;
+        other.version += 3;
+        other.updated_position = 9;
+        other.labels.insert("k".into(), "v".into());
+        other.node = Some("n1".into());
+        assert!(same_indexed_attributes(&base, &other));
+        assert_eq!(keys_of(&base), keys_of(&other));
+        // Each indexed attribute changes the keys and is seen by the comparison.
+        let changes: Vec<fn(&mut Action)> = vec![
+            |a| a.status = Status::Running,
+            |a| a.tenant = "globex".into(),
+            |a| a.resource.id = "2".into(),
+            |a| {
+                a.related.push(ResourceRef {
+                    resource_type: "volume".into(),
+                    id: "v".into(),
+                })
+            },
+            |a| a.action_type = "reboot".into(),
+            |a| a.user = None,
+            |a| a.kind = Kind::Other,
+        ];
+        for change in changes {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert!(!same_indexed_attributes(&base, &changed));
+            assert_ne!(keys_of(&base), keys_of(&changed));
+        }
     }
 
     #[test]
