@@ -315,6 +315,28 @@ impl ActionRef {
     }
 }
 
+impl NewAction {
+    /// The create `c` with the id and uid the ledger assigned.
+    pub fn assign(c: &CreateAction, id: ActionId, uid: String) -> NewAction {
+        NewAction {
+            id,
+            uid,
+            tenant: c.tenant.clone(),
+            user: c.user.clone(),
+            action_type: c.action_type.clone(),
+            kind: c.kind,
+            resource: c.resource.clone(),
+            related: c.related.clone(),
+            node: c.node.clone(),
+            region: c.region.clone(),
+            description: c.description.clone(),
+            labels: c.labels.clone(),
+            status: c.status,
+            exclusive: c.exclusive,
+        }
+    }
+}
+
 /// A request to create an action, before the ledger has assigned its id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreateAction {

@@ -109,29 +109,20 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 mod tests {
     use super::*;
     use crate::event::fold;
-    use crate::event::{EventBody, InitialStatus, Kind, NewAction, ResourceRef};
+    use crate::event::{CreateAction, EventBody, NewAction};
 
     fn action(id: ActionId) -> Action {
-        let new = NewAction {
-            id,
-            uid: format!("u-{id}"),
-            tenant: "acme".into(),
+        let create = CreateAction {
             user: Some("ops \"quoted\" \u{e9}".into()),
-            action_type: "snapshot".into(),
-            kind: Kind::Task,
-            resource: ResourceRef {
-                resource_type: "droplet".into(),
-                id: id.to_string(),
-            },
-            related: Vec::new(),
-            node: None,
             region: Some("ams3".into()),
-            description: None,
             labels: [("k".to_string(), "v\n".to_string())].into(),
-            status: InitialStatus::Queued,
-            exclusive: false,
+            ..CreateAction::new("acme", "snapshot", "droplet", &id.to_string())
         };
-        fold::create(&new, 1_700_000_000_000_000, id)
+        fold::create(
+            &NewAction::assign(&create, id, format!("u-{id}")),
+            1_700_000_000_000_000,
+            id,
+        )
     }
 
     #[test]

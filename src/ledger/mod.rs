@@ -795,22 +795,7 @@ impl WriterState {
         }
         self.next_id += 1;
         scratch.uids.insert(uid.clone(), id);
-        let new = NewAction {
-            id,
-            uid,
-            tenant: c.tenant.clone(),
-            user: c.user.clone(),
-            action_type: c.action_type.clone(),
-            kind: c.kind,
-            resource: c.resource.clone(),
-            related: c.related.clone(),
-            node: c.node.clone(),
-            region: c.region.clone(),
-            description: c.description.clone(),
-            labels: c.labels.clone(),
-            status: c.status,
-            exclusive: c.exclusive,
-        };
+        let new = NewAction::assign(c, id, uid);
         let action = fold::create(&new, recorded_at, position);
         Ok((Op::Create(new), action))
     }

@@ -582,27 +582,12 @@ mod tests {
 
     #[test]
     fn indexed_attributes_decide_the_index_and_counter_keys() {
-        use crate::event::{fold, InitialStatus, NewAction};
-        let new = NewAction {
-            id: 7,
-            uid: "al-7".into(),
-            tenant: "acme".into(),
+        use crate::event::{fold, CreateAction, NewAction};
+        let create = CreateAction {
             user: Some("ann".into()),
-            action_type: "resize".into(),
-            kind: Kind::Task,
-            resource: ResourceRef {
-                resource_type: "droplet".into(),
-                id: "1".into(),
-            },
-            related: vec![],
-            node: None,
-            region: None,
-            description: None,
-            labels: Default::default(),
-            status: InitialStatus::Queued,
-            exclusive: false,
+            ..CreateAction::new("acme", "resize", "droplet", "1")
         };
-        let base = fold::create(&new, 1_000, 1);
+        let base = fold::create(&NewAction::assign(&create, 7, "al-7".into()), 1_000, 1);
         let keys_of = |a: &Action| (id_indexes(a), counters_of(a));
         // Everything else may change without changing a key.
         let mut other = base.clone();

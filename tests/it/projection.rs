@@ -249,25 +249,16 @@ fn updated_ranges_find_actions_across_time_buckets() {
             let id = model.len() as u64 + 1;
             let tenant = rng.random_range(0..2);
             model.push((tenant, at));
-            Op::Create(NewAction {
-                id,
-                uid: format!("u-{id}"),
-                tenant: tenants[tenant].into(),
-                user: None,
-                action_type: "snapshot".into(),
-                kind: Kind::Task,
-                resource: ResourceRef {
-                    resource_type: "droplet".into(),
-                    id: (id % 7).to_string(),
-                },
-                related: vec![],
-                node: None,
-                region: None,
-                description: None,
-                labels: Default::default(),
+            let create = CreateAction {
                 status: InitialStatus::Running,
-                exclusive: false,
-            })
+                ..CreateAction::new(
+                    tenants[tenant],
+                    "snapshot",
+                    "droplet",
+                    &(id % 7).to_string(),
+                )
+            };
+            Op::Create(NewAction::assign(&create, id, format!("u-{id}")))
         } else {
             let id = rng.random_range(1..=model.len() as u64);
             model[id as usize - 1].1 = at;
