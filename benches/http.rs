@@ -26,6 +26,8 @@
 //!
 //! Run with `cargo bench --bench http`. `cargo test` never builds or runs it.
 
+mod common;
+
 use action_ledger::http::server::{self, ServeConfig};
 use action_ledger::http::wire::EventJson;
 use axum::body::Bytes;
@@ -34,21 +36,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use common::env_or;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "http-bench-admin-token";
 const LIST_RESOURCE_ACTIONS: usize = 200;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
-}
 
 fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -29,12 +29,15 @@
 //!
 //! Run with `cargo bench --bench query`. `cargo test` never builds or runs it.
 
+mod common;
+
 use action_ledger::event::codec;
 use action_ledger::event::*;
 use action_ledger::log::reader::LogReader;
 use action_ledger::log::writer::NewRecord;
 use action_ledger::log::{self, FsStorage, LogConfig, LogWriter};
 use action_ledger::projection::{self, ActionQuery, Projection, ProjectionConfig};
+use common::env_or;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -52,15 +55,6 @@ const FINISHED_LAG_RECORDS: u64 = 200;
 const PAGE: usize = 50;
 /// Guards against a typo turning the benchmark into a day-long run.
 const SIZE_MAX: u64 = 10_000_000;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
-}
 
 fn status_kb(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

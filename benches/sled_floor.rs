@@ -8,16 +8,10 @@
 //! Environment: `SLED_FLOOR_KEYS=1000000` keys per case, `SLED_FLOOR_CACHE_MB=64`.
 //! Run with `cargo bench --bench sled_floor`.
 
-use std::time::Instant;
+mod common;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} does not parse")),
-        Err(_) => default,
-    }
-}
+use common::env_or;
+use std::time::Instant;
 
 fn main() {
     let n: u64 = env_or("SLED_FLOOR_KEYS", 1_000_000);
