@@ -871,21 +871,10 @@ async fn openapi_metrics_and_readiness() {
 }
 
 /// Sends a POST head declaring a `len`-byte JSON body, without the body, and returns the
-/// answer's status and JSON body (read until the server closes).
+/// answer's status and JSON body.
 async fn declared_only(base: &str, path: &str, token: &str, len: usize) -> (StatusCode, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.strip_prefix("http://").unwrap();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
-        .await
-        .expect("the server answers an oversized declared body without waiting for it")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
+    let text = crate::support::post_head_only(addr, path, token, len).await;
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     let code: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
     let body: Value =

@@ -413,21 +413,8 @@ async fn huge_heads_huge_bodies_and_slow_bodies_are_refused() {
         // A declared length over the limit is refused from the head alone: send the head
         // only and read the answer (deterministic, unlike racing a full upload with the
         // server's early close).
-        let (addr, head) = (
-            running.addr,
-            format!(
-                "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                big.len()
-            ),
-        );
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(head.as_bytes()).unwrap();
-            read_until_closed(&mut s, Duration::from_secs(30))
-        })
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{path}: no answer to an oversized declared body"));
+        let answer =
+            crate::support::post_head_only(&running.addr.to_string(), path, ADMIN, big.len()).await;
         assert!(
             answer.starts_with("HTTP/1.1 413"),
             "{path} declared: {answer}"

@@ -132,3 +132,33 @@ pub async fn create_token(
         .unwrap();
     v["token"].as_str().expect("a token").to_string()
 }
+
+/// Sends only the head of a POST declaring a `len`-byte JSON body to `addr` (`host:port`)
+/// and returns the raw answer, read until the server closes the connection (a reset after
+/// the answer counts as closed). An oversized body is refused from its declared length;
+/// sending the head alone checks that deterministically, where uploading the whole body
+/// races the server's answer-then-close (the client may see a reset while still writing).
+pub async fn post_head_only(addr: &str, path: &str, token: &str, len: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("{path}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer to an oversized declared body"));
+    String::from_utf8_lossy(&out).into_owned()
+}
