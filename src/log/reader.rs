@@ -405,80 +405,16 @@ mod tests {
         }
     }
 
-    /// Counts the bytes `read_at` returns.
-    struct Counting {
-        inner: FsStorage,
-        bytes: std::sync::atomic::AtomicU64,
-    }
-
-    impl Counting {
-        fn bytes(&self) -> u64 {
-            self.bytes.load(std::sync::atomic::Ordering::Relaxed)
-        }
-    }
-
-    impl Storage for Counting {
-        fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
-            self.inner.create_dir_all(dir)
-        }
-        fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
-            self.inner.list(dir)
-        }
-        fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-            self.inner.read(path)
-        }
-        fn read_at(
-            &self,
-            path: &std::path::Path,
-            offset: u64,
-            len: usize,
-        ) -> std::io::Result<Vec<u8>> {
-            let out = self.inner.read_at(path, offset, len)?;
-            self.bytes
-                .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            Ok(out)
-        }
-        fn file_len(&self, path: &std::path::Path) -> std::io::Result<u64> {
-            self.inner.file_len(path)
-        }
-        fn create(
-            &self,
-            path: &std::path::Path,
-        ) -> std::io::Result<Box<dyn crate::log::storage::LogFile>> {
-            self.inner.create(path)
-        }
-        fn open_append(
-            &self,
-            path: &std::path::Path,
-        ) -> std::io::Result<Box<dyn crate::log::storage::LogFile>> {
-            self.inner.open_append(path)
-        }
-        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-            self.inner.rename(from, to)
-        }
-        fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
-            self.inner.remove(path)
-        }
-        fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
-            self.inner.truncate(path, len)
-        }
-        fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
-            self.inner.sync_dir(dir)
-        }
-    }
-
     #[test]
     fn remembered_marks_bound_a_read_without_a_mark() {
         // Goal: once a reader has walked past a stretch of the log, a read starting there
         // without a mark of its own (a fresh watch, a resume by Last-Event-ID) starts from the
         // closest remembered position instead of the start of the segment — and clones share
         // what was remembered.
-        let dir = tempfile::tempdir().unwrap();
+        let sim = crate::log::SimStorage::new();
+        let dir = std::path::Path::new("/sim/log");
         let (mut w, _) =
-            LogWriter::open(Arc::new(FsStorage), LogConfig::new(dir.path()), &mut |_| {
-                Ok(())
-            })
-            .unwrap();
+            LogWriter::open(Arc::new(sim.clone()), LogConfig::new(dir), &mut |_| Ok(())).unwrap();
         let payload = [7u8; 100];
         for _ in 0..40 {
             let batch: Vec<NewRecord<'_>> = (0..50)
@@ -490,22 +426,18 @@ mod tests {
                 .collect();
             w.append(&batch).unwrap();
         }
-        let counting = Arc::new(Counting {
-            inner: FsStorage,
-            bytes: Default::default(),
-        });
-        let r = LogReader::new(counting.clone(), dir.path().to_path_buf())
+        let r = LogReader::new(Arc::new(sim.clone()), dir.to_path_buf())
             .with_chunk_bytes(4096)
             .with_mark_every(100);
         let read = |r: &LogReader, after: u64| -> (Vec<u64>, u64) {
-            let before = counting.bytes();
+            let before = sim.bytes_read();
             let mut got = Vec::new();
             r.for_each(after, after + 5, &mut |rec| {
                 got.push(rec.position);
                 true
             })
             .unwrap();
-            (got, counting.bytes() - before)
+            (got, sim.bytes_read() - before)
         };
         let (got, cold) = read(&r, 1900);
         assert_eq!(got, (1901..=1905).collect::<Vec<_>>());

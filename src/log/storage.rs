@@ -144,6 +144,8 @@ struct SimState {
     next_inode: u64,
     /// Operations counted so far (see [`SimStorage::fail_op`]).
     ops: u64,
+    /// Bytes `read_at` has returned (see [`SimStorage::bytes_read`]).
+    bytes_read: u64,
     /// Fail the operation with this count, with this error kind.
     fail_at: Option<(u64, io::ErrorKind)>,
     /// After the first injected failure, fail every later operation too (a dead disk).
@@ -343,6 +345,11 @@ impl SimStorage {
         lock(&self.state).ops
     }
 
+    /// Bytes returned by `read_at` so far (what a reader really read).
+    pub fn bytes_read(&self) -> u64 {
+        lock(&self.state).bytes_read
+    }
+
     /// Simulated power loss: directory entries revert to their durable state and every file
     /// keeps its synced bytes plus whatever `tear` decides of the rest. Open file handles
     /// must not be used afterwards (their process is gone).
@@ -417,12 +424,14 @@ impl Storage for SimStorage {
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let s = lock(&self.state);
+        let mut s = lock(&self.state);
         let ino = s.inode(path)?;
         let data = &s.inodes[&ino].data;
         let start = (offset as usize).min(data.len());
         let end = start.saturating_add(len).min(data.len());
-        Ok(data[start..end].to_vec())
+        let out = data[start..end].to_vec();
+        s.bytes_read += out.len() as u64;
+        Ok(out)
     }
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {
