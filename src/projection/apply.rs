@@ -11,7 +11,7 @@
 //! touched many times in the run is written once, and each bucket or counter once — which
 //! is what makes bulk catch-up and rebuild cheaper than one write per event.
 
-use super::keys::{self, BUCKET_IDS};
+use super::keys;
 use super::{store_err, CreatedMeta, StoredIdempotent, STORED_VALUE_BYTES_MAX};
 use crate::event::codec;
 use crate::event::fold;
@@ -228,7 +228,7 @@ impl<'t> Fold<'t> {
                 Some(keys::snapshot_value(&action, &tail[spilled..])),
             ));
 
-            let offset = (id % BUCKET_IDS) as u8;
+            let offset = keys::bucket_offset(id);
             let bucket = keys::bucket_of(id);
             // Most events (progress, sub-events, heartbeats) change none of the attributes
             // the id indexes and counters are keyed by: their keys are not even built.

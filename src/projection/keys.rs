@@ -306,6 +306,23 @@ pub fn bucket_of(id: ActionId) -> u64 {
     id / BUCKET_IDS
 }
 
+/// Where `id` sits in its bucket (the member stored in a bucket value).
+pub fn bucket_offset(id: ActionId) -> u8 {
+    (id % BUCKET_IDS) as u8
+}
+
+/// The ids a bucket value of bucket `bucket` holds, ascending; `None` when the value is not
+/// a valid bucket value.
+pub fn bucket_ids(bucket: u64, value: &[u8]) -> Option<Vec<ActionId>> {
+    let members = bucket_members(value)?;
+    Some(
+        members
+            .into_iter()
+            .map(|m| bucket * BUCKET_IDS + u64::from(m))
+            .collect(),
+    )
+}
+
 pub fn bucket_key(index: &[u8], bucket: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(index.len() + 8);
     k.extend_from_slice(index);

@@ -123,12 +123,8 @@ impl IdStream for BucketScan {
                 .get(self.prefix_len..)
                 .and_then(keys::read_u64)
                 .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
-            let members = keys::bucket_members(&v)
+            self.pending = keys::bucket_ids(bucket, &v)
                 .ok_or_else(|| QueryError::Store(format!("index bucket {k:?} is malformed")))?;
-            self.pending = members
-                .into_iter()
-                .map(|m| bucket * keys::BUCKET_IDS + u64::from(m))
-                .collect();
         }
     }
 }
@@ -406,13 +402,8 @@ fn plan(
             if !(from..=to).contains(&time_bucket) {
                 continue;
             }
-            let members = keys::bucket_members(&v).ok_or_else(malformed)?;
-            ids.extend(
-                members
-                    .into_iter()
-                    .map(|m| id_bucket * keys::BUCKET_IDS + u64::from(m))
-                    .filter(|id| (lo..hi).contains(id)),
-            );
+            let members = keys::bucket_ids(id_bucket, &v).ok_or_else(malformed)?;
+            ids.extend(members.into_iter().filter(|id| (lo..hi).contains(id)));
             if ids.len() as u64 > best.0 {
                 small = false;
                 break;

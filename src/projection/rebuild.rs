@@ -367,16 +367,16 @@ pub fn verify_projection(
                 a.uid, a.id
             )),
         }
-        for ix in keys::id_indexes(a) {
+        let bucket_keys = keys::id_indexes(a)
+            .into_iter()
+            .map(|ix| keys::bucket_key(&ix, keys::bucket_of(a.id)))
+            .chain([keys::updated_key(a)]);
+        for k in bucket_keys {
             expected_buckets
-                .entry(keys::bucket_key(&ix, keys::bucket_of(a.id)))
+                .entry(k)
                 .or_default()
-                .insert((a.id % keys::BUCKET_IDS) as u8);
+                .insert(keys::bucket_offset(a.id));
         }
-        expected_buckets
-            .entry(keys::updated_key(a))
-            .or_default()
-            .insert((a.id % keys::BUCKET_IDS) as u8);
         for c in keys::counters_of(a) {
             *expected_counters.entry(c).or_default() += 1;
         }
