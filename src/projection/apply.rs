@@ -31,10 +31,9 @@ pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
 pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
-    /// What sled holds for each touched action (`None`: it did not exist).
-    before: HashMap<ActionId, Option<Action>>,
-    /// The stored history tail of each touched action that exists.
-    tails: HashMap<ActionId, Vec<u8>>,
+    /// What sled holds for each touched action — the action and the history tail of its
+    /// snapshot value (`None`: it did not exist).
+    before: HashMap<ActionId, Option<(Action, Vec<u8>)>>,
     /// Locations of the records folded in this run, per action, in log order.
     locations: HashMap<ActionId, Vec<u8>>,
     /// The current state of each touched action that exists.
@@ -66,7 +65,6 @@ impl<'t> Fold<'t> {
         Fold {
             tree,
             before: HashMap::new(),
-            tails: HashMap::new(),
             locations: HashMap::new(),
             now: HashMap::new(),
             uids: Vec::new(),
@@ -100,11 +98,10 @@ impl<'t> Fold<'t> {
             None => None,
             Some(v) => {
                 let (a, tail) = super::decode_snapshot(id, &v)?;
-                self.tails.insert(id, tail.to_vec());
-                Some(a)
+                Some((a, tail.to_vec()))
             }
         };
-        if let Some(a) = &stored {
+        if let Some((a, _)) = &stored {
             self.now.insert(id, a.clone());
         }
         self.before.insert(id, stored);
@@ -205,7 +202,10 @@ impl<'t> Fold<'t> {
         let ids: BTreeSet<ActionId> = self.now.keys().copied().collect();
         for id in ids {
             let new = &self.now[&id];
-            let old = self.before.get(&id).and_then(|o| o.as_ref());
+            let (old, stored_tail) = match self.before.get(&id) {
+                Some(Some((a, tail))) => (Some(a), tail.as_slice()),
+                _ => (None, &[][..]),
+            };
             let added = self.locations.get(&id).map_or(&[][..], Vec::as_slice);
             if old == Some(new) && added.is_empty() {
                 continue;
@@ -213,7 +213,7 @@ impl<'t> Fold<'t> {
             let action = codec::encode_unbounded(new)
                 .map_err(|e| StoreError(format!("cannot encode action {id}: {e}")))?;
             debug_assert!(action.len() <= STORED_VALUE_BYTES_MAX);
-            let mut tail = self.tails.get(&id).cloned().unwrap_or_default();
+            let mut tail = stored_tail.to_vec();
             tail.extend_from_slice(added);
             let run = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
             let mut spilled = 0;
