@@ -59,8 +59,7 @@ pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocati
     let mut runs = Vec::new();
     for kv in p.tree().scan_prefix(keys::history_prefix(id)) {
         let (k, v) = kv.map_err(|e| store(format!("sled: {e}")))?;
-        let run = keys::locations(&v)
-            .filter(|run| run.first().map(|l| l.0) == k.get(9..).and_then(keys::read_u64))
+        let (_, run) = keys::history_run(&k, &v)
             .ok_or_else(|| store(format!("history key {k:?} is malformed")))?;
         runs.extend(run);
     }

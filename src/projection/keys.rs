@@ -181,8 +181,11 @@ pub fn location(position: u64, segment: u64, offset: u64) -> [u8; LOCATION_BYTES
     l
 }
 
+/// A decoded record location: position, segment, offset.
+pub type Location = (u64, u64, u64);
+
 /// Decodes a run of locations (`None` unless it is a whole number of them).
-pub fn locations(bytes: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
+pub fn locations(bytes: &[u8]) -> Option<Vec<Location>> {
     if bytes.len() % LOCATION_BYTES != 0 {
         return None;
     }
@@ -196,6 +199,17 @@ pub fn locations(bytes: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
             ))
         })
         .collect()
+}
+
+/// Decodes a history key and its value: the action's id and its run of locations, `None`
+/// unless the run is [`HISTORY_INLINE_MAX`] whole locations starting at the key's position.
+pub fn history_run(key: &[u8], value: &[u8]) -> Option<(ActionId, Vec<Location>)> {
+    if key.len() != 17 || key[0] != P_HISTORY {
+        return None;
+    }
+    let (id, first) = (read_u64(&key[1..9])?, read_u64(&key[9..])?);
+    let run = locations(value)?;
+    (run.len() == HISTORY_INLINE_MAX && run[0].0 == first).then_some((id, run))
 }
 
 /// A snapshot value: the encoded action, then the history tail.

@@ -521,17 +521,13 @@ pub fn verify_projection(
     }
 
     for (k, v) in scan(tree, &[keys::P_HISTORY])? {
-        let id = k.get(1..9).and_then(keys::read_u64);
-        let first = k.get(9..).and_then(keys::read_u64);
-        match (id, keys::locations(&v)) {
-            (Some(id), Some(run))
-                if run.len() == keys::HISTORY_INLINE_MAX && first == Some(run[0].0) =>
-            {
+        match keys::history_run(&k, &v) {
+            Some((id, _)) => {
                 for l in v.chunks_exact(keys::LOCATION_BYTES) {
                     stored_history.add(&history_item(id, l));
                 }
             }
-            _ => report.differ(format!(
+            None => report.differ(format!(
                 "history key {k:?} does not hold {} locations from its own position",
                 keys::HISTORY_INLINE_MAX
             )),
