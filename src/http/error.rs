@@ -92,9 +92,7 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
-}
 
-impl ApiError {
     /// The JSON body: `{"error": {"code", "message", details...}}`.
     pub fn body(self) -> Value {
         let mut body = self.details;

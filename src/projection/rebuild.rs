@@ -13,8 +13,8 @@
 //!
 //! [`verify_projection`] folds the log into a [`MemoryStore`] (memory grows with the number
 //! of actions: it is an offline check) up to the projection's applied position and compares
-//! every snapshot, index bucket (the `updated` index's too), counter, uid, exclusive holder, idempotent
-//! answer and history location with what they should be.
+//! every snapshot, index bucket (the `updated` index's too), counter, uid, exclusive holder,
+//! idempotent answer and history location with what they should be.
 
 use super::apply::{self, Fold};
 use super::keys;

@@ -386,13 +386,17 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
         .unwrap();
     let (_, tail) = projection::keys::split_snapshot(&snapshot).unwrap();
     assert_eq!(tail.len(), 27 * projection::keys::LOCATION_BYTES);
-    let live: Vec<_> = tree
-        .iter()
-        .map(|kv| kv.unwrap())
-        .filter(|(k, _)| {
-            [projection::keys::P_SNAPSHOT, projection::keys::P_HISTORY].contains(&k[0])
-        })
-        .collect();
+    // Every snapshot and history key with its value.
+    let layout = |p: &Projection| -> Vec<_> {
+        p.tree_for_tests()
+            .iter()
+            .map(|kv| kv.unwrap())
+            .filter(|(k, _)| {
+                [projection::keys::P_SNAPSHOT, projection::keys::P_HISTORY].contains(&k[0])
+            })
+            .collect()
+    };
+    let live = layout(&p);
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
     assert!(report.is_consistent(), "{:?}", report.differences);
     l.close();
@@ -401,15 +405,7 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
 
     let (p, _) =
         projection::rebuild(&sim, &log_dir(), &dir, &projection_config(), &mut |_| {}).unwrap();
-    let rebuilt: Vec<_> = p
-        .tree_for_tests()
-        .iter()
-        .map(|kv| kv.unwrap())
-        .filter(|(k, _)| {
-            [projection::keys::P_SNAPSHOT, projection::keys::P_HISTORY].contains(&k[0])
-        })
-        .collect();
-    assert_eq!(rebuilt, live, "the rebuilt layout is the live one");
+    assert_eq!(layout(&p), live, "the rebuilt layout is the live one");
     assert_eq!(positions(&p), expected);
 
     p.tree_for_tests().remove(&spilled[1].0).unwrap();
