@@ -11,10 +11,10 @@
 //! ~50 entries).
 
 use super::wire::{ActionOut, ListOut};
-use crate::event::{Action, ActionId, Position};
+use crate::event::{Action, Position};
+use crate::projection::cache::IdMap;
 use axum::body::Bytes;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Bytes of rendered JSON kept at most (all shards together).
 pub const RENDER_CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -22,7 +22,7 @@ const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<ActionId, (Position, Bytes)>,
+    map: IdMap<(Position, Bytes)>,
     bytes: usize,
 }
 
@@ -71,7 +71,7 @@ impl RenderCache {
     /// The JSON of [`ListOut`] for these actions, byte for byte, from the memo.
     pub fn list(
         &self,
-        actions: &[Action],
+        actions: &[Arc<Action>],
         next_cursor: Option<&str>,
         total: u64,
     ) -> Result<Vec<u8>, serde_json::Error> {
@@ -91,7 +91,7 @@ impl RenderCache {
         // Every list of a debug build (the test suite) checks the memo against serde.
         debug_assert!({
             let typed = ListOut {
-                actions: actions.iter().map(ActionOut::from).collect(),
+                actions: actions.iter().map(|a| ActionOut::from(&**a)).collect(),
                 next_cursor: next_cursor.map(str::to_string),
                 total,
             };
@@ -109,7 +109,7 @@ fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
 mod tests {
     use super::*;
     use crate::event::fold;
-    use crate::event::{CreateAction, EventBody, NewAction};
+    use crate::event::{ActionId, CreateAction, EventBody, NewAction};
 
     fn action(id: ActionId) -> Action {
         let create = CreateAction {
@@ -139,10 +139,14 @@ mod tests {
         assert_ne!(later, expected);
         assert_eq!(cache.action(&a).unwrap()[..], later[..]);
 
-        let list = vec![a.clone(), action(8), action(9)];
+        let list = vec![
+            Arc::new(a.clone()),
+            Arc::new(action(8)),
+            Arc::new(action(9)),
+        ];
         for (cursor, total) in [(None, 3), (Some("c\"x"), 40)] {
             let typed = ListOut {
-                actions: list.iter().map(ActionOut::from).collect(),
+                actions: list.iter().map(|a| ActionOut::from(&**a)).collect(),
                 next_cursor: cursor.map(str::to_string),
                 total,
             };

@@ -29,6 +29,13 @@ const WRITES_PER_EVENT: usize = 7;
 /// One key's new value (`None`: delete it).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// What [`Fold::finish`] produces: the writes, and the new state of every action they
+/// change with the length of its encoded snapshot (for the snapshot memo).
+pub(crate) struct Finished {
+    pub writes: Vec<Write>,
+    pub changed: Vec<(Action, usize)>,
+}
+
 pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
     /// What sled holds for each touched action — the action and the history tail of its
@@ -192,8 +199,9 @@ impl<'t> Fold<'t> {
     }
 
     /// Turns everything folded into writes, meta records last.
-    pub fn finish(self) -> Result<Vec<Write>, StoreError> {
+    pub fn finish(mut self) -> Result<Finished, StoreError> {
         let mut writes: Vec<Write> = Vec::with_capacity(self.writes_estimate);
+        let mut changed: Vec<(ActionId, usize)> = Vec::new();
         // bucket key → (offset within bucket → add?)
         let mut buckets: BTreeMap<Vec<u8>, BTreeMap<u8, bool>> = BTreeMap::new();
         let mut counters: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
@@ -213,6 +221,7 @@ impl<'t> Fold<'t> {
             let action = codec::encode_unbounded(new)
                 .map_err(|e| StoreError(format!("cannot encode action {id}: {e}")))?;
             debug_assert!(action.len() <= STORED_VALUE_BYTES_MAX);
+            changed.push((id, action.len()));
             let mut tail = stored_tail.to_vec();
             tail.extend_from_slice(added);
             let run = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
@@ -335,7 +344,11 @@ impl<'t> Fold<'t> {
                 Some(last.to_be_bytes().to_vec()),
             ));
         }
-        Ok(writes)
+        let changed = changed
+            .into_iter()
+            .filter_map(|(id, len)| self.now.remove(&id).map(|a| (a, len)))
+            .collect();
+        Ok(Finished { writes, changed })
     }
 }
 

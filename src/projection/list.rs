@@ -37,6 +37,7 @@ use super::query::{ActionQuery, Page, QueryError, LIST_IDS_MAX, LIST_LIMIT_MAX};
 use super::Projection;
 use crate::event::{Action, ActionId, Micros};
 use crate::ledger::StoreError;
+use std::sync::Arc;
 
 fn store(e: StoreError) -> QueryError {
     QueryError::Store(e.0)
@@ -477,16 +478,16 @@ pub(super) fn run(p: &Projection, q: &ActionQuery) -> Result<Page, QueryError> {
     let mut stream = plan(p, q, lo, scan_hi)?;
 
     let limit = q.limit;
-    let mut page: Vec<Action> = Vec::with_capacity(limit.min(64));
+    let mut page: Vec<Arc<Action>> = Vec::with_capacity(limit.min(64));
     let mut more = false;
     let mut matched = 0u64;
     let mut skipped = 0u64;
     while let Some((id, bytes)) = stream.next_id()? {
         let action = match bytes {
-            Some(b) => super::decode_action(id, &b).map_err(store)?,
+            Some(b) => Arc::new(super::decode_action(id, &b).map_err(store)?),
             // An index entry whose snapshot is gone can only be a race with a concurrent
             // apply (never after it commits): skip it.
-            None => match p.load(id).map_err(store)? {
+            None => match p.load_shared(id).map_err(store)? {
                 Some(a) => a,
                 None => continue,
             },

@@ -25,6 +25,7 @@
 //! [`StateStore`] methods; async callers must use `spawn_blocking` for the rest.
 
 mod apply;
+pub(crate) mod cache;
 pub mod cursor;
 pub mod history;
 pub mod keys;
@@ -42,7 +43,7 @@ use crate::ledger::{CommittedEntry, IdempotentResult, StateStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// Name of the projection directory inside a data directory (next to `log/`).
@@ -54,6 +55,8 @@ pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// batch, so the garbage of every write in a batch stays allocated until it ends: measured
 /// here, 8k-write batches pushed RSS past 1 GB where 512-write batches stayed near 100 MB.
 pub const BATCH_WRITES_MAX_DEFAULT: usize = 1024;
+/// Default for [`ProjectionConfig::snapshot_cache_bytes`].
+pub const SNAPSHOT_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Largest stored snapshot or idempotent answer the projection will decode; a bound for
 /// damaged bytes, far above what the input limits allow an action to reach.
 pub const STORED_VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -74,6 +77,9 @@ pub struct ProjectionConfig {
     /// [`Projection::flush`] / drop). Not a durability setting: after a crash the projection
     /// catches up from the log whatever sled lost.
     pub flush_every_ms: Option<u64>,
+    /// Bytes of decoded snapshots kept in memory, over sled's own cache
+    /// ([`SNAPSHOT_CACHE_BYTES_DEFAULT`]; 0 turns the memo off). See the `cache` module.
+    pub snapshot_cache_bytes: usize,
 }
 
 impl Default for ProjectionConfig {
@@ -82,6 +88,7 @@ impl Default for ProjectionConfig {
             cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
             batch_writes_max: BATCH_WRITES_MAX_DEFAULT,
             flush_every_ms: Some(1000),
+            snapshot_cache_bytes: SNAPSHOT_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -183,6 +190,8 @@ pub struct Projection {
     /// and counters, then writes them back, which is only correct with one writer. Holds
     /// the creation-order bookkeeping.
     write: Mutex<CreatedMeta>,
+    /// Decoded snapshots of recently written and read actions, kept current by `apply`.
+    snapshots: cache::SnapshotCache,
     opened: OpenReport,
 }
 
@@ -348,6 +357,7 @@ impl Projection {
             dir,
             db,
             tree,
+            snapshots: cache::SnapshotCache::new(config.snapshot_cache_bytes),
             config,
             applied: AtomicU64::new(applied),
             created_monotone: AtomicBool::new(created.monotone),
@@ -430,9 +440,36 @@ impl Projection {
     }
 
     pub(crate) fn load(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
+        Ok(self.load_shared(id)?.map(Arc::unwrap_or_clone))
+    }
+
+    /// The snapshot of action `id` as sled holds it, bypassing the memo (for `verify`).
+    pub(crate) fn load_stored(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
         match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
             None => Ok(None),
             Some(v) => decode_action(id, &v).map(Some),
+        }
+    }
+
+    /// What the snapshot memo holds for action `id` (for `verify`).
+    pub(crate) fn memo(&self, id: ActionId) -> Option<Arc<Action>> {
+        self.snapshots.get(id)
+    }
+
+    /// The snapshot of action `id`, from the memo when it holds it.
+    pub(crate) fn load_shared(&self, id: ActionId) -> Result<Option<Arc<Action>>, StoreError> {
+        if let Some(a) = self.snapshots.get(id) {
+            return Ok(Some(a));
+        }
+        // Read before the lookup: what makes the offer below safe (see `cache`).
+        let read_at = self.applied.load(Ordering::Acquire);
+        match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+            None => Ok(None),
+            Some(v) => {
+                let a = Arc::new(decode_action(id, &v)?);
+                self.snapshots.offer(a.clone(), v.len(), read_at);
+                Ok(Some(a))
+            }
         }
     }
 
@@ -480,8 +517,13 @@ impl Projection {
             }
             if let Some(last) = fold.last_position() {
                 let meta = fold.created();
-                let writes = fold.finish()?;
-                apply::write_atomically(&self.tree, writes).map_err(store_err)?;
+                let done = fold.finish()?;
+                apply::write_atomically(&self.tree, done.writes).map_err(store_err)?;
+                // In sled; into the memo before anyone can be told it is applied.
+                self.snapshots.publishing(last);
+                for (a, encoded_len) in done.changed {
+                    self.snapshots.put(Arc::new(a), encoded_len);
+                }
                 self.applied.store(last, Ordering::Release);
                 self.created_monotone
                     .store(meta.monotone, Ordering::Release);

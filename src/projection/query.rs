@@ -3,6 +3,7 @@
 //! and render the [`Page`].
 
 use crate::event::{Action, ActionId, Kind, Micros, ResourceRef, Status};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Largest accepted [`ActionQuery::limit`]; a larger page is refused with
@@ -50,7 +51,8 @@ pub struct ActionQuery {
 /// One page of results.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page {
-    pub actions: Vec<Action>,
+    /// Shared with the projection's snapshot memo.
+    pub actions: Vec<Arc<Action>>,
     /// Cursor for the next page, `None` when this page is the last.
     pub next_cursor: Option<String>,
     /// Number of actions matching the filters (ignoring paging).

@@ -97,10 +97,12 @@ impl Projection {
         }
         let last = fold.last_position();
         let meta = fold.created();
-        let writes = fold.finish()?;
-        apply::write_in_chunks(&self.tree, writes, self.config.batch_writes_max)
+        let done = fold.finish()?;
+        apply::write_in_chunks(&self.tree, done.writes, self.config.batch_writes_max)
             .map_err(store_err)?;
         if let Some(last) = last {
+            self.snapshots.publishing(last);
+            self.snapshots.clear();
             self.applied.store(last, Ordering::Release);
         }
         self.created_monotone
@@ -351,7 +353,13 @@ pub fn verify_projection(
     let mut expected_exclusive: BTreeMap<Vec<u8>, ActionId> = BTreeMap::new();
     let mut created = CreatedMeta::EMPTY;
     for a in &actions {
-        match projection.load(a.id) {
+        if projection.memo(a.id).is_some_and(|m| *m != *a) {
+            report.differ(format!(
+                "action {}: the snapshot memo holds a state the log does not give",
+                a.id
+            ));
+        }
+        match projection.load_stored(a.id) {
             Ok(Some(stored)) if &stored == a => {}
             Ok(Some(stored)) => report.differ(format!(
                 "action {}: stored snapshot differs from the log (stored version {}, log version {})",

@@ -97,6 +97,8 @@ pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
         // Small batches so tests cross batch boundaries.
         batch_writes_max: 64,
         flush_every_ms: None,
+        // Small, so tests cross the snapshot memo's evictions (~10 actions per shard).
+        snapshot_cache_bytes: 256 * 1024,
     }
 }
 

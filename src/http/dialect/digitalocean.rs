@@ -378,7 +378,7 @@ async fn list_page(
         ..Default::default()
     };
     let page = super::list(state, q).await?;
-    let actions: Vec<DoAction> = page.actions.iter().map(DoAction::from).collect();
+    let actions: Vec<DoAction> = page.actions.iter().map(|a| DoAction::from(&**a)).collect();
     let url = format!("{}{path}", base_url(headers));
     Ok(Json(json!({
         "actions": actions,
@@ -466,7 +466,7 @@ async fn droplet_region(state: &AppState, tenant: &str, d: u64) -> Result<Option
         ..Default::default()
     };
     let page = super::list(state, q).await?;
-    Ok(page.actions.into_iter().find_map(|a| a.region))
+    Ok(page.actions.iter().find_map(|a| a.region.clone()))
 }
 
 async fn create(

@@ -200,7 +200,7 @@ async fn list(
         query.map_err(|e| EcsError::bad_request(format!("bad query string: {e}")))?;
     let q = list_query(&pairs, &p, state.limits.list_limit_max)?;
     let page = super::list(&state, q).await?;
-    let actions: Vec<EcsAction> = page.actions.iter().map(EcsAction::from).collect();
+    let actions: Vec<EcsAction> = page.actions.iter().map(|a| EcsAction::from(&**a)).collect();
     Ok(Json(serde_json::json!({
         "status": "ok",
         "actions": actions,

@@ -61,6 +61,7 @@ use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha224};
+use std::sync::Arc;
 
 /// The resource type of a Nova server.
 pub const RESOURCE_TYPE: &str = "server";
@@ -706,7 +707,7 @@ fn collect(
     mut q: ActionQuery,
     want: usize,
     keep: impl Fn(&Action) -> bool,
-) -> Result<Vec<Action>, ApiError> {
+) -> Result<Vec<Arc<Action>>, ApiError> {
     let mut out = Vec::new();
     if want == 0 {
         return Ok(out);

@@ -45,6 +45,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The Redis routes at their documented root paths, with Redis-shaped 404/405 answers (the
 /// same whether served at the root of the Redis listener or nested under `/redis`).
@@ -413,7 +414,7 @@ async fn query(
     p: &Principal,
     kind: Option<Kind>,
     resource: Option<ResourceRef>,
-) -> Result<Vec<Action>, RedisError> {
+) -> Result<Vec<Arc<Action>>, RedisError> {
     let q = ActionQuery {
         tenant: p.scope().map(str::to_string),
         kind,
@@ -446,8 +447,8 @@ async fn v1_list(
     let p = caller(&headers, &state)?;
     let tasks = query(&state, &p, Some(Kind::Task), None).await?;
     let machines = query(&state, &p, Some(Kind::StateMachine), None).await?;
-    let tasks: Vec<V1Task> = tasks.iter().map(v1_task).collect();
-    let machines: Vec<V1StateMachine> = machines.iter().map(v1_state_machine).collect();
+    let tasks: Vec<V1Task> = tasks.iter().map(|a| v1_task(a)).collect();
+    let machines: Vec<V1StateMachine> = machines.iter().map(|a| v1_state_machine(a)).collect();
     Ok(Json(serde_json::json!({"actions": tasks, "state-machines": machines})).into_response())
 }
 
@@ -481,7 +482,7 @@ async fn v1_bdb(
             format!("database {uid} has no actions"),
         ));
     }
-    let machines: Vec<V1StateMachine> = machines.iter().map(v1_state_machine).collect();
+    let machines: Vec<V1StateMachine> = machines.iter().map(|a| v1_state_machine(a)).collect();
     Ok(Json(machines).into_response())
 }
 
@@ -491,7 +492,7 @@ async fn v2_list(
 ) -> Result<Response, RedisError> {
     let p = caller(&headers, &state)?;
     let all = query(&state, &p, None, None).await?;
-    let out: Vec<V2Action> = all.iter().map(v2).collect();
+    let out: Vec<V2Action> = all.iter().map(|a| v2(a)).collect();
     Ok(Json(out).into_response())
 }
 
