@@ -537,16 +537,20 @@ pub async fn list(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let params = parse_list_params(pairs, &p, state.limits.list_limit_max)?;
-    let st = state.clone();
-    blocking(move || {
-        let page = st.projection.list(&params.query)?;
+    let render = |st: &AppState, page: crate::projection::Page| -> Result<Response, ApiError> {
         let body = st
             .rendered
             .list(&page.actions, page.next_cursor.as_deref(), page.total)
             .map_err(ApiError::internal)?;
         Ok(json_response(body))
-    })
-    .await
+    };
+    // Answered from memory when the projection's memos can (no sled work, so here on the
+    // async worker); otherwise off it.
+    if let Some(page) = state.projection.list_in_memory(&params.query)? {
+        return render(&state, page);
+    }
+    let st = state.clone();
+    blocking(move || render(&st, st.projection.list(&params.query)?)).await
 }
 
 /// Whether an action's identity matches the immutable filters of a watch.

@@ -29,11 +29,19 @@ const WRITES_PER_EVENT: usize = 7;
 /// One key's new value (`None`: delete it).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
-/// What [`Fold::finish`] produces: the writes, and the new state of every action they
-/// change with the length of its encoded snapshot (for the snapshot memo).
+/// What [`Fold::finish`] produces: the writes, and every action they change (for the
+/// memos).
 pub(crate) struct Finished {
     pub writes: Vec<Write>,
-    pub changed: Vec<(Action, usize)>,
+    pub changed: Vec<Changed>,
+}
+
+pub(crate) struct Changed {
+    pub action: Action,
+    /// Length of its encoded snapshot.
+    pub encoded_len: usize,
+    /// Created by this run.
+    pub created: bool,
 }
 
 pub(crate) struct Fold<'t> {
@@ -201,7 +209,7 @@ impl<'t> Fold<'t> {
     /// Turns everything folded into writes, meta records last.
     pub fn finish(mut self) -> Result<Finished, StoreError> {
         let mut writes: Vec<Write> = Vec::with_capacity(self.writes_estimate);
-        let mut changed: Vec<(ActionId, usize)> = Vec::new();
+        let mut changed: Vec<(ActionId, usize, bool)> = Vec::new();
         // bucket key → (offset within bucket → add?)
         let mut buckets: BTreeMap<Vec<u8>, BTreeMap<u8, bool>> = BTreeMap::new();
         let mut counters: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
@@ -221,7 +229,7 @@ impl<'t> Fold<'t> {
             let action = codec::encode_unbounded(new)
                 .map_err(|e| StoreError(format!("cannot encode action {id}: {e}")))?;
             debug_assert!(action.len() <= STORED_VALUE_BYTES_MAX);
-            changed.push((id, action.len()));
+            changed.push((id, action.len(), old.is_none()));
             let mut tail = stored_tail.to_vec();
             tail.extend_from_slice(added);
             let run = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
@@ -346,7 +354,14 @@ impl<'t> Fold<'t> {
         }
         let changed = changed
             .into_iter()
-            .filter_map(|(id, len)| self.now.remove(&id).map(|a| (a, len)))
+            .filter_map(|(id, encoded_len, created)| {
+                let action = self.now.remove(&id)?;
+                Some(Changed {
+                    action,
+                    encoded_len,
+                    created,
+                })
+            })
             .collect();
         Ok(Finished { writes, changed })
     }

@@ -31,11 +31,12 @@
 //! - `resource_type` alone has no index: it post-filters the tenant's recency index (its
 //!   total comes from a counter).
 
+use super::cache::{ResourceIds, ResourceKey, RESOURCE_IDS_MAX};
 use super::cursor;
 use super::keys::{self, Dim, Scope};
 use super::query::{ActionQuery, Page, QueryError, LIST_IDS_MAX, LIST_LIMIT_MAX};
 use super::Projection;
-use crate::event::{Action, ActionId, Micros};
+use crate::event::{Action, ActionId, Micros, ResourceRef};
 use crate::ledger::StoreError;
 use std::sync::Arc;
 
@@ -287,6 +288,161 @@ fn counter_total(p: &Projection, q: &ActionQuery) -> Result<Option<u64>, QueryEr
     Ok(Some(total))
 }
 
+/// The ids of the actions on resource `r` (primary or related) of `tenant` (`None`: every
+/// tenant's), in `lo..hi`, newest first.
+fn resource_stream(
+    tree: &sled::Tree,
+    tenant: Option<&str>,
+    r: &ResourceRef,
+    lo: ActionId,
+    hi: ActionId,
+) -> Result<Box<dyn IdStream>, QueryError> {
+    if let Some(t) = tenant {
+        return Ok(Box::new(BucketScan::new(
+            tree,
+            &keys::ix_resource(t, r),
+            lo,
+            hi,
+        )));
+    }
+    // Every tenant's bucket index on this resource, found by seeking from one tenant's
+    // prefix to the next.
+    let all = keys::ix_resource_all(r);
+    let mut streams: Vec<Box<dyn IdStream>> = Vec::new();
+    let mut seek = all.clone();
+    loop {
+        let Some(kv) = tree.range(seek..).next() else {
+            break;
+        };
+        let (k, _) = kv.map_err(sled_q)?;
+        if !k.starts_with(&all) {
+            break;
+        }
+        let (t, _) = keys::take_str(&k[all.len()..])
+            .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
+        let prefix = k[..all.len() + 4 + t.len()].to_vec();
+        streams.push(Box::new(BucketScan::new(tree, &prefix, lo, hi)));
+        match keys::prefix_end(&prefix) {
+            Some(end) => seek = end,
+            None => break,
+        }
+    }
+    Ok(Box::new(Merge::new(streams)))
+}
+
+/// The memo key of a query filtered by resource only (and tenant), which a resource's id
+/// list answers whole.
+fn resource_only(q: &ActionQuery) -> Option<ResourceKey> {
+    let only = q.resource_type.is_none()
+        && q.statuses.is_empty()
+        && q.action_type.is_none()
+        && q.user.is_none()
+        && q.kind.is_none()
+        && q.created_since.is_none()
+        && q.created_until.is_none()
+        && q.updated_since.is_none()
+        && q.updated_until.is_none()
+        && q.ids.is_empty();
+    let resource = q.resource.as_ref().filter(|_| only)?.clone();
+    Some(ResourceKey {
+        tenant: q.tenant.clone(),
+        resource,
+    })
+}
+
+/// Every id of the resource of `key`, newest first, from the memo or read from sled (and
+/// offered to the memo); `None` for a resource with more than the memo keeps.
+fn resource_ids(p: &Projection, key: ResourceKey) -> Result<Option<ResourceIds>, QueryError> {
+    if let Some(ids) = p.memos.resources.get(&key) {
+        return Ok(Some(ids));
+    }
+    // Read before the scan: what makes the offer safe (see `cache`).
+    let read_at = p.applied.load(std::sync::atomic::Ordering::Acquire);
+    let mut stream = resource_stream(
+        p.tree(),
+        key.tenant.as_deref(),
+        &key.resource,
+        0,
+        ActionId::MAX,
+    )?;
+    let mut ids = Vec::new();
+    while let Some((id, _)) = stream.next_id()? {
+        if ids.len() == RESOURCE_IDS_MAX {
+            return Ok(None);
+        }
+        ids.push(id);
+    }
+    p.memos.resources.offer(key, ids.clone(), read_at);
+    Ok(Some(Arc::new(ids)))
+}
+
+/// The page of `q` out of `ids` (every match of `q`, newest first), loading each action
+/// with `load`; `None` when one is not available (`load` gave `None`, or the action does
+/// not match: a race with a concurrent apply, which the general path handles).
+fn page_of_ids(
+    q: &ActionQuery,
+    ids: &[ActionId],
+    after: Option<ActionId>,
+    mut load: impl FnMut(ActionId) -> Result<Option<Arc<Action>>, QueryError>,
+) -> Result<Option<Page>, QueryError> {
+    let start = after.map_or(0, |a| ids.partition_point(|&id| id >= a));
+    let start = start
+        .saturating_add(usize::try_from(q.offset).unwrap_or(usize::MAX))
+        .min(ids.len());
+    let end = start.saturating_add(q.limit).min(ids.len());
+    let mut actions = Vec::with_capacity(end - start);
+    for &id in &ids[start..end] {
+        match load(id)? {
+            Some(a) if matches(q, &a) => actions.push(a),
+            _ => return Ok(None),
+        }
+    }
+    // `end > start` whenever `end < ids.len()`: the limit is at least 1.
+    let next_cursor = (end < ids.len()).then(|| cursor::encode(q, ids[end - 1]));
+    Ok(Some(Page {
+        actions,
+        next_cursor,
+        total: ids.len() as u64,
+    }))
+}
+
+/// Checks `q`'s limits and paging; the id its cursor continues below, if any.
+fn check(q: &ActionQuery) -> Result<Option<ActionId>, QueryError> {
+    if q.limit == 0 {
+        return Err(QueryError::BadRequest("limit must be at least 1".into()));
+    }
+    if q.limit > LIST_LIMIT_MAX {
+        return Err(QueryError::BadRequest(format!(
+            "limit: limit LIST_LIMIT_MAX is {LIST_LIMIT_MAX}, got {}",
+            q.limit
+        )));
+    }
+    if q.ids.len() > LIST_IDS_MAX {
+        return Err(QueryError::BadRequest(format!(
+            "id: limit LIST_IDS_MAX is {LIST_IDS_MAX}, got {}",
+            q.ids.len()
+        )));
+    }
+    if q.cursor.is_some() && q.offset > 0 {
+        return Err(QueryError::BadRequest(
+            "cursor and offset paging cannot be combined".into(),
+        ));
+    }
+    match &q.cursor {
+        Some(c) => cursor::decode(q, c).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `q` answered from the memos alone (no sled work), when they hold everything it needs.
+pub(super) fn run_in_memory(p: &Projection, q: &ActionQuery) -> Result<Option<Page>, QueryError> {
+    let after = check(q)?;
+    let Some(ids) = resource_only(q).and_then(|k| p.memos.resources.get(&k)) else {
+        return Ok(None);
+    };
+    page_of_ids(q, &ids, after, |id| Ok(p.memos.snapshots.get(id)))
+}
+
 /// Chooses and opens the id stream for `q`, limited to ids in `lo..hi`.
 fn plan(
     p: &Projection,
@@ -308,29 +464,7 @@ fn plan(
     }
     let Some(tenant) = &q.tenant else {
         if let Some(r) = &q.resource {
-            // Every tenant's bucket index on this resource, found by seeking from one
-            // tenant's prefix to the next.
-            let all = keys::ix_resource_all(r);
-            let mut streams: Vec<Box<dyn IdStream>> = Vec::new();
-            let mut seek = all.clone();
-            loop {
-                let Some(kv) = tree.range(seek..).next() else {
-                    break;
-                };
-                let (k, _) = kv.map_err(sled_q)?;
-                if !k.starts_with(&all) {
-                    break;
-                }
-                let (t, _) = keys::take_str(&k[all.len()..])
-                    .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
-                let prefix = k[..all.len() + 4 + t.len()].to_vec();
-                streams.push(Box::new(BucketScan::new(tree, &prefix, lo, hi)));
-                match keys::prefix_end(&prefix) {
-                    Some(end) => seek = end,
-                    None => break,
-                }
-            }
-            return Ok(Box::new(Merge::new(streams)));
+            return resource_stream(tree, None, r, lo, hi);
         }
         let start = keys::snapshot_key(lo).to_vec();
         let iter = if hi == ActionId::MAX {
@@ -431,31 +565,16 @@ fn plan(
 }
 
 pub(super) fn run(p: &Projection, q: &ActionQuery) -> Result<Page, QueryError> {
-    if q.limit == 0 {
-        return Err(QueryError::BadRequest("limit must be at least 1".into()));
-    }
-    if q.limit > LIST_LIMIT_MAX {
-        return Err(QueryError::BadRequest(format!(
-            "limit: limit LIST_LIMIT_MAX is {LIST_LIMIT_MAX}, got {}",
-            q.limit
-        )));
-    }
-    if q.ids.len() > LIST_IDS_MAX {
-        return Err(QueryError::BadRequest(format!(
-            "id: limit LIST_IDS_MAX is {LIST_IDS_MAX}, got {}",
-            q.ids.len()
-        )));
-    }
-    if q.cursor.is_some() && q.offset > 0 {
-        return Err(QueryError::BadRequest(
-            "cursor and offset paging cannot be combined".into(),
-        ));
-    }
     // Ids below `after` only (the page after the cursor's).
-    let after = match &q.cursor {
-        Some(c) => Some(cursor::decode(q, c)?),
-        None => None,
-    };
+    let after = check(q)?;
+    if let Some(key) = resource_only(q) {
+        if let Some(ids) = resource_ids(p, key)? {
+            let load = |id| p.load_shared(id).map_err(store);
+            if let Some(page) = page_of_ids(q, &ids, after, load)? {
+                return Ok(page);
+            }
+        }
+    }
 
     let (mut lo, mut hi) = (0, ActionId::MAX);
     if p.created_monotone() {

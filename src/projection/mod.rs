@@ -190,8 +190,8 @@ pub struct Projection {
     /// and counters, then writes them back, which is only correct with one writer. Holds
     /// the creation-order bookkeeping.
     write: Mutex<CreatedMeta>,
-    /// Decoded snapshots of recently written and read actions, kept current by `apply`.
-    snapshots: cache::SnapshotCache,
+    /// Decoded snapshots and resource id lists, kept current by `apply` (see `cache`).
+    memos: cache::Memos,
     opened: OpenReport,
 }
 
@@ -357,7 +357,7 @@ impl Projection {
             dir,
             db,
             tree,
-            snapshots: cache::SnapshotCache::new(config.snapshot_cache_bytes),
+            memos: cache::Memos::new(config.snapshot_cache_bytes),
             config,
             applied: AtomicU64::new(applied),
             created_monotone: AtomicBool::new(created.monotone),
@@ -420,6 +420,13 @@ impl Projection {
         list::run(self, q)
     }
 
+    /// [`list`](Self::list) from memory alone — no sled work, so an async worker may call
+    /// it — when the memos hold everything the answer needs (today: lists filtered by
+    /// resource only, of memoised actions); `Ok(None)` otherwise. Same answers as `list`.
+    pub fn list_in_memory(&self, q: &ActionQuery) -> Result<Option<Page>, QueryError> {
+        list::run_in_memory(self, q)
+    }
+
     /// Where each log record that touched action `id` lives, in log order.
     pub fn history(&self, id: ActionId) -> Result<Vec<RecordLocation>, QueryError> {
         history::locations(self, id)
@@ -443,6 +450,25 @@ impl Projection {
         Ok(self.load_shared(id)?.map(Arc::unwrap_or_clone))
     }
 
+    /// Publishes a batch through `last`, written to sled, to the memos.
+    fn publish(&self, last: Position, changed: Vec<apply::Changed>) {
+        self.memos.publishing(last);
+        for c in changed {
+            if c.created {
+                for r in keys::resources_of(&c.action) {
+                    for tenant in [Some(c.action.tenant.clone()), None] {
+                        let k = cache::ResourceKey {
+                            tenant,
+                            resource: r.clone(),
+                        };
+                        self.memos.resources.created(&k, c.action.id);
+                    }
+                }
+            }
+            self.memos.snapshots.put(Arc::new(c.action), c.encoded_len);
+        }
+    }
+
     /// The snapshot of action `id` as sled holds it, bypassing the memo (for `verify`).
     pub(crate) fn load_stored(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
         match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
@@ -453,12 +479,12 @@ impl Projection {
 
     /// What the snapshot memo holds for action `id` (for `verify`).
     pub(crate) fn memo(&self, id: ActionId) -> Option<Arc<Action>> {
-        self.snapshots.get(id)
+        self.memos.snapshots.get(id)
     }
 
     /// The snapshot of action `id`, from the memo when it holds it.
     pub(crate) fn load_shared(&self, id: ActionId) -> Result<Option<Arc<Action>>, StoreError> {
-        if let Some(a) = self.snapshots.get(id) {
+        if let Some(a) = self.memos.snapshots.get(id) {
             return Ok(Some(a));
         }
         // Read before the lookup: what makes the offer below safe (see `cache`).
@@ -467,7 +493,7 @@ impl Projection {
             None => Ok(None),
             Some(v) => {
                 let a = Arc::new(decode_action(id, &v)?);
-                self.snapshots.offer(a.clone(), v.len(), read_at);
+                self.memos.snapshots.offer(a.clone(), v.len(), read_at);
                 Ok(Some(a))
             }
         }
@@ -519,11 +545,8 @@ impl Projection {
                 let meta = fold.created();
                 let done = fold.finish()?;
                 apply::write_atomically(&self.tree, done.writes).map_err(store_err)?;
-                // In sled; into the memo before anyone can be told it is applied.
-                self.snapshots.publishing(last);
-                for (a, encoded_len) in done.changed {
-                    self.snapshots.put(Arc::new(a), encoded_len);
-                }
+                // In sled; into the memos before anyone can be told it is applied.
+                self.publish(last, done.changed);
                 self.applied.store(last, Ordering::Release);
                 self.created_monotone
                     .store(meta.monotone, Ordering::Release);

@@ -101,8 +101,8 @@ impl Projection {
         apply::write_in_chunks(&self.tree, done.writes, self.config.batch_writes_max)
             .map_err(store_err)?;
         if let Some(last) = last {
-            self.snapshots.publishing(last);
-            self.snapshots.clear();
+            self.memos.publishing(last);
+            self.memos.clear();
             self.applied.store(last, Ordering::Release);
         }
         self.created_monotone

@@ -55,6 +55,8 @@ pub struct Exercised {
     pub nonempty_answers: u64,
     pub multi_page_answers: u64,
     pub inserts_between_pages: u64,
+    /// Pages the projection could also answer from memory alone (compared with `list`).
+    pub in_memory_answers: u64,
 }
 
 /// The first answer to an idempotent create: digest, position, (id, version) of each action.
@@ -618,10 +620,17 @@ impl World {
     pub fn check_query(&mut self, q: &ActionQuery, inserts: bool) {
         let seed = self.seed;
         let expected = self.expected(q);
-        let list = |w: &World, q: &ActionQuery| -> Page {
-            w.projection()
+        let list = |w: &mut World, q: &ActionQuery| -> Page {
+            let page = w
+                .projection()
                 .list(q)
-                .unwrap_or_else(|e| panic!("seed {seed}: {q:?}: {e}"))
+                .unwrap_or_else(|e| panic!("seed {seed}: {q:?}: {e}"));
+            // The in-memory answer, when there is one, is the same page.
+            if let Some(memory) = w.projection().list_in_memory(q).unwrap() {
+                assert_eq!(memory, page, "seed {seed}: in-memory answer to {q:?}");
+                w.seen.in_memory_answers += 1;
+            }
+            page
         };
 
         if self.rng.random_bool(0.3) {
@@ -784,6 +793,7 @@ fn projection_answers_match_a_naive_model() {
     assert!(total(|e| e.nonempty_answers) > 0, "{seen:?}");
     assert!(total(|e| e.multi_page_answers) > 0, "{seen:?}");
     assert!(total(|e| e.inserts_between_pages) > 0, "{seen:?}");
+    assert!(total(|e| e.in_memory_answers) > 0, "{seen:?}");
     if std::env::var_os("TEST_LOG").is_some() {
         eprintln!("exercised: {seen:?}");
     }
