@@ -119,8 +119,17 @@ pub fn load_action(
         .projection
         .get_ref(&crate::event::ActionRef::parse(id))?
         .ok_or_else(|| ApiError::not_found(format!("action {id}")))?;
+    visible(p, action, id)
+}
+
+/// `action` (named `id`) when the caller may see it; another tenant's is "not found".
+pub fn visible<A: std::borrow::Borrow<crate::event::Action>>(
+    p: &Principal,
+    action: A,
+    id: &str,
+) -> Result<A, ApiError> {
     match p.scope() {
-        Some(t) if action.tenant != t => Err(ApiError::not_found(format!("action {id}"))),
+        Some(t) if action.borrow().tenant != t => Err(ApiError::not_found(format!("action {id}"))),
         _ => Ok(action),
     }
 }

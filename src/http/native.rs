@@ -290,6 +290,16 @@ pub async fn get_action(
             })?),
         }),
     };
+    // The current state from memory when the snapshot memo holds it (no sled work, so
+    // here on the async worker); otherwise off it.
+    if as_of.is_none() {
+        let r = crate::event::ActionRef::parse(&id);
+        if let Some(a) = state.projection.get_in_memory(&r) {
+            let action = super::visible(&p, a, &id)?;
+            let json = state.rendered.action(&action).map_err(ApiError::internal)?;
+            return Ok(with_retry_after(&action, json_response(json)));
+        }
+    }
     let st = state.clone();
     let action = blocking(move || {
         let current = super::load_action(&st, &p, &id)?;

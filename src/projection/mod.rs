@@ -420,6 +420,18 @@ impl Projection {
         list::run(self, q)
     }
 
+    /// [`get_ref`](Self::get_ref) from memory alone (no sled work), when the snapshot memo
+    /// holds the action; `None` otherwise (which says nothing about whether it exists).
+    pub fn get_in_memory(&self, r: &ActionRef) -> Option<Arc<Action>> {
+        match r {
+            ActionRef::Id(id) => self.memos.snapshots.get(*id),
+            ActionRef::Uid(uid) => {
+                let a = self.memos.snapshots.get(keys::generated_uid_id(uid)?)?;
+                (a.uid == *uid).then_some(a)
+            }
+        }
+    }
+
     /// [`list`](Self::list) from memory alone — no sled work, so an async worker may call
     /// it — when the memos hold everything the answer needs (today: lists filtered by
     /// resource only, of memoised actions); `Ok(None)` otherwise. Same answers as `list`.

@@ -563,6 +563,26 @@ async fn tenant_isolation_matrix() {
                 "{tenant}/{role} saw {a}"
             );
         }
+        // So do lists by resource, twice: the second is answered from memory (the memos
+        // are keyed by scope; an admin's listing of the same resource came before).
+        for _ in 0..2 {
+            let (_, l) = app
+                .get("/api/v1/actions?resource_type=r&resource_id=9", token)
+                .await;
+            let listed = l["actions"].as_array().unwrap();
+            // Writers and admins have just created one there (the routes above).
+            assert!(
+                *role == "reader" || !listed.is_empty(),
+                "{tenant}/{role}: {l}"
+            );
+            for a in listed {
+                assert!(
+                    *role == "admin" || a["tenant"] == *tenant,
+                    "{tenant}/{role} saw {a} by resource"
+                );
+            }
+            assert_eq!(l["total"], listed.len(), "{tenant}/{role}: {l}");
+        }
         let (_, log) = app.get("/api/v1/log", token).await;
         for r in log["records"].as_array().unwrap() {
             let acme_record = r["event"]["action"] == acme_action || r["event"]["tenant"] == "acme";
