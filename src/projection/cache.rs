@@ -28,11 +28,11 @@
 //! **Memory.** At most `snapshot_cache_bytes` together (7/8 snapshots, estimated at twice
 //! the encoded snapshot plus a fixed overhead; 1/8 resource lists, 8 bytes an id, lists of
 //! at most [`RESOURCE_IDS_MAX`] ids) over [`SHARDS`] shards each; a shard that would exceed
-//! its share is emptied and refilled (crude, but bounded and lock-cheap). 0 disables both.
+//! its share lets its oldest entries go, first in first out. 0 disables both.
 
 use crate::event::{Action, ActionId, Position, ResourceRef};
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,6 +86,9 @@ fn footprint(encoded_len: usize) -> usize {
 
 struct Shard<K, V, S> {
     map: HashMap<K, (V, usize), S>,
+    /// Keys in the order they came in, oldest first: who leaves when the shard is full.
+    /// May hold keys that already left, and a key twice; compacted when mostly those.
+    order: VecDeque<K>,
     bytes: usize,
     /// Offers read before this position are refused (raised when entries leave).
     floor: Position,
@@ -100,13 +103,14 @@ pub(crate) struct Memo<K, V, S = RandomState> {
     publishing: AtomicU64,
 }
 
-impl<K: Hash + Eq, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V, S> {
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V, S> {
     pub fn new(bytes_max: usize) -> Self {
         Memo {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
                         map: HashMap::default(),
+                        order: VecDeque::new(),
                         bytes: 0,
                         floor: 0,
                     })
@@ -196,24 +200,50 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V, S> {
 
     fn empty(&self, s: &mut Shard<K, V, S>) {
         s.map.clear();
+        s.order.clear();
         s.bytes = 0;
         s.floor = self.publishing.load(Ordering::Acquire);
     }
 
     fn insert(&self, s: &mut Shard<K, V, S>, k: K, v: V, bytes: usize) {
-        if let Some((_, old)) = s.map.remove(&k) {
-            s.bytes -= old;
-        }
         if bytes > self.shard_bytes_max {
             // Too large to keep (or the memo is off); no older value stays either.
+            if let Some((_, old)) = s.map.remove(&k) {
+                s.bytes -= old;
+            }
             s.floor = self.publishing.load(Ordering::Acquire);
             return;
         }
-        if s.bytes + bytes > self.shard_bytes_max {
-            self.empty(s);
+        match s.map.get_mut(&k) {
+            Some(entry) => {
+                s.bytes = s.bytes - entry.1 + bytes;
+                *entry = (v, bytes);
+            }
+            None => {
+                s.bytes += bytes;
+                s.order.push_back(k.clone());
+                s.map.insert(k.clone(), (v, bytes));
+            }
         }
-        s.bytes += bytes;
-        s.map.insert(k, (v, bytes));
+        // The oldest others leave, one by one (first in, first out), until it fits.
+        let mut turns = s.order.len();
+        while s.bytes > self.shard_bytes_max && turns > 0 {
+            turns -= 1;
+            let Some(old) = s.order.pop_front() else {
+                break;
+            };
+            if old == k {
+                s.order.push_back(old);
+            } else if let Some((_, b)) = s.map.remove(&old) {
+                s.bytes -= b;
+                s.floor = self.publishing.load(Ordering::Acquire);
+            }
+        }
+        if s.order.len() > 2 * s.map.len() + 64 {
+            let Shard { map, order, .. } = s;
+            let mut kept = HashSet::with_capacity(map.len());
+            order.retain(|key| map.contains_key(key) && kept.insert(key.clone()));
+        }
     }
 }
 
@@ -442,8 +472,16 @@ mod tests {
             let s = shard.lock().unwrap();
             assert!(s.bytes <= c.0.shard_bytes_max);
             assert_eq!(s.bytes, s.map.values().map(|(_, b)| b).sum::<usize>());
+            assert!(s.order.len() <= 2 * s.map.len() + 64);
         }
+        // First in, first out: the newest are kept, the oldest went.
         assert!(c.get(9_999).is_some());
+        assert!(c.get(0).is_none());
+        // Updating an entry in place keeps it, and its place in line.
+        for v in 0..1_000 {
+            c.put(action(9_999, 20_000 + v), 100);
+        }
+        assert_eq!(c.get(9_999).unwrap().updated_position, 20_999);
 
         let off = Memos::new(0);
         off.snapshots.put(action(1, 1), 100);
