@@ -57,6 +57,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "67108864",
     ),
     (
+        "memo_bytes",
+        "projection memos of decoded snapshots and resource id lists (0: off)",
+        "33554432",
+    ),
+    (
         "body_bytes_max",
         "largest request body (BODY_BYTES_MAX)",
         "4194304",
@@ -192,6 +197,7 @@ impl Settings {
             "commit_batch_bytes_max" => s.commit_batch_bytes_max = at_least(count(value)?, 4096)?,
             "append_queue_max" => s.append_queue_max = at_least(count(value)?, 1)?,
             "sled_cache_bytes" => s.sled_cache_bytes = at_least(size(value)?, 1 << 20)?,
+            "memo_bytes" => s.memo_bytes = count(value)?,
             "body_bytes_max" => l.body_bytes_max = at_least(count(value)?, 1024)?,
             "list_limit_max" => l.list_limit_max = at_least(count(value)?, 1)?,
             "wait_ms_max" => l.wait_ms_max = size(value)?,

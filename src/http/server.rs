@@ -33,6 +33,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     pub segment_bytes: u64,
     pub sled_cache_bytes: u64,
+    /// The projection's memos ([`ProjectionConfig::snapshot_cache_bytes`]).
+    pub memo_bytes: usize,
     /// Group-commit limits of the writer (see [`LedgerConfig`]).
     pub commit_batch_records_max: usize,
     pub commit_batch_bytes_max: usize,
@@ -66,6 +68,7 @@ impl ServeConfig {
             admin_token: None,
             segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
             sled_cache_bytes: 64 * 1024 * 1024,
+            memo_bytes: crate::projection::SNAPSHOT_CACHE_BYTES_DEFAULT,
             commit_batch_records_max: crate::limits::COMMIT_BATCH_RECORDS_MAX,
             commit_batch_bytes_max: crate::limits::COMMIT_BATCH_BYTES_MAX,
             append_queue_max: crate::limits::APPEND_QUEUE_MAX,
@@ -305,6 +308,7 @@ pub async fn start(
                 cfg.data_dir.join(crate::projection::PROJECTION_DIR_NAME),
                 ProjectionConfig {
                     cache_capacity_bytes: cfg.sled_cache_bytes,
+                    snapshot_cache_bytes: cfg.memo_bytes,
                     ..Default::default()
                 },
             )
