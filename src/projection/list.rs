@@ -19,6 +19,12 @@
 //! as key bounds on whichever index is scanned. The projection records whether that order
 //! has ever been broken (an imported log could); if so, ranges are only post-filtered.
 //!
+//! **Lists by resource only** (and tenant) — the dialects' "actions of this server" query —
+//! are paged out of the resource's whole id list: kept in the projection's memo (see
+//! `cache`; the applier keeps it current), or read once from the resource index (≤ 1024
+//! ids; a larger resource takes the general path below) and offered to it. With the
+//! snapshots memoised too, such a page needs no sled read ([`run_in_memory`]).
+//!
 //! **Cost.**
 //! - A page: O(scanned index entries until `limit + 1` matches) snapshot reads. With one
 //!   filter (or none) every scanned entry matches, so a page costs `limit + 1` reads.
