@@ -158,6 +158,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V
             Some(new) if new <= self.shard_bytes_max => {
                 *bytes = new;
                 s.bytes = s.bytes - old + new;
+                self.fit(&mut s, k);
             }
             _ => {
                 s.map.remove(k);
@@ -225,14 +226,19 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V
                 s.map.insert(k.clone(), (v, bytes));
             }
         }
-        // The oldest others leave, one by one (first in, first out), until it fits.
+        self.fit(s, &k);
+    }
+
+    /// Lets the oldest entries other than `keep` go, one by one (first in, first out),
+    /// until the shard is within its share again.
+    fn fit(&self, s: &mut Shard<K, V, S>, keep: &K) {
         let mut turns = s.order.len();
         while s.bytes > self.shard_bytes_max && turns > 0 {
             turns -= 1;
             let Some(old) = s.order.pop_front() else {
                 break;
             };
-            if old == k {
+            if old == *keep {
                 s.order.push_back(old);
             } else if let Some((_, b)) = s.map.remove(&old) {
                 s.bytes -= b;
@@ -447,6 +453,31 @@ mod tests {
         assert!(m.get(&k2).is_none());
         m.offer(k2.clone(), big, 39);
         assert!(m.get(&k2).is_none());
+    }
+
+    #[test]
+    fn lists_growing_in_place_stay_within_the_bound() {
+        let m = ResourceMemo::new(8 * SHARDS * 1024);
+        let key = |i: u64| ResourceKey {
+            tenant: None,
+            resource: ResourceRef {
+                resource_type: "droplet".into(),
+                id: i.to_string(),
+            },
+        };
+        for i in 0..64 {
+            m.offer(key(i), vec![i], 0);
+        }
+        for id in 100..600 {
+            for i in 0..64 {
+                m.created(&key(i), id);
+            }
+        }
+        for shard in &m.0.shards {
+            let s = shard.lock().unwrap();
+            assert!(s.bytes <= m.0.shard_bytes_max, "{} bytes", s.bytes);
+            assert_eq!(s.bytes, s.map.values().map(|(_, b)| b).sum::<usize>());
+        }
     }
 
     #[test]
