@@ -6,30 +6,19 @@
 //! can never be stale — a newer state has another position and misses — and no
 //! invalidation is needed (`as_of` states are states the action once had, and hit too).
 //!
-//! Memory: [`RENDER_CACHE_BYTES`] split over [`SHARDS`] shards; a shard that would exceed
-//! its share is emptied and refilled (crude, but bounded and lock-cheap; a list touches
-//! ~50 entries).
+//! Memory: [`RENDER_CACHE_BYTES`], in the projection's bounded, sharded `Memo` (oldest
+//! entries leave first); its stale-offer rules are not needed here, only `get` and `put`.
 
 use super::wire::{ActionOut, ListOut};
-use crate::event::{Action, Position};
-use crate::projection::cache::IdMap;
+use crate::event::{Action, ActionId, Position};
+use crate::projection::cache::{IdHash, Memo};
 use axum::body::Bytes;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Bytes of rendered JSON kept at most (all shards together).
 pub const RENDER_CACHE_BYTES: usize = 16 * 1024 * 1024;
-const SHARDS: usize = 16;
 
-#[derive(Default)]
-struct Shard {
-    map: IdMap<(Position, Bytes)>,
-    bytes: usize,
-}
-
-pub struct RenderCache {
-    shards: Vec<Mutex<Shard>>,
-    shard_bytes_max: usize,
-}
+pub struct RenderCache(Memo<ActionId, (Position, Bytes), IdHash>);
 
 impl Default for RenderCache {
     fn default() -> Self {
@@ -39,32 +28,19 @@ impl Default for RenderCache {
 
 impl RenderCache {
     pub fn new(bytes_max: usize) -> RenderCache {
-        RenderCache {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            shard_bytes_max: bytes_max / SHARDS,
-        }
+        RenderCache(Memo::new(bytes_max))
     }
 
     /// The JSON of `ActionOut::from(a)`, byte for byte.
     pub fn action(&self, a: &Action) -> Result<Bytes, serde_json::Error> {
-        let shard = &self.shards[(a.id % SHARDS as u64) as usize];
-        if let Some((position, json)) = lock(shard).map.get(&a.id) {
-            if *position == a.updated_position {
-                return Ok(json.clone());
+        if let Some((position, json)) = self.0.get(&a.id) {
+            if position == a.updated_position {
+                return Ok(json);
             }
         }
         let json = Bytes::from(serde_json::to_vec(&ActionOut::from(a))?);
-        let mut s = lock(shard);
-        if s.bytes + json.len() > self.shard_bytes_max {
-            s.map.clear();
-            s.bytes = 0;
-        }
-        if json.len() <= self.shard_bytes_max {
-            s.bytes += json.len();
-            if let Some((_, old)) = s.map.insert(a.id, (a.updated_position, json.clone())) {
-                s.bytes -= old.len();
-            }
-        }
+        self.0
+            .put(a.id, (a.updated_position, json.clone()), json.len());
         Ok(json)
     }
 
@@ -101,15 +77,12 @@ impl RenderCache {
     }
 }
 
-fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::fold;
-    use crate::event::{ActionId, CreateAction, EventBody, NewAction};
+    use crate::event::{CreateAction, EventBody, NewAction};
+    use crate::projection::cache::SHARDS;
 
     fn action(id: ActionId) -> Action {
         let create = CreateAction {
@@ -169,10 +142,10 @@ mod tests {
             let expected = serde_json::to_vec(&ActionOut::from(&a)).unwrap();
             assert_eq!(cache.action(&a).unwrap()[..], expected[..]);
         }
-        for shard in &cache.shards {
-            assert!(lock(shard).bytes <= cache.shard_bytes_max);
-            let held: usize = lock(shard).map.values().map(|(_, b)| b.len()).sum();
-            assert_eq!(held, lock(shard).bytes, "the byte count is exact");
+        let (shards, shard_bytes_max) = cache.0.usage();
+        for (bytes, held) in shards {
+            assert!(bytes <= shard_bytes_max);
+            assert_eq!(held, bytes, "the byte count is exact");
         }
     }
 }

@@ -37,13 +37,11 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 
-/// A map keyed by action id with a cheap multiplicative hash instead of SipHash: ids are
+/// The hash of memos keyed by action id: murmur3's finaliser instead of SipHash — ids are
 /// assigned by the ledger, not chosen by clients, so there is no flooding to defend
 /// against, and a memo lookup is on every read's path.
-pub(crate) type IdMap<V> = HashMap<ActionId, V, IdHash>;
-
 #[derive(Clone, Copy, Default)]
 pub(crate) struct IdHash;
 
@@ -138,7 +136,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V
         self.publishing.fetch_max(last, Ordering::AcqRel);
     }
 
-    /// The applier's put of the newest value of `k`.
+    /// Puts the newest value of `k` (the applier's put, or any value that cannot be stale).
     pub fn put(&self, k: K, v: V, bytes: usize) {
         let mut s = self.shard(&k);
         self.insert(&mut s, k, v, bytes);
@@ -189,6 +187,21 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone + Default> Memo<K, V
             }
         }
         self.insert(&mut s, k, v, bytes);
+    }
+
+    /// Each shard's byte count and the sum of its entries' sizes, and the share each may
+    /// hold (for tests of the bound).
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> (Vec<(usize, usize)>, usize) {
+        let shards = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let s = shard.lock().unwrap();
+                (s.bytes, s.map.values().map(|(_, b)| b).sum())
+            })
+            .collect();
+        (shards, self.shard_bytes_max)
     }
 
     /// Forgets everything (a rebuild rewrote the projection underneath).
