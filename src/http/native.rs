@@ -24,6 +24,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Routes that answer promptly (they run under the request timeout).
@@ -292,26 +293,30 @@ pub async fn get_action(
     };
     // The current state from memory when the snapshot memo holds it (no sled work, so
     // here on the async worker); otherwise off it.
-    if as_of.is_none() {
-        let r = crate::event::ActionRef::parse(&id);
-        if let Some(a) = state.projection.get_in_memory(&r) {
-            let action = super::visible(&p, a, &id)?;
-            let json = state.rendered.action(&action).map_err(ApiError::internal)?;
-            return Ok(with_retry_after(&action, json_response(json)));
+    let in_memory = match as_of {
+        None => state
+            .projection
+            .get_in_memory(&crate::event::ActionRef::parse(&id)),
+        Some(_) => None,
+    };
+    let action = match in_memory {
+        Some(a) => super::visible(&p, a, &id)?,
+        None => {
+            let st = state.clone();
+            blocking(move || {
+                let current = super::load_action(&st, &p, &id)?;
+                match as_of {
+                    None => Ok(Arc::new(current)),
+                    Some(as_of) => st
+                        .projection
+                        .action_as_of(st.ledger.reader(), current.id, as_of)?
+                        .map(Arc::new)
+                        .ok_or_else(|| ApiError::not_found(format!("action {id} at that point"))),
+                }
+            })
+            .await?
         }
-    }
-    let st = state.clone();
-    let action = blocking(move || {
-        let current = super::load_action(&st, &p, &id)?;
-        match as_of {
-            None => Ok(current),
-            Some(as_of) => st
-                .projection
-                .action_as_of(st.ledger.reader(), current.id, as_of)?
-                .ok_or_else(|| ApiError::not_found(format!("action {id} at that point"))),
-        }
-    })
-    .await?;
+    };
     let json = state.rendered.action(&action).map_err(ApiError::internal)?;
     Ok(with_retry_after(&action, json_response(json)))
 }
