@@ -42,6 +42,8 @@
 //! does not build or run it; `cargo test --benches` (no `--bench` argument) runs a
 //! sub-second smoke pass.
 
+mod common;
+
 use action_ledger::event::codec;
 use action_ledger::event::*;
 use action_ledger::ledger::memory::MemoryStore;
@@ -337,13 +339,7 @@ fn env_settings() -> Settings {
         Err(_) => vec![1, 8, 64, 512],
     };
     let secs = |name: &str, default: f64| -> Duration {
-        let v = match std::env::var(name) {
-            Ok(s) => s
-                .trim()
-                .parse::<f64>()
-                .unwrap_or_else(|_| panic!("{name}: {s:?} is not a number of seconds")),
-            Err(_) => default,
-        };
+        let v: f64 = common::env_or(name, default);
         assert!(
             v >= 0.0 && v <= SECS_MAX as f64,
             "{name}: {v} is outside 0..={SECS_MAX}"

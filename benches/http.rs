@@ -21,6 +21,13 @@
 //! `HTTP_BENCH_SECS` (3) seconds each and keeps each server's best round. Any answer other
 //! than the expected status fails the run.
 //!
+//! Under each scenario's rates a second line gives the CPU time per request of each side,
+//! by thread group (`/proc/self/task/*/schedstat`): the bare server's workers, the real
+//! server's split into its HTTP workers, the ledger's writer and applier threads and sled's
+//! threads, and the client's in either round. On a shared VM the rates move with the
+//! neighbours (steal time); the work per request moves much less, so this is the line to
+//! compare between two builds.
+//!
 //! `HTTP_BENCH_ONLY=post|one|list` runs one scenario (to profile it); `HTTP_BENCH_METRICS=1`
 //! prints the real server's append, fsync and fsync-time counters at the end.
 //!
@@ -37,6 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use common::env_or;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,6 +147,56 @@ struct Round {
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
+    /// CPU time used during the round, by thread group.
+    cpu: BTreeMap<&'static str, Duration>,
+}
+
+/// The group a thread of this process counts in: the client, either server's runtime, the
+/// ledger's threads (writer, applier) and sled's (flusher, I/O pool).
+fn thread_group(comm: &str) -> &'static str {
+    match comm {
+        "client" => "client",
+        "bare-server" => "bare",
+        "real-server" => "server",
+        c if c.starts_with("ledger") => "ledger",
+        c if c.starts_with("sled") || c == "log flusher" => "sled",
+        _ => "other",
+    }
+}
+
+/// CPU time each thread group has used so far (Linux: `/proc/self/task/*/schedstat`, whose
+/// first field is the nanoseconds on CPU). Threads that ended are no longer counted, which
+/// is why the rounds take differences of live threads only: the servers' threads live on.
+fn cpu_by_group() -> BTreeMap<&'static str, Duration> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        *out.entry(thread_group(comm.trim())).or_default() += Duration::from_nanos(ns);
+    }
+    out
+}
+
+fn cpu_since(
+    before: &BTreeMap<&'static str, Duration>,
+    after: BTreeMap<&'static str, Duration>,
+) -> BTreeMap<&'static str, Duration> {
+    after
+        .into_iter()
+        .map(|(g, t)| {
+            (
+                g,
+                t.saturating_sub(before.get(g).copied().unwrap_or_default()),
+            )
+        })
+        .collect()
 }
 
 impl Round {
@@ -156,6 +214,7 @@ async fn load(
     action_ids: &[u64],
     one_id: u64,
 ) -> Round {
+    let cpu_before = cpu_by_group();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::with_capacity(conns);
@@ -217,6 +276,7 @@ async fn load(
         all.extend(t.await.expect("client task"));
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_since(&cpu_before, cpu_by_group());
     all.sort_unstable();
     let pick = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
     Round {
@@ -224,6 +284,7 @@ async fn load(
         elapsed,
         p50: pick(0.5),
         p99: pick(0.99),
+        cpu,
     }
 }
 
@@ -395,6 +456,25 @@ fn main() {
         if !ok {
             failed.push(scenario.name());
         }
+        // CPU per request by thread group: noisier machines change the rates, much less the
+        // work each request costs.
+        let per_request = |round: &Round, groups: &[&str]| -> f64 {
+            let cpu: Duration = groups.iter().filter_map(|g| round.cpu.get(g)).sum();
+            cpu.as_secs_f64() * 1e6 / round.requests.max(1) as f64
+        };
+        let (bare_cpu, client_bare) = (per_request(&b, &["bare"]), per_request(&b, &["client"]));
+        let (real_cpu, client_real) = (
+            per_request(&r, &["server", "ledger", "sled"]),
+            per_request(&r, &["client"]),
+        );
+        println!(
+            "{:<15} | CPU per request: bare server {bare_cpu:.1} µs (client {client_bare:.1}) | real server {real_cpu:.1} µs = http {:.1} + ledger {:.1} + sled {:.1} (client {client_real:.1}) | server CPU ratio bare/real {:.1}%",
+            "",
+            per_request(&r, &["server"]),
+            per_request(&r, &["ledger"]),
+            per_request(&r, &["sled"]),
+            bare_cpu / real_cpu * 100.0,
+        );
     }
     if !failed.is_empty() {
         println!("targets missed: {}", failed.join(", "));

@@ -1,5 +1,10 @@
 //! What the benchmark binaries share (each includes it with `mod common;`).
 
+/// The allocator of the `action-ledger` binary (`src/main.rs`), so that a server or
+/// projection hosted in a benchmark's own process costs what it costs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The value of environment variable `name`, or `default` when it is unset; a value that
 /// does not parse stops the benchmark, naming it.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
