@@ -420,7 +420,14 @@ struct Applier {
 impl Applier {
     fn run(self, rx: std::sync::mpsc::Receiver<Job>) {
         let mut failed = false;
-        for job in rx {
+        while let Ok(mut job) = rx.recv() {
+            // Batches that queued up while the last one was applied go to the store together:
+            // one sled batch (and one sealed sled buffer) instead of one each. The queue holds
+            // at most `APPLY_QUEUE_BATCHES`, so this never waits for more.
+            while let Ok(next) = rx.try_recv() {
+                job.entries.extend(next.entries);
+                job.answers.extend(next.answers);
+            }
             if let Some(last) = job.entries.last().map(|e| e.position) {
                 if !failed {
                     match self.store.apply(&job.entries) {

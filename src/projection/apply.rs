@@ -44,15 +44,19 @@ pub(crate) struct Changed {
     pub created: bool,
 }
 
+/// An action as sled holds it, and the history tail of its snapshot value.
+type Stored = (Action, Vec<u8>);
+
 pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
     /// What sled holds for each touched action — the action and the history tail of its
-    /// snapshot value (`None`: it did not exist).
-    before: HashMap<ActionId, Option<(Action, Vec<u8>)>>,
+    /// snapshot value (`None`: it did not exist). Boxed, like `now`: an `Action` is several
+    /// hundred bytes, and the maps grow while a run is folded.
+    before: HashMap<ActionId, Option<Box<Stored>>>,
     /// Locations of the records folded in this run, per action, in log order.
     locations: HashMap<ActionId, Vec<u8>>,
     /// The current state of each touched action that exists.
-    now: HashMap<ActionId, Action>,
+    now: HashMap<ActionId, Box<Action>>,
     uids: Vec<(String, ActionId)>,
     /// Exclusive holder keys read or changed in this run; `None` = no holder.
     exclusive: HashMap<Vec<u8>, Option<ActionId>>,
@@ -113,11 +117,11 @@ impl<'t> Fold<'t> {
             None => None,
             Some(v) => {
                 let (a, tail) = super::decode_snapshot(id, &v)?;
-                Some((a, tail.to_vec()))
+                Some(Box::new((a, tail.to_vec())))
             }
         };
-        if let Some((a, _)) = &stored {
-            self.now.insert(id, a.clone());
+        if let Some(stored) = &stored {
+            self.now.insert(id, Box::new(stored.0.clone()));
         }
         self.before.insert(id, stored);
         Ok(())
@@ -152,8 +156,10 @@ impl<'t> Fold<'t> {
             self.load(op.action_id())?;
         }
         let now = &self.now;
-        let results = fold::apply_entry(&c.entry, c.position, |id| now.get(&id).cloned())
-            .map_err(|e| StoreError(format!("record {} does not apply: {e}", c.position)))?;
+        let results = fold::apply_entry(&c.entry, c.position, |id| {
+            now.get(&id).map(|a| Action::clone(a))
+        })
+        .map_err(|e| StoreError(format!("record {} does not apply: {e}", c.position)))?;
 
         // Per operation, exactly what MemoryStore does.
         let mut touched: Vec<ActionId> = Vec::with_capacity(results.len());
@@ -173,7 +179,6 @@ impl<'t> Fold<'t> {
             if !touched.contains(&a.id) {
                 touched.push(a.id);
             }
-            self.now.insert(a.id, a.clone());
         }
         let location = keys::location(c.position, c.segment, c.offset);
         for id in touched {
@@ -182,16 +187,27 @@ impl<'t> Fold<'t> {
                 .or_default()
                 .extend_from_slice(&location);
         }
-        if let Some(stamp) = &c.entry.idempotency {
-            self.idempotent.insert(
-                keys::idempotency_key(&stamp.tenant, &stamp.key),
-                StoredIdempotent {
-                    request_digest: stamp.request_digest,
-                    position: c.position,
-                    recorded_at: c.entry.recorded_at,
-                    actions: results,
-                },
-            );
+        // In order: an action changed twice by the record ends in its later state.
+        match &c.entry.idempotency {
+            None => {
+                for a in results {
+                    self.now.insert(a.id, Box::new(a));
+                }
+            }
+            Some(stamp) => {
+                for a in &results {
+                    self.now.insert(a.id, Box::new(a.clone()));
+                }
+                self.idempotent.insert(
+                    keys::idempotency_key(&stamp.tenant, &stamp.key),
+                    StoredIdempotent {
+                        request_digest: stamp.request_digest,
+                        position: c.position,
+                        recorded_at: c.entry.recorded_at,
+                        actions: results,
+                    },
+                );
+            }
         }
         self.writes_estimate += 2 + c
             .entry
@@ -217,9 +233,9 @@ impl<'t> Fold<'t> {
         // Sorted so writes go to sled in key order (kinder to its leaves).
         let ids: BTreeSet<ActionId> = self.now.keys().copied().collect();
         for id in ids {
-            let new = &self.now[&id];
+            let new: &Action = &self.now[&id];
             let (old, stored_tail) = match self.before.get(&id) {
-                Some(Some((a, tail))) => (Some(a), tail.as_slice()),
+                Some(Some(stored)) => (Some(&stored.0), stored.1.as_slice()),
                 _ => (None, &[][..]),
             };
             let added = self.locations.get(&id).map_or(&[][..], Vec::as_slice);
@@ -355,7 +371,7 @@ impl<'t> Fold<'t> {
         let changed = changed
             .into_iter()
             .filter_map(|(id, encoded_len, created)| {
-                let action = self.now.remove(&id)?;
+                let action = *self.now.remove(&id)?;
                 Some(Changed {
                     action,
                     encoded_len,
