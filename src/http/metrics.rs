@@ -25,17 +25,33 @@ struct Series {
 
 #[derive(Default)]
 pub struct Metrics {
-    /// (method, route template, status) → latency series. Routes are templates
-    /// (`/api/v1/actions/{id}`), so the label set stays bounded.
-    requests: Mutex<BTreeMap<(String, String, u16), Series>>,
+    /// route template → (method, status, latency series). Routes are templates
+    /// (`/api/v1/actions/{id}`), so the label set stays bounded; a request allocates only
+    /// the first time its combination is seen.
+    requests: Mutex<BTreeMap<String, Vec<MethodSeries>>>,
 }
+
+/// Method, status and the latency series of one route's requests.
+type MethodSeries = (String, u16, Series);
 
 impl Metrics {
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let s = map
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default();
+        if !map.contains_key(route) {
+            map.insert(route.to_string(), Vec::new());
+        }
+        let series = map.get_mut(route).expect("inserted above");
+        let i = match series
+            .iter()
+            .position(|(m, st, _)| m == method && *st == status)
+        {
+            Some(i) => i,
+            None => {
+                series.push((method.to_string(), status, Series::default()));
+                series.len() - 1
+            }
+        };
+        let s = &mut series[i].2;
         s.count += 1;
         s.sum_seconds += seconds;
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -48,17 +64,13 @@ impl Metrics {
 
 /// Middleware recording every request.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
     state.metrics.observe(
-        &method,
-        &route,
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
@@ -85,7 +97,16 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for ((method, route, status), s) in map.iter() {
+        let mut rows: Vec<(&str, &str, u16, &Series)> = map
+            .iter()
+            .flat_map(|(route, series)| {
+                series
+                    .iter()
+                    .map(move |(method, status, s)| (method.as_str(), route.as_str(), *status, s))
+            })
+            .collect();
+        rows.sort_by_key(|&(method, route, status, _)| (method, route, status));
+        for (method, route, status, s) in rows {
             let labels = format!(
                 "method=\"{}\",route=\"{}\",status=\"{status}\"",
                 escape(method),

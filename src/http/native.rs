@@ -141,11 +141,7 @@ pub async fn create(
         vec![Command::Create(req.into_command(tenant))],
     )
     .await?;
-    let a = &c.actions[0];
-    Ok(with_retry_after(
-        a,
-        (StatusCode::CREATED, Json(ActionOut::from(a))).into_response(),
-    ))
+    action_response(&state, StatusCode::CREATED, &c.actions[0])
 }
 
 #[utoipa::path(post, path = "/api/v1/actions/{id}/events", request_body = EventJson,
@@ -181,11 +177,7 @@ pub async fn record_event(
         body: event,
     });
     let c = submit(&state, &p, idem, vec![command]).await?;
-    let a = &c.actions[0];
-    Ok(with_retry_after(
-        a,
-        Json(ActionOut::from(a)).into_response(),
-    ))
+    action_response(&state, StatusCode::OK, &c.actions[0])
 }
 
 #[utoipa::path(post, path = "/api/v1/actions/{id}/cancel",
@@ -211,11 +203,7 @@ pub async fn cancel(
         body: EventBody::CancelRequested,
     });
     let c = submit(&state, &p, idem, vec![command]).await?;
-    let a = &c.actions[0];
-    Ok(with_retry_after(
-        a,
-        (StatusCode::ACCEPTED, Json(ActionOut::from(a))).into_response(),
-    ))
+    action_response(&state, StatusCode::ACCEPTED, &c.actions[0])
 }
 
 #[utoipa::path(post, path = "/api/v1/batch", request_body = BatchBody,
@@ -317,8 +305,16 @@ pub async fn get_action(
             .await?
         }
     };
-    let json = state.rendered.action(&action).map_err(ApiError::internal)?;
-    Ok(with_retry_after(&action, json_response(json)))
+    action_response(&state, StatusCode::OK, &action)
+}
+
+/// The answer about one action: its native JSON (rendered once per state: the render memo
+/// keeps it for the GETs and lists that follow a write), `Retry-After` while unfinished.
+fn action_response(state: &AppState, status: StatusCode, a: &Action) -> Result<Response, ApiError> {
+    let json = state.rendered.action(a).map_err(ApiError::internal)?;
+    let mut resp = json_response(json);
+    *resp.status_mut() = status;
+    Ok(with_retry_after(a, resp))
 }
 
 /// A 200 answer with an already serialised JSON body.
@@ -402,7 +398,7 @@ pub async fn wait(
         let (st, p2, id2) = (state.clone(), p.clone(), id.clone());
         let action = blocking(move || super::load_action(&st, &p2, &id2)).await?;
         if action.status.is_terminal() {
-            return Ok(Json(ActionOut::from(&action)).into_response());
+            return action_response(&state, StatusCode::OK, &action);
         }
         tokio::select! {
             changed = commits.changed() => {
@@ -411,10 +407,10 @@ pub async fn wait(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                return Ok(with_retry_after(&action, Json(ActionOut::from(&action)).into_response()));
+                return action_response(&state, StatusCode::OK, &action);
             }
             _ = super::shutting_down(state.shutdown.clone()) => {
-                return Ok(with_retry_after(&action, Json(ActionOut::from(&action)).into_response()));
+                return action_response(&state, StatusCode::OK, &action);
             }
         }
     }

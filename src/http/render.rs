@@ -18,6 +18,9 @@ use std::sync::Arc;
 /// Bytes of rendered JSON kept at most (all shards together).
 pub const RENDER_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Room reserved for one action's JSON (most are 600–900 bytes).
+const RENDERED_ACTION_BYTES_TYPICAL: usize = 1024;
+
 pub struct RenderCache(Memo<ActionId, (Position, Bytes), IdHash>);
 
 impl Default for RenderCache {
@@ -38,9 +41,13 @@ impl RenderCache {
                 return Ok(json);
             }
         }
-        let json = Bytes::from(serde_json::to_vec(&ActionOut::from(a))?);
-        self.0
-            .put(a.id, (a.updated_position, json.clone()), json.len());
+        // Sized for a typical action, so serialising rarely regrows the buffer.
+        let mut out = Vec::with_capacity(RENDERED_ACTION_BYTES_TYPICAL);
+        serde_json::to_writer(&mut out, &ActionOut::from(a))?;
+        // What the memo holds is the whole allocation, spare room included.
+        let held = out.capacity();
+        let json = Bytes::from(out);
+        self.0.put(a.id, (a.updated_position, json.clone()), held);
         Ok(json)
     }
 
