@@ -334,6 +334,19 @@ fn idempotent_repeat_in_the_same_batch_waits_for_the_fsync() {
 struct SlowStore {
     inner: action_ledger::ledger::memory::MemoryStore,
     delay: std::time::Duration,
+    /// The positions each `apply` call was given, call by call (catch-up at open calls it
+    /// with none: not recorded).
+    applies: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+impl SlowStore {
+    fn new(delay: std::time::Duration) -> SlowStore {
+        SlowStore {
+            inner: action_ledger::ledger::memory::MemoryStore::new(),
+            delay,
+            applies: Default::default(),
+        }
+    }
 }
 
 impl StateStore for SlowStore {
@@ -368,6 +381,12 @@ impl StateStore for SlowStore {
         &self,
         entries: &[action_ledger::ledger::CommittedEntry],
     ) -> Result<(), action_ledger::ledger::StoreError> {
+        if !entries.is_empty() {
+            self.applies
+                .lock()
+                .unwrap()
+                .push(entries.iter().map(|e| e.position).collect());
+        }
         std::thread::sleep(self.delay);
         self.inner.apply(entries)
     }
@@ -378,10 +397,7 @@ fn written_but_unapplied_batches_decide_the_next_ones() {
     // Goal: the writer validates batch N+1 while batch N is still being applied; every rule
     // (uid, exclusive, versions, idempotency) must see batch N, and no answer may precede
     // the answer of what it depends on.
-    let store = std::sync::Arc::new(SlowStore {
-        inner: action_ledger::ledger::memory::MemoryStore::new(),
-        delay: std::time::Duration::from_millis(300),
-    });
+    let store = std::sync::Arc::new(SlowStore::new(std::time::Duration::from_millis(300)));
     let l = std::sync::Arc::new(open_sim_with(&SimStorage::new(), 1 << 20, store.clone()).unwrap());
     let mut first = CreateAction::new("acme", "reboot", "vm", "7");
     first.uid = Some("u-1".into());
@@ -453,4 +469,56 @@ fn written_but_unapplied_batches_decide_the_next_ones() {
         store.action(a.actions[0].id).unwrap().unwrap().status,
         Status::Running
     );
+}
+
+#[test]
+fn batches_queued_behind_a_slow_apply_are_applied_together_in_order() {
+    // Goal: commit batches that wait while the applier is busy reach the store in one apply
+    // (one sled batch in production), in log order, and each caller is answered only after
+    // its batch is applied.
+    let store = std::sync::Arc::new(SlowStore::new(std::time::Duration::from_millis(500)));
+    let l = std::sync::Arc::new(open_sim_with(&SimStorage::new(), 1 << 20, store.clone()).unwrap());
+    let durable = |n: u64| {
+        while l.stats().records.load(std::sync::atomic::Ordering::Relaxed) < n {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    let spawn = |resource: &str| {
+        let (l, s) = (
+            l.clone(),
+            submission(Some("acme"), vec![create("acme", resource)]),
+        );
+        std::thread::spawn(move || l.submit_blocking(s))
+    };
+    // The first batch is being applied (500 ms) while the next two are written, one at a time.
+    let first = spawn("0");
+    durable(1);
+    while store.applies.lock().unwrap().is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let second = spawn("1");
+    durable(2);
+    let third = spawn("2");
+    durable(3);
+    assert_eq!(store.applied_position(), 0, "nothing applied yet");
+
+    let answers: Vec<action_ledger::ledger::Committed> = [first, second, third]
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    let positions: Vec<u64> = answers.iter().map(|c| c.position).collect();
+    assert_eq!(positions, vec![1, 2, 3]);
+    assert_eq!(
+        *store.applies.lock().unwrap(),
+        vec![vec![1], vec![2, 3]],
+        "the two batches written during the first apply went to the store together"
+    );
+    for c in &answers {
+        let id = c.actions[0].id;
+        assert_eq!(
+            store.action(id).unwrap().unwrap(),
+            c.actions[0],
+            "answered before applied"
+        );
+    }
 }
