@@ -16,6 +16,10 @@ pub fn bin() -> String {
 
 /// How long a start may take on a loaded 2-core machine before it counts as a failed start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one `/readyz` probe may take. Without it one stuck probe (a connection the
+/// kernel let wait in SYN retries, ~2 min) would use up all of [`START_TIMEOUT`] with no
+/// second try; a server that really stopped answering still fails every probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -110,8 +114,13 @@ pub async fn start(data_dir: &Path, output: &Path, opts: &Options) -> Result<Bin
 
 async fn wait_ready(child: &mut Child, output: &Path) -> Result<String, String> {
     let started = Instant::now();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut base: Option<String> = None;
+    // What the last probe got, for the failure message.
+    let mut last_probe = String::from("no probe yet (no \"listening on\" line)");
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Err(format!(
@@ -121,7 +130,7 @@ async fn wait_ready(child: &mut Child, output: &Path) -> Result<String, String> 
         }
         if started.elapsed() > START_TIMEOUT {
             return Err(format!(
-                "server not ready after {START_TIMEOUT:?}; output:\n{}",
+                "server not ready after {START_TIMEOUT:?} (last /readyz probe: {last_probe}); output:\n{}",
                 read_output(output)
             ));
         }
@@ -132,10 +141,10 @@ async fn wait_ready(child: &mut Child, output: &Path) -> Result<String, String> 
                 .map(|s| s.trim().to_string());
         }
         if let Some(b) = &base {
-            if let Ok(r) = client.get(format!("{b}/readyz")).send().await {
-                if r.status() == reqwest::StatusCode::OK {
-                    return Ok(b.clone());
-                }
+            match client.get(format!("{b}/readyz")).send().await {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => return Ok(b.clone()),
+                Ok(r) => last_probe = format!("status {}", r.status()),
+                Err(e) => last_probe = format!("{e:?}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
