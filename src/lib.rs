@@ -32,3 +32,10 @@ pub mod limits;
 pub mod log;
 pub mod projection;
 pub mod tokens;
+
+/// The allocator the `action-ledger` binary installs (`src/main.rs`) and so do the
+/// benchmarks that host a server or projection in their own process (`benches/common`): one
+/// choice, named once. jemalloc rather than the C library's: the write path allocates on the
+/// ledger's threads and frees on the HTTP workers, where glibc's malloc spent ~20% of the
+/// server's CPU per durable event (README, Performance).
+pub use tikv_jemallocator::Jemalloc as Allocator;

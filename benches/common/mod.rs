@@ -1,9 +1,9 @@
 //! What the benchmark binaries share (each includes it with `mod common;`).
 
-/// The allocator of the `action-ledger` binary (`src/main.rs`), so that a server or
-/// projection hosted in a benchmark's own process costs what it costs in production.
+/// The binary's allocator ([`action_ledger::Allocator`]), so that a server or projection
+/// hosted in a benchmark's own process costs what it costs in production.
 #[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static GLOBAL: action_ledger::Allocator = action_ledger::Allocator;
 
 /// The value of environment variable `name`, or `default` when it is unset; a value that
 /// does not parse stops the benchmark, naming it.
