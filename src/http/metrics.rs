@@ -3,12 +3,15 @@
 
 use super::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -62,19 +65,84 @@ impl Metrics {
     }
 }
 
-/// Middleware recording every request.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    state.metrics.observe(
-        method.as_str(),
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    resp
+/// The layer recording every request: count and latency by method, route template and
+/// status. A plain tower layer (no boxed future, no per-request clone of the inner service).
+#[derive(Clone)]
+pub struct TrackLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// See [`TrackLayer`].
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = req.method().clone();
+        Tracked {
+            start: Instant::now(),
+            inner: self.inner.call(req),
+            metrics: self.metrics.clone(),
+            route,
+            method,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, observed when it is ready.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        metrics: Arc<Metrics>,
+        route: Option<MatchedPath>,
+        method: Method,
+        start: Instant,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Ok(resp) = &out {
+            this.metrics.observe(
+                this.method.as_str(),
+                this.route.as_ref().map_or("unmatched", MatchedPath::as_str),
+                resp.status().as_u16(),
+                this.start.elapsed().as_secs_f64(),
+            );
+        }
+        Poll::Ready(out)
+    }
 }
 
 fn escape(s: &str) -> String {

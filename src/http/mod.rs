@@ -82,9 +82,27 @@ pub const LIST_LIMIT_DEFAULT: usize = 50;
 /// Longest accepted `Idempotency-Key`, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 
-/// Everything a handler needs. Cloned per request (all fields are shared handles).
+/// Everything a handler needs: one shared handle to [`Shared`], so the clones axum makes
+/// per request (the handler's state, the metrics middleware's) cost one reference count,
+/// not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares (see [`AppState`]).
+pub struct Shared {
     pub ledger: Arc<Ledger>,
     pub projection: Arc<Projection>,
     pub tokens: Arc<TokenStore>,
@@ -102,7 +120,7 @@ pub struct AppState {
     pub rendered: Arc<render::RenderCache>,
 }
 
-impl AppState {
+impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }

@@ -11,7 +11,7 @@ use crate::ledger::{Ledger, LedgerConfig, StateStore};
 use crate::projection::{Projection, ProjectionConfig};
 use crate::tokens::{Role, TokenStore};
 use anyhow::Context;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,7 +23,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tower::ServiceExt as _;
 
 /// Everything `serve` needs, validated.
 #[derive(Clone, Debug)]
@@ -111,10 +110,7 @@ pub fn router(state: AppState) -> Router {
     main_routes(timeout)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(metrics::TrackLayer(state.metrics.clone()))
         .with_state(state)
 }
 
@@ -124,10 +120,7 @@ pub fn router(state: AppState) -> Router {
 pub fn redis_router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
     redis_routes(timeout)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
+        .layer(metrics::TrackLayer(state.metrics.clone()))
         .with_state(state)
 }
 
@@ -169,6 +162,11 @@ async fn openapi_doc(_caller: Caller) -> impl IntoResponse {
 }
 
 async fn healthz() -> Json<serde_json::Value> {
+    health()
+}
+
+/// The `/healthz` answer: the process is up (ready or not).
+fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -246,23 +244,55 @@ impl Running {
 }
 
 /// The service a listener runs: the application once recovery is done (`slot` set), and
-/// until then `/healthz` 200, `/readyz` 503 and 503 for everything else.
-fn starting_front(slot: Arc<OnceLock<Router>>) -> Router {
-    Router::new().fallback(move |req: Request| {
-        let slot = slot.clone();
-        async move {
-            match slot.get() {
-                Some(app) => app.clone().oneshot(req).await.into_response(),
-                None if req.uri().path() == "/healthz" => healthz().await.into_response(),
-                None if req.uri().path() == "/readyz" => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"status": "starting"})),
-                )
-                    .into_response(),
-                None => ApiError::unavailable("starting: recovering the log").into_response(),
-            }
+/// until then `/healthz` 200, `/readyz` 503 and 503 for everything else. A plain service
+/// rather than a router with a fallback: once ready, a request goes straight to the
+/// application's router (one routing pass, not two).
+#[derive(Clone)]
+struct Front {
+    slot: Arc<OnceLock<Router>>,
+}
+
+impl Front {
+    /// The answer while recovery runs.
+    fn starting(path: &str) -> Response {
+        match path {
+            "/healthz" => health().into_response(),
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "starting"})),
+            )
+                .into_response(),
+            _ => ApiError::unavailable("starting: recovering the log").into_response(),
         }
-    })
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for Front
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        axum::routing::future::RouteFuture<std::convert::Infallible>,
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        use futures_util::future::Either;
+        match self.slot.get() {
+            Some(app) => Either::Left(app.clone().call(req)),
+            None => Either::Right(std::future::ready(Ok(Front::starting(req.uri().path())))),
+        }
+    }
 }
 
 /// Binds, recovers, serves until [`Running::stop`] or `signal` resolves.
@@ -297,8 +327,10 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
     let redis_slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let front = starting_front(slot.clone());
-    let redis_front = starting_front(redis_slot.clone());
+    let front = Front { slot: slot.clone() };
+    let redis_front = Front {
+        slot: redis_slot.clone(),
+    };
 
     // Open the ledger off the async workers: recovery reads and checks every segment.
     let cfg = config.clone();
@@ -328,7 +360,7 @@ pub async fn start(
     if let Some(t) = &ledger.recovery().torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
     }
-    let state = AppState {
+    let state = AppState::new(super::Shared {
         ledger: ledger.clone(),
         projection: projection.clone(),
         tokens,
@@ -339,7 +371,7 @@ pub async fn start(
         public_metrics: config.public_metrics,
         shutdown: shutdown_rx.clone(),
         rendered: Arc::default(),
-    };
+    });
     let _ = slot.set(router(state.clone()));
     let _ = redis_slot.set(redis_router(state.clone()));
     state.ready.store(true, Ordering::Release);
@@ -480,7 +512,7 @@ pub const HEADERS_MAX: usize = 100;
 /// beyond that are closed without an answer.
 async fn serve_listener(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: Front,
     limits: HttpLimits,
     refusal_body: RefusalBody,
     stop: impl Future<Output = ()> + Send,

@@ -16,7 +16,7 @@
 use action_ledger::event::codec::{decode_bounded, decode_entry, ENTRY_SCHEMA_V1, KIND_ENTRY};
 use action_ledger::event::*;
 use action_ledger::http::wire::{BatchBody, CreateBody, EventJson};
-use action_ledger::http::{AppState, HttpLimits};
+use action_ledger::http::{AppState, HttpLimits, Shared};
 use action_ledger::log::format::{decode_frame, SegmentHeader, HEADER_LEN};
 use action_ledger::log::{SimStorage, Storage};
 use axum::body::Body;
@@ -521,7 +521,7 @@ fn app() -> App {
         body_bytes_max: 64 * 1024,
         ..HttpLimits::default()
     };
-    let state = AppState {
+    let state = AppState::new(Shared {
         ledger: Arc::new(ledger),
         projection,
         tokens: Arc::new(tokens),
@@ -532,7 +532,7 @@ fn app() -> App {
         public_metrics: false,
         shutdown,
         rendered: Arc::default(),
-    };
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
