@@ -9,7 +9,7 @@
 //! Memory: [`RENDER_CACHE_BYTES`], in the projection's bounded, sharded `Memo` (oldest
 //! entries leave first); its stale-offer rules are not needed here, only `get` and `put`.
 
-use super::wire::{ActionOut, ListOut};
+use super::wire::{ActionOut, ActionView, ListOut};
 use crate::event::{Action, ActionId, Position};
 use crate::projection::cache::{IdHash, Memo};
 use axum::body::Bytes;
@@ -43,7 +43,7 @@ impl RenderCache {
         }
         // Sized for a typical action, so serialising rarely regrows the buffer.
         let mut out = Vec::with_capacity(RENDERED_ACTION_BYTES_TYPICAL);
-        serde_json::to_writer(&mut out, &ActionOut::from(a))?;
+        serde_json::to_writer(&mut out, &ActionView(a))?;
         // What the memo holds is the whole allocation, spare room included.
         let held = out.capacity();
         let json = Bytes::from(out);

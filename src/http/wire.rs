@@ -10,9 +10,62 @@ use utoipa::ToSchema;
 
 /// RFC 3339, UTC, microseconds: `2024-10-19T15:08:55.887799Z`.
 pub fn rfc3339(micros: Micros) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    Rfc3339::new(micros).as_str().to_string()
+}
+
+/// The RFC 3339 text of a time (UTC, six fractional digits, `Z`), formatted on the stack:
+/// exactly chrono's `to_rfc3339_opts(SecondsFormat::Micros, true)` (a time chrono cannot
+/// represent is the Unix epoch, as before), without its formatting machinery for the
+/// common years 0000–9999. Rendering an action formats up to five of these.
+pub struct Rfc3339 {
+    buf: [u8; Rfc3339::LEN],
+    /// Chrono's own text, for years outside 0000–9999.
+    other: Option<String>,
+}
+
+impl Rfc3339 {
+    const LEN: usize = "2024-10-19T15:08:55.887799Z".len();
+
+    pub fn new(micros: Micros) -> Rfc3339 {
+        use chrono::{Datelike as _, Timelike as _};
+        let t = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
+        let year = t.year();
+        if !(0..=9999).contains(&year) {
+            return Rfc3339 {
+                buf: [0; Rfc3339::LEN],
+                other: Some(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            };
+        }
+        let mut buf = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: u32| {
+            for i in (at..at + width).rev() {
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year as u32);
+        put(5, 2, t.month());
+        put(8, 2, t.day());
+        put(11, 2, t.hour());
+        put(14, 2, t.minute());
+        put(17, 2, t.second());
+        put(20, 6, t.nanosecond() / 1000);
+        Rfc3339 { buf, other: None }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.other {
+            Some(s) => s,
+            // Only ASCII digits and separators were written.
+            None => std::str::from_utf8(&self.buf).unwrap_or_default(),
+        }
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// Parses RFC 3339 (any offset) into microseconds.
@@ -418,10 +471,7 @@ impl From<&Action> for ActionOut {
                     name: e.name.clone(),
                     started_at: rfc3339(e.started_at),
                     finished_at: e.finished_at.map(rfc3339),
-                    result: e.result.map(|r| match r {
-                        SubResult::Success => "success".into(),
-                        SubResult::Error => "error".into(),
-                    }),
+                    result: e.result.map(|r| sub_result_str(r).into()),
                     traceback: e.traceback.clone(),
                     host: e.host.clone(),
                     details: e.details.clone(),
@@ -434,6 +484,119 @@ impl From<&Action> for ActionOut {
                 .collect(),
             version: a.version,
         }
+    }
+}
+
+/// Serialises an action exactly as [`ActionOut::from`] would (same fields, order and
+/// bytes), borrowing instead of copying: the write and read paths render every answer
+/// through this, [`ActionOut`] stays the documented shape and the reference the tests
+/// compare it with.
+pub struct ActionView<'a>(pub &'a Action);
+
+impl Serialize for ActionView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let a = self.0;
+        let mut st = s.serialize_struct("ActionOut", 27)?;
+        st.serialize_field("id", &a.id)?;
+        st.serialize_field("uid", &a.uid)?;
+        st.serialize_field("tenant", &a.tenant)?;
+        st.serialize_field("user", &a.user)?;
+        st.serialize_field("type", &a.action_type)?;
+        st.serialize_field("kind", a.kind.as_str())?;
+        st.serialize_field("resource", &ResourceView(&a.resource))?;
+        st.serialize_field("related", &Seq(&a.related, ResourceView))?;
+        st.serialize_field("node", &a.node)?;
+        st.serialize_field("region", &a.region)?;
+        st.serialize_field("description", &a.description)?;
+        st.serialize_field("labels", &a.labels)?;
+        st.serialize_field("status", a.status.as_str())?;
+        st.serialize_field("progress", &a.progress)?;
+        st.serialize_field("state", &a.state)?;
+        st.serialize_field("message", &a.message)?;
+        st.serialize_field(
+            "error",
+            &a.error.as_ref().map(|e| ErrorInfoView {
+                code: &e.code,
+                message: &e.message,
+            }),
+        )?;
+        st.serialize_field("exclusive", &a.exclusive)?;
+        st.serialize_field("cancel_requested", &a.cancel_requested)?;
+        st.serialize_field("created_at", &Rfc3339::new(a.created_at))?;
+        st.serialize_field("started_at", &a.started_at.map(Rfc3339::new))?;
+        st.serialize_field("updated_at", &Rfc3339::new(a.updated_at))?;
+        st.serialize_field("completed_at", &a.completed_at.map(Rfc3339::new))?;
+        st.serialize_field("heartbeat_at", &a.heartbeat_at.map(Rfc3339::new))?;
+        st.serialize_field("events", &Seq(&a.events, SubEventView))?;
+        st.serialize_field("pending_ops", &PendingOpsView(&a.pending_ops))?;
+        st.serialize_field("version", &a.version)?;
+        st.end()
+    }
+}
+
+/// A slice serialised through a borrowed view of each element.
+struct Seq<'a, T, V>(&'a [T], fn(&'a T) -> V);
+
+impl<'a, T, V: Serialize> Serialize for Seq<'a, T, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(self.1))
+    }
+}
+
+/// [`ResourceJson`], borrowed.
+struct ResourceView<'a>(&'a ResourceRef);
+
+impl Serialize for ResourceView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut st = s.serialize_struct("ResourceJson", 2)?;
+        st.serialize_field("type", &self.0.resource_type)?;
+        st.serialize_field("id", &self.0.id)?;
+        st.end()
+    }
+}
+
+/// [`ErrorInfoJson`], borrowed.
+#[derive(Serialize)]
+struct ErrorInfoView<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// [`SubEventOut`], borrowed.
+struct SubEventView<'a>(&'a SubEvent);
+
+impl Serialize for SubEventView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let e = self.0;
+        let mut st = s.serialize_struct("SubEventOut", 7)?;
+        st.serialize_field("name", &e.name)?;
+        st.serialize_field("started_at", &Rfc3339::new(e.started_at))?;
+        st.serialize_field("finished_at", &e.finished_at.map(Rfc3339::new))?;
+        st.serialize_field("result", &e.result.map(sub_result_str))?;
+        st.serialize_field("traceback", &e.traceback)?;
+        st.serialize_field("host", &e.host)?;
+        st.serialize_field("details", &e.details)?;
+        st.end()
+    }
+}
+
+/// The native name of a sub-event's result.
+fn sub_result_str(r: SubResult) -> &'static str {
+    match r {
+        SubResult::Success => "success",
+        SubResult::Error => "error",
+    }
+}
+
+/// The pending ops as [`pending_op_out`] gives them (rare: the Redis dialect's shards).
+struct PendingOpsView<'a>(&'a BTreeMap<String, PendingOp>);
+
+impl Serialize for PendingOpsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(shard, op)| (shard, pending_op_out(op))))
     }
 }
 
@@ -556,6 +719,150 @@ pub fn op_json(op: &Op) -> Value {
                 EventBody::Started | EventBody::Heartbeat | EventBody::CancelRequested => {}
             }
             v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::fold;
+    use proptest::prelude::*;
+
+    fn chrono_rfc3339(micros: Micros) -> String {
+        chrono::DateTime::from_timestamp_micros(micros)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    #[test]
+    fn rfc3339_is_chronos_text_at_the_edges() {
+        let edges = [
+            0,
+            -1,
+            1,
+            1_700_000_000_123_456,
+            // 0000-01-01T00:00:00Z and the microsecond before it (year -1: chrono's text).
+            -62_167_219_200_000_000,
+            -62_167_219_200_000_001,
+            // 9999-12-31T23:59:59.999999Z and the microsecond after it (year 10000).
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            // 2000-02-29 and 2100-03-01 (leap rules).
+            951_782_400_000_000,
+            4_107_542_400_000_000,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for m in edges {
+            assert_eq!(Rfc3339::new(m).as_str(), chrono_rfc3339(m), "micros {m}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rfc3339_is_chronos_text(m in any::<i64>(), near in -400_000_000_000_000_000i64..400_000_000_000_000_000) {
+            prop_assert_eq!(rfc3339(m), chrono_rfc3339(m));
+            prop_assert_eq!(rfc3339(near), chrono_rfc3339(near));
+        }
+    }
+
+    /// An action with every optional part filled, escapes included.
+    fn full_action() -> Action {
+        let create = CreateAction {
+            user: Some("ops \"quoted\" \u{e9}".into()),
+            node: Some("node-1".into()),
+            region: Some("ams3".into()),
+            description: Some("line\nbreak".into()),
+            labels: [
+                ("k".to_string(), "v\u{1}".to_string()),
+                ("a".into(), "".into()),
+            ]
+            .into(),
+            related: vec![
+                ResourceRef {
+                    resource_type: "volume".into(),
+                    id: "v-1".into(),
+                },
+                ResourceRef {
+                    resource_type: "ip".into(),
+                    id: "10.0.0.1".into(),
+                },
+            ],
+            exclusive: true,
+            ..CreateAction::new("acme", "snapshot", "droplet", "42")
+        };
+        let mut a = fold::create(
+            &NewAction::assign(&create, 9, "u-9".into()),
+            1_700_000_000_000_001,
+            3,
+        );
+        let t = 1_700_000_000_500_000;
+        let shard = PendingOp {
+            op_name: Some("SetupReplication".into()),
+            progress: Some(12.5),
+            heartbeat: Some(1_700_000_000),
+            snapshot: Some(r#"{"state":"running","n":[1,2]}"#.into()),
+            ..PendingOp::default()
+        };
+        let events = [
+            EventBody::Started,
+            EventBody::Progress(ProgressUpdate {
+                progress: Some(42.5),
+                state: Some("copying".into()),
+                message: Some("half \t way".into()),
+                pending_ops: [("shard:1".to_string(), Some(shard))].into(),
+            }),
+            EventBody::EventStarted {
+                name: "compute__do_snapshot".into(),
+                host: Some("h1".into()),
+            },
+            EventBody::EventFinished {
+                name: "compute__do_snapshot".into(),
+                result: SubResult::Error,
+                traceback: Some("Traceback\n  ...".into()),
+                details: Some("{\"x\": 1}".into()),
+            },
+            EventBody::EventStarted {
+                name: "compute__cleanup".into(),
+                host: None,
+            },
+            EventBody::Heartbeat,
+            EventBody::CancelRequested,
+            EventBody::Failed {
+                error: ErrorInfo {
+                    code: "E1".into(),
+                    message: "disk \"full\"".into(),
+                },
+            },
+        ];
+        for (i, e) in events.iter().enumerate() {
+            fold::apply(&mut a, e, t + i as i64, 4 + i as u64).unwrap();
+        }
+        a
+    }
+
+    #[test]
+    fn the_view_serialises_exactly_like_action_out() {
+        let mut actions = vec![full_action()];
+        let mut bare = fold::create(
+            &NewAction::assign(
+                &CreateAction::new("t", "reboot", "server", "1"),
+                1,
+                "al-1".into(),
+            ),
+            -5,
+            1,
+        );
+        actions.push(bare.clone());
+        bare.created_at = i64::MAX;
+        bare.updated_at = i64::MIN;
+        actions.push(bare);
+        for a in &actions {
+            assert_eq!(
+                serde_json::to_string(&ActionView(a)).unwrap(),
+                serde_json::to_string(&ActionOut::from(a)).unwrap()
+            );
         }
     }
 }
