@@ -11,6 +11,7 @@
 //! touched many times in the run is written once, and each bucket or counter once — which
 //! is what makes bulk catch-up and rebuild cheaper than one write per event.
 
+use super::cache::{IdHash, Memo};
 use super::keys;
 use super::{store_err, CreatedMeta, StoredIdempotent, STORED_VALUE_BYTES_MAX};
 use crate::event::codec;
@@ -18,6 +19,7 @@ use crate::event::fold;
 use crate::event::{Action, ActionId, Op};
 use crate::ledger::{CommittedEntry, StoreError};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// Estimated sled writes per operation, to cut batches near `batch_writes_max` before the
 /// writes are known. A create touches ~7 buckets, ~14 counters, the snapshot and uid keys;
@@ -38,21 +40,29 @@ pub(crate) struct Finished {
 
 pub(crate) struct Changed {
     pub action: Action,
+    /// The history tail its snapshot value now carries.
+    pub tail: Arc<[u8]>,
     /// Length of its encoded snapshot.
     pub encoded_len: usize,
     /// Created by this run.
     pub created: bool,
 }
 
-/// An action as sled holds it, and the history tail of its snapshot value.
-type Stored = (Action, Vec<u8>);
+/// An action as sled holds it, and the history tail of its snapshot value: what a snapshot
+/// value decodes to, shared (the applier's memo of what it wrote hands out clones).
+pub(crate) type Stored = (Arc<Action>, Arc<[u8]>);
+
+/// What the applier wrote last for each recently changed action (see
+/// [`super::Projection::written`]).
+pub(crate) type Written = Memo<ActionId, Stored, IdHash>;
 
 pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
+    /// The applier's memo of the snapshot values it wrote: consulted before sled.
+    written: &'t Written,
     /// What sled holds for each touched action — the action and the history tail of its
-    /// snapshot value (`None`: it did not exist). Boxed, like `now`: an `Action` is several
-    /// hundred bytes, and the maps grow while a run is folded.
-    before: HashMap<ActionId, Option<Box<Stored>>>,
+    /// snapshot value (`None`: it did not exist).
+    before: HashMap<ActionId, Option<Stored>>,
     /// Locations of the records folded in this run, per action, in log order.
     locations: HashMap<ActionId, Vec<u8>>,
     /// The current state of each touched action that exists.
@@ -80,9 +90,10 @@ pub(crate) fn read_exclusive(
 }
 
 impl<'t> Fold<'t> {
-    pub fn new(tree: &'t sled::Tree, created: CreatedMeta) -> Fold<'t> {
+    pub fn new(tree: &'t sled::Tree, written: &'t Written, created: CreatedMeta) -> Fold<'t> {
         Fold {
             tree,
+            written,
             before: HashMap::new(),
             locations: HashMap::new(),
             now: HashMap::new(),
@@ -113,15 +124,18 @@ impl<'t> Fold<'t> {
         if self.before.contains_key(&id) {
             return Ok(());
         }
-        let stored = match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
-            None => None,
-            Some(v) => {
-                let (a, tail) = super::decode_snapshot(id, &v)?;
-                Some(Box::new((a, tail.to_vec())))
-            }
+        let stored = match self.written.get(&id) {
+            Some(stored) => Some(stored),
+            None => match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+                None => None,
+                Some(v) => {
+                    let (a, tail) = super::decode_snapshot(id, &v)?;
+                    Some((Arc::new(a), Arc::from(tail)))
+                }
+            },
         };
-        if let Some(stored) = &stored {
-            self.now.insert(id, Box::new(stored.0.clone()));
+        if let Some((a, _)) = &stored {
+            self.now.insert(id, Box::new(Action::clone(a)));
         }
         self.before.insert(id, stored);
         Ok(())
@@ -225,17 +239,19 @@ impl<'t> Fold<'t> {
     /// Turns everything folded into writes, meta records last.
     pub fn finish(mut self) -> Result<Finished, StoreError> {
         let mut writes: Vec<Write> = Vec::with_capacity(self.writes_estimate);
-        let mut changed: Vec<(ActionId, usize, bool)> = Vec::new();
-        // bucket key → (offset within bucket → add?)
-        let mut buckets: BTreeMap<Vec<u8>, BTreeMap<u8, bool>> = BTreeMap::new();
-        let mut counters: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        let mut changed: Vec<(ActionId, Arc<[u8]>, usize, bool)> = Vec::new();
+        // bucket key → (offset within bucket → add?). Hash maps while collecting (a rebuild
+        // window touches thousands of counters and buckets, ~14 lookups per created action;
+        // ordered maps spent most of this function comparing keys), sorted once below.
+        let mut buckets: HashMap<Vec<u8>, BTreeMap<u8, bool>> = HashMap::new();
+        let mut counters: HashMap<Vec<u8>, i64> = HashMap::new();
 
         // Sorted so writes go to sled in key order (kinder to its leaves).
         let ids: BTreeSet<ActionId> = self.now.keys().copied().collect();
         for id in ids {
             let new: &Action = &self.now[&id];
             let (old, stored_tail) = match self.before.get(&id) {
-                Some(Some(stored)) => (Some(&stored.0), stored.1.as_slice()),
+                Some(Some(stored)) => (Some(&*stored.0), &stored.1[..]),
                 _ => (None, &[][..]),
             };
             let added = self.locations.get(&id).map_or(&[][..], Vec::as_slice);
@@ -245,7 +261,6 @@ impl<'t> Fold<'t> {
             let action = codec::encode_unbounded(new)
                 .map_err(|e| StoreError(format!("cannot encode action {id}: {e}")))?;
             debug_assert!(action.len() <= STORED_VALUE_BYTES_MAX);
-            changed.push((id, action.len(), old.is_none()));
             let mut tail = stored_tail.to_vec();
             tail.extend_from_slice(added);
             let run = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
@@ -256,10 +271,12 @@ impl<'t> Fold<'t> {
                 writes.push((keys::history_key(id, first).to_vec(), Some(chunk.to_vec())));
                 spilled += run;
             }
+            let kept: Arc<[u8]> = Arc::from(&tail[spilled..]);
             writes.push((
                 keys::snapshot_key(id).to_vec(),
-                Some(keys::snapshot_value(&action, &tail[spilled..])),
+                Some(keys::snapshot_value(&action, &kept)),
             ));
+            changed.push((id, kept, action.len(), old.is_none()));
 
             let offset = keys::bucket_offset(id);
             let bucket = keys::bucket_of(id);
@@ -304,7 +321,7 @@ impl<'t> Fold<'t> {
             }
         }
 
-        for (key, changes) in buckets {
+        for (key, changes) in sorted(buckets) {
             let mut members: BTreeSet<u8> = match self.tree.get(&key).map_err(store_err)? {
                 None => BTreeSet::new(),
                 Some(v) => keys::bucket_members(&v)
@@ -323,7 +340,7 @@ impl<'t> Fold<'t> {
             writes.push((key, keys::bucket_value(&members)));
         }
 
-        for (key, delta) in counters {
+        for (key, delta) in sorted(counters) {
             if delta == 0 {
                 continue;
             }
@@ -370,10 +387,11 @@ impl<'t> Fold<'t> {
         }
         let changed = changed
             .into_iter()
-            .filter_map(|(id, encoded_len, created)| {
+            .filter_map(|(id, tail, encoded_len, created)| {
                 let action = *self.now.remove(&id)?;
                 Some(Changed {
                     action,
+                    tail,
                     encoded_len,
                     created,
                 })
@@ -381,6 +399,13 @@ impl<'t> Fold<'t> {
             .collect();
         Ok(Finished { writes, changed })
     }
+}
+
+/// The entries of `map` in key order (writes go to sled in key order).
+fn sorted<V>(map: HashMap<Vec<u8>, V>) -> Vec<(Vec<u8>, V)> {
+    let mut entries: Vec<(Vec<u8>, V)> = map.into_iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries
 }
 
 fn to_batch(writes: impl IntoIterator<Item = Write>) -> sled::Batch {

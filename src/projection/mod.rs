@@ -57,6 +57,9 @@ pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 pub const BATCH_WRITES_MAX_DEFAULT: usize = 1024;
 /// Default for [`ProjectionConfig::snapshot_cache_bytes`].
 pub const SNAPSHOT_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
+/// Bytes the applier's memo of the snapshot values it wrote may hold (`Projection::written`):
+/// a few thousand recently changed actions.
+pub const WRITTEN_MEMO_BYTES: usize = 4 * 1024 * 1024;
 /// Largest stored snapshot or idempotent answer the projection will decode; a bound for
 /// damaged bytes, far above what the input limits allow an action to reach.
 pub const STORED_VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -192,6 +195,12 @@ pub struct Projection {
     write: Mutex<CreatedMeta>,
     /// Decoded snapshots and resource id lists, kept current by `apply` (see `cache`).
     memos: cache::Memos,
+    /// The applier's own memo: the snapshot values (action and history tail) it wrote last,
+    /// decoded, for the actions it changed most recently ([`WRITTEN_MEMO_BYTES`]). The next
+    /// record on such an action — the common case: events arrive while an action runs —
+    /// starts from it instead of a sled read and a decode. Written and read only under
+    /// `write`, after the batch that wrote a value is in sled, so it never differs from sled.
+    written: apply::Written,
     opened: OpenReport,
 }
 
@@ -358,6 +367,7 @@ impl Projection {
             db,
             tree,
             memos: cache::Memos::new(config.snapshot_cache_bytes),
+            written: apply::Written::new(WRITTEN_MEMO_BYTES),
             config,
             applied: AtomicU64::new(applied),
             created_monotone: AtomicBool::new(created.monotone),
@@ -477,7 +487,22 @@ impl Projection {
                     }
                 }
             }
-            self.memos.snapshots.put(Arc::new(c.action), c.encoded_len);
+            let action = Arc::new(c.action);
+            let held = 2 * c.encoded_len + c.tail.len() + 256;
+            self.written.put(action.id, (action.clone(), c.tail), held);
+            self.memos.snapshots.put(action, c.encoded_len);
+        }
+    }
+
+    /// The snapshot value of action `id` as sled holds it: the action and its history tail
+    /// (for `verify`).
+    pub(crate) fn load_stored_value(
+        &self,
+        id: ActionId,
+    ) -> Result<Option<(Action, Vec<u8>)>, StoreError> {
+        match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+            None => Ok(None),
+            Some(v) => decode_snapshot(id, &v).map(|(a, tail)| Some((a, tail.to_vec()))),
         }
     }
 
@@ -487,6 +512,11 @@ impl Projection {
             None => Ok(None),
             Some(v) => decode_action(id, &v).map(Some),
         }
+    }
+
+    /// What the applier's memo of written values holds for action `id` (for `verify`).
+    pub(crate) fn written(&self, id: ActionId) -> Option<apply::Stored> {
+        self.written.get(&id)
     }
 
     /// What the snapshot memo holds for action `id` (for `verify`).
@@ -541,7 +571,7 @@ impl Projection {
         let mut i = 0;
         while i < entries.len() {
             let applied = self.applied.load(Ordering::Acquire);
-            let mut fold = apply::Fold::new(&self.tree, *created);
+            let mut fold = apply::Fold::new(&self.tree, &self.written, *created);
             while i < entries.len() {
                 let c = &entries[i];
                 i += 1;

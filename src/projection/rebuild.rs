@@ -91,7 +91,9 @@ impl Projection {
             return Ok(());
         }
         let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut fold = Fold::new(&self.tree, *created);
+        // A rebuild writes underneath the applier's memo: it starts and stays empty.
+        self.written.clear();
+        let mut fold = Fold::new(&self.tree, &self.written, *created);
         for c in entries {
             fold.fold_entry(c)?;
         }
@@ -353,6 +355,15 @@ pub fn verify_projection(
     let mut expected_exclusive: BTreeMap<Vec<u8>, ActionId> = BTreeMap::new();
     let mut created = CreatedMeta::EMPTY;
     for a in &actions {
+        if let Some((written, tail)) = projection.written(a.id) {
+            match projection.load_stored_value(a.id) {
+                Ok(Some((stored, stored_tail))) if stored == *written && stored_tail == *tail => {}
+                _ => report.differ(format!(
+                    "action {}: the applier's memo of written values differs from sled",
+                    a.id
+                )),
+            }
+        }
         if projection.memo(a.id).is_some_and(|m| *m != *a) {
             report.differ(format!(
                 "action {}: the snapshot memo holds a state the log does not give",

@@ -689,7 +689,8 @@ fn rebuild_gives_identical_answers() {
 
 #[test]
 fn verify_projection_finds_damage() {
-    // Goal: a tampered snapshot, a lost index bucket and a wrong counter are all reported.
+    // Goal: a tampered snapshot (and the applier's memo that no longer matches it), a lost
+    // index bucket and a wrong counter are all reported.
     let tmp = tempfile::tempdir().unwrap();
     let mut w = World::new(31, &tmp.path().join("p"));
     for _ in 0..60 {
@@ -727,6 +728,12 @@ fn verify_projection_finds_damage() {
     assert!(!report.is_consistent());
     let text = report.differences.join("\n");
     assert!(text.contains("action 1: stored snapshot differs"), "{text}");
+    // The applier's memo of what it wrote still holds action 1's real value: it no longer
+    // matches sled, and the next record on action 1 would start from it, so it is reported.
+    assert!(
+        text.contains("action 1: the applier's memo of written values differs from sled"),
+        "{text}"
+    );
     assert!(text.contains("index bucket"), "{text}");
     assert!(text.contains("counter"), "{text}");
 }
