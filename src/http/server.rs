@@ -372,6 +372,15 @@ pub async fn start(
         shutdown: shutdown_rx.clone(),
         rendered: Arc::default(),
     });
+    // Arm the stop signal before the server can be seen ready: tokio's signal futures
+    // install their handler on the first poll, and until then SIGTERM's default action
+    // kills the process instead of stopping it gracefully (a supervisor that stops the
+    // server right after it reports ready would get an unclean exit). During recovery the
+    // default action stands: recovery is safe to interrupt.
+    let mut signal = Box::pin(signal);
+    let signalled =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(signal.as_mut().poll(cx).is_ready()))
+            .await;
     let _ = slot.set(router(state.clone()));
     let _ = redis_slot.set(redis_router(state.clone()));
     state.ready.store(true, Ordering::Release);
@@ -383,7 +392,9 @@ pub async fn start(
     let redis_stop_rx = shutdown_rx.clone();
     let shutdown_tx2 = shutdown_tx.clone();
     tokio::spawn(async move {
-        signal.await;
+        if !signalled {
+            signal.await;
+        }
         let _ = shutdown_tx2.send(true);
     });
     let task = tokio::spawn(async move {
