@@ -2,8 +2,9 @@
 //! of the log.
 //!
 //! [`rebuild`] deletes the projection directory, reads the log with the same checking scan
-//! `verify` uses (read-only: a torn tail is reported, not cut — the next `serve` cuts it),
-//! and folds it in windows of [`REBUILD_WINDOW_RECORDS`] records: each window is folded in
+//! `verify` uses (read-only: a torn tail is reported, not cut — the next `serve` cuts it) on
+//! a thread of its own, at most [`REBUILD_WINDOWS_AHEAD`] windows ahead, and folds it in
+//! windows of [`REBUILD_WINDOW_RECORDS`] records: each window is folded in
 //! memory and written once, so an action created and finished within a window costs one
 //! snapshot write, and dense index buckets and counters one write per window. The writes of
 //! a window go to sled in several batches (sled 0.34 holds every write of a batch in memory
@@ -34,6 +35,8 @@ use thiserror::Error;
 
 /// Records folded in memory before their writes go to sled during a rebuild.
 pub const REBUILD_WINDOW_RECORDS: usize = 16 * 1024;
+/// Windows the rebuild's scanning thread may read ahead of the fold.
+pub const REBUILD_WINDOWS_AHEAD: usize = 2;
 /// Most differences [`verify_projection`] lists (it counts them all).
 pub const VERIFY_DIFFERENCES_LISTED_MAX: usize = 100;
 
@@ -144,12 +147,86 @@ pub fn rebuild(
         Some("rebuild requested".into()),
     )?;
 
+    // The log is read and checked (CRC, SHA-256 chain, decode) on a thread of its own, a
+    // few windows ahead of the fold and the sled writes on this one: on two or more cores
+    // the checking scan costs no time of its own.
+    let (windows_tx, windows_rx) = std::sync::mpsc::sync_channel(REBUILD_WINDOWS_AHEAD);
+    let (scanned, applied) = std::thread::scope(|s| {
+        let scanner = std::thread::Builder::new()
+            .name("rebuild-scan".into())
+            .spawn_scoped(s, move || {
+                scan_windows(storage, log_dir, bytes_before, windows_tx)
+            })
+            .map_err(|e| StoreError(format!("cannot start the rebuild's scanning thread: {e}")));
+        let scanner = match scanner {
+            Ok(scanner) => scanner,
+            Err(e) => return (None, Err(RebuildError::Store(e))),
+        };
+        let mut last = None;
+        let mut applied = Ok(());
+        for (window, state) in windows_rx {
+            if let Err(e) = projection.apply_window(&window) {
+                // Dropping the receiver below stops the scanner at its next window.
+                applied = Err(RebuildError::Store(e));
+                break;
+            }
+            progress(&state);
+            last = Some(state);
+        }
+        let scanned = scanner.join().unwrap_or_else(|_| {
+            Err(RebuildError::Store(StoreError(
+                "the rebuild's scanning thread panicked".into(),
+            )))
+        });
+        (Some((scanned, last)), applied)
+    });
+    applied?;
+    let (scanned, last) = scanned.expect("the scanner ran");
+    let summary = scanned?;
+    let mut state = last.unwrap_or(RebuildProgress {
+        records_done: 0,
+        bytes_done: 0,
+        bytes_total,
+        position: 0,
+    });
+    state.bytes_total = bytes_total;
+    state.bytes_done = bytes_total;
+    progress(&state);
+
+    // The rebuilt projection becomes valid only now.
+    projection
+        .tree
+        .insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
+        .map_err(store_err)?;
+    projection.flush()?;
+    let actions = projection.counter(&keys::counter_key(keys::Scope::All, keys::Dim::Total))?;
+    Ok((
+        projection,
+        RebuildSummary {
+            records: state.records_done,
+            actions,
+            last_position: summary.last_position,
+            elapsed: started.elapsed(),
+            torn_tail: summary.torn_tail,
+        },
+    ))
+}
+
+/// Reads the log with the checking scan and sends it in windows of
+/// [`REBUILD_WINDOW_RECORDS`] records (the last one possibly shorter), each with the
+/// progress it completes. Stops early, with an error, when the receiver is gone.
+fn scan_windows(
+    storage: &dyn Storage,
+    log_dir: &Path,
+    bytes_before: impl Fn(u64) -> u64,
+    windows: std::sync::mpsc::SyncSender<(Vec<CommittedEntry>, RebuildProgress)>,
+) -> Result<log::ScanSummary, RebuildError> {
     let mut window: Vec<CommittedEntry> = Vec::with_capacity(REBUILD_WINDOW_RECORDS);
     let mut failure: Option<RebuildError> = None;
     let mut state = RebuildProgress {
         records_done: 0,
         bytes_done: 0,
-        bytes_total,
+        bytes_total: 0,
         position: 0,
     };
     let scanned = log::verify(storage, log_dir, &mut |rec| {
@@ -173,12 +250,10 @@ pub fn rebuild(
         state.position = rec.meta.position;
         state.bytes_done = bytes_before(rec.segment) + rec.offset + rec.payload.len() as u64;
         if window.len() >= REBUILD_WINDOW_RECORDS {
-            if let Err(e) = projection.apply_window(&window) {
-                failure = Some(e.into());
-                return Err("the projection store failed".into());
+            let full = std::mem::replace(&mut window, Vec::with_capacity(REBUILD_WINDOW_RECORDS));
+            if windows.send((full, state)).is_err() {
+                return Err("the rebuild stopped".into());
             }
-            window.clear();
-            progress(&state);
         }
         Ok(())
     });
@@ -186,27 +261,11 @@ pub fn rebuild(
         Ok(s) => s,
         Err(e) => return Err(failure.take().unwrap_or(RebuildError::Log(e))),
     };
-    projection.apply_window(&window)?;
-    state.bytes_done = bytes_total;
-    progress(&state);
-
-    // The rebuilt projection becomes valid only now.
-    projection
-        .tree
-        .insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
-        .map_err(store_err)?;
-    projection.flush()?;
-    let actions = projection.counter(&keys::counter_key(keys::Scope::All, keys::Dim::Total))?;
-    Ok((
-        projection,
-        RebuildSummary {
-            records: state.records_done,
-            actions,
-            last_position: summary.last_position,
-            elapsed: started.elapsed(),
-            torn_tail: summary.torn_tail,
-        },
-    ))
+    if !window.is_empty() {
+        // A closed receiver means the fold failed; its error is the one reported.
+        let _ = windows.send((window, state));
+    }
+    Ok(summary)
 }
 
 /// What [`verify_projection`] found.
