@@ -155,7 +155,7 @@ pub fn rebuild(
         let scanner = std::thread::Builder::new()
             .name("rebuild-scan".into())
             .spawn_scoped(s, move || {
-                scan_windows(storage, log_dir, bytes_before, windows_tx)
+                scan_windows(storage, log_dir, bytes_before, bytes_total, windows_tx)
             })
             .map_err(|e| StoreError(format!("cannot start the rebuild's scanning thread: {e}")));
         let scanner = match scanner {
@@ -189,7 +189,6 @@ pub fn rebuild(
         bytes_total,
         position: 0,
     });
-    state.bytes_total = bytes_total;
     state.bytes_done = bytes_total;
     progress(&state);
 
@@ -219,6 +218,7 @@ fn scan_windows(
     storage: &dyn Storage,
     log_dir: &Path,
     bytes_before: impl Fn(u64) -> u64,
+    bytes_total: u64,
     windows: std::sync::mpsc::SyncSender<(Vec<CommittedEntry>, RebuildProgress)>,
 ) -> Result<log::ScanSummary, RebuildError> {
     let mut window: Vec<CommittedEntry> = Vec::with_capacity(REBUILD_WINDOW_RECORDS);
@@ -226,7 +226,7 @@ fn scan_windows(
     let mut state = RebuildProgress {
         records_done: 0,
         bytes_done: 0,
-        bytes_total: 0,
+        bytes_total,
         position: 0,
     };
     let scanned = log::verify(storage, log_dir, &mut |rec| {

@@ -976,3 +976,91 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
+    // Goal: a log longer than a few rebuild windows (read on the scanning thread, folded on
+    // the caller's) is folded whole — an action created in one window and started in the
+    // next is running — and every progress report carries the log's size and moves forward.
+    use action_ledger::log::writer::NewRecord;
+    use action_ledger::log::{LogConfig, LogWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = SimStorage::new();
+    let actions = projection::rebuild::REBUILD_WINDOW_RECORDS as u64 + 3_000;
+    let (mut writer, _) = LogWriter::open(
+        Arc::new(sim.clone()),
+        LogConfig::new(log_dir()),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    let entry = |position: u64, ops: Vec<Op>| {
+        codec::encode_entry(&Entry {
+            recorded_at: 1_700_000_000_000_000 + position as i64,
+            principal: "test".into(),
+            idempotency: None,
+            ops,
+        })
+        .unwrap()
+    };
+    let mut payloads = Vec::new();
+    // Every action is created, then started `actions` records later (in a later window).
+    for record in 1..=2 * actions {
+        let ops = if record <= actions {
+            let id = record;
+            let mut c = CreateAction::new("acme", "snapshot", "droplet", &(id % 97).to_string());
+            c.uid = None;
+            vec![Op::Create(NewAction::assign(&c, id, format!("al-{id}")))]
+        } else {
+            vec![Op::Event {
+                action: record - actions,
+                body: EventBody::Started,
+            }]
+        };
+        payloads.push(entry(record, ops));
+        if payloads.len() == 4096 {
+            let batch: Vec<NewRecord<'_>> =
+                payloads.iter().map(|p| codec::entry_record(p)).collect();
+            writer.append(&batch).unwrap();
+            payloads.clear();
+        }
+    }
+    let batch: Vec<NewRecord<'_>> = payloads.iter().map(|p| codec::entry_record(p)).collect();
+    writer.append(&batch).unwrap();
+    drop(writer);
+
+    let mut reports = Vec::new();
+    let (p, summary) = projection::rebuild(
+        &sim,
+        &log_dir(),
+        &tmp.path().join("p"),
+        &projection_config(),
+        &mut |r| reports.push(*r),
+    )
+    .unwrap();
+    assert_eq!(summary.records, 2 * actions);
+    assert_eq!(summary.actions, actions);
+    assert!(
+        reports.len() >= 3,
+        "one report per window and a last one: {reports:?}"
+    );
+    let total = reports[0].bytes_total;
+    assert!(total > 0);
+    for pair in reports.windows(2) {
+        assert_eq!(pair[1].bytes_total, total, "{reports:?}");
+        assert!(pair[0].bytes_done <= pair[1].bytes_done, "{reports:?}");
+        assert!(pair[0].records_done <= pair[1].records_done, "{reports:?}");
+        assert!(pair[1].bytes_done <= total, "{reports:?}");
+    }
+    let last = reports.last().unwrap();
+    assert_eq!((last.bytes_done, last.records_done), (total, 2 * actions));
+    for id in [
+        1,
+        projection::rebuild::REBUILD_WINDOW_RECORDS as u64,
+        actions,
+    ] {
+        let a = p.get(id).unwrap().expect("every action is there");
+        assert_eq!(a.status, Status::Running, "action {id}");
+    }
+    let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
+    assert!(report.is_consistent(), "{:?}", report.differences);
+}
