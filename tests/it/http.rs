@@ -872,6 +872,10 @@ async fn openapi_metrics_and_readiness() {
     }
     assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
     app.create(ADMIN, "1").await;
+    let (s, _) = app
+        .call(Method::GET, "/no/such/route", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let resp = app
         .client
         .get(format!("{}/metrics", app.base))
@@ -884,6 +888,13 @@ async fn openapi_metrics_and_readiness() {
     assert!(text.contains("action_ledger_appends_total 1"), "{text}");
     assert!(
         text.contains(r#"route="/api/v1/actions",status="201""#),
+        "{text}"
+    );
+    // Requests no route matched are counted too, under one bounded label.
+    assert!(
+        text.contains(
+            r#"action_ledger_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"} 1"#
+        ),
         "{text}"
     );
     let (s, r) = app.call(Method::GET, "/readyz", None, None).await;
