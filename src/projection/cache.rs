@@ -78,7 +78,7 @@ impl Hasher for IdHasher {
 /// Heap bytes a snapshot entry is counted as, from the length of its encoded snapshot: the
 /// decoded action's strings and maps take about as much again as their encoding, plus the
 /// entry.
-fn footprint(encoded_len: usize) -> usize {
+pub(crate) fn footprint(encoded_len: usize) -> usize {
     2 * encoded_len + 256
 }
 

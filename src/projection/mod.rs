@@ -488,29 +488,21 @@ impl Projection {
                 }
             }
             let action = Arc::new(c.action);
-            let held = 2 * c.encoded_len + c.tail.len() + 256;
+            let held = cache::footprint(c.encoded_len) + c.tail.len();
             self.written.put(action.id, (action.clone(), c.tail), held);
             self.memos.snapshots.put(action, c.encoded_len);
         }
     }
 
-    /// The snapshot value of action `id` as sled holds it: the action and its history tail
-    /// (for `verify`).
-    pub(crate) fn load_stored_value(
+    /// The snapshot value of action `id` as sled holds it, bypassing the memos: the action
+    /// and its history tail (for `verify`).
+    pub(crate) fn load_stored(
         &self,
         id: ActionId,
     ) -> Result<Option<(Action, Vec<u8>)>, StoreError> {
         match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
             None => Ok(None),
             Some(v) => decode_snapshot(id, &v).map(|(a, tail)| Some((a, tail.to_vec()))),
-        }
-    }
-
-    /// The snapshot of action `id` as sled holds it, bypassing the memo (for `verify`).
-    pub(crate) fn load_stored(&self, id: ActionId) -> Result<Option<Action>, StoreError> {
-        match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
-            None => Ok(None),
-            Some(v) => decode_action(id, &v).map(Some),
         }
     }
 

@@ -151,23 +151,20 @@ pub fn rebuild(
     // few windows ahead of the fold and the sled writes on this one: on two or more cores
     // the checking scan costs no time of its own.
     let (windows_tx, windows_rx) = std::sync::mpsc::sync_channel(REBUILD_WINDOWS_AHEAD);
-    let (scanned, applied) = std::thread::scope(|s| {
+    let (summary, last) = std::thread::scope(|s| -> Result<_, RebuildError> {
         let scanner = std::thread::Builder::new()
             .name("rebuild-scan".into())
             .spawn_scoped(s, move || {
                 scan_windows(storage, log_dir, bytes_before, bytes_total, windows_tx)
             })
-            .map_err(|e| StoreError(format!("cannot start the rebuild's scanning thread: {e}")));
-        let scanner = match scanner {
-            Ok(scanner) => scanner,
-            Err(e) => return (None, Err(RebuildError::Store(e))),
-        };
+            .map_err(|e| StoreError(format!("cannot start the rebuild's scanning thread: {e}")))?;
         let mut last = None;
         let mut applied = Ok(());
+        // A failed fold ends the loop, which drops the receiver: the scanner stops at its
+        // next window.
         for (window, state) in windows_rx {
-            if let Err(e) = projection.apply_window(&window) {
-                // Dropping the receiver below stops the scanner at its next window.
-                applied = Err(RebuildError::Store(e));
+            applied = projection.apply_window(&window);
+            if applied.is_err() {
                 break;
             }
             progress(&state);
@@ -178,11 +175,10 @@ pub fn rebuild(
                 "the rebuild's scanning thread panicked".into(),
             )))
         });
-        (Some((scanned, last)), applied)
-    });
-    applied?;
-    let (scanned, last) = scanned.expect("the scanner ran");
-    let summary = scanned?;
+        // The fold's failure first: it is why the scan stopped.
+        applied?;
+        Ok((scanned?, last))
+    })?;
     let mut state = last.unwrap_or(RebuildProgress {
         records_done: 0,
         bytes_done: 0,
@@ -414,13 +410,15 @@ pub fn verify_projection(
     let mut expected_exclusive: BTreeMap<Vec<u8>, ActionId> = BTreeMap::new();
     let mut created = CreatedMeta::EMPTY;
     for a in &actions {
+        // One read of what sled holds, for the applier's memo and for the log's state.
+        let stored = projection.load_stored(a.id);
         if let Some((written, tail)) = projection.written(a.id) {
-            match projection.load_stored_value(a.id) {
-                Ok(Some((stored, stored_tail))) if stored == *written && stored_tail == *tail => {}
-                _ => report.differ(format!(
+            let same = matches!(&stored, Ok(Some((s, t))) if *s == *written && t[..] == tail[..]);
+            if !same {
+                report.differ(format!(
                     "action {}: the applier's memo of written values differs from sled",
                     a.id
-                )),
+                ));
             }
         }
         if projection.memo(a.id).is_some_and(|m| *m != *a) {
@@ -429,9 +427,9 @@ pub fn verify_projection(
                 a.id
             ));
         }
-        match projection.load_stored(a.id) {
-            Ok(Some(stored)) if &stored == a => {}
-            Ok(Some(stored)) => report.differ(format!(
+        match stored {
+            Ok(Some((stored, _))) if &stored == a => {}
+            Ok(Some((stored, _))) => report.differ(format!(
                 "action {}: stored snapshot differs from the log (stored version {}, log version {})",
                 a.id, stored.version, a.version
             )),
