@@ -175,12 +175,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Json(json!({"status": "ready", "position": state.ledger.committed_position()}))
             .into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "starting"})),
-        )
-            .into_response()
+        not_ready()
     }
+}
+
+/// The `/readyz` answer while the server is not (or no longer) ready.
+fn not_ready() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "starting"})),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -257,11 +262,7 @@ impl Front {
     fn starting(path: &str) -> Response {
         match path {
             "/healthz" => health().into_response(),
-            "/readyz" => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "starting"})),
-            )
-                .into_response(),
+            "/readyz" => not_ready(),
             _ => ApiError::unavailable("starting: recovering the log").into_response(),
         }
     }
@@ -332,9 +333,45 @@ pub async fn start(
         slot: redis_slot.clone(),
     };
 
+    // Serve from now on: until recovery is done, `Front` answers `/healthz` 200 and 503
+    // to everything else, so a supervisor sees the process up and not yet ready.
+    let limits = config.limits.clone();
+    let stop_rx = shutdown_rx.clone();
+    let redis_stop_rx = shutdown_rx.clone();
+    let serving = tokio::spawn(async move {
+        let serve = serve_listener(
+            listener,
+            front,
+            limits.clone(),
+            connections_refusal_body,
+            async move {
+                super::shutting_down(stop_rx).await;
+                tracing::info!("shutting down: no new connections");
+            },
+        );
+        // The Redis listener stops accepting at the same moment and shares the drain.
+        let redis_serve = async move {
+            match redis_listener {
+                Some(l) => {
+                    serve_listener(
+                        l,
+                        redis_front,
+                        limits,
+                        super::dialect::redis::connections_refusal_body,
+                        super::shutting_down(redis_stop_rx),
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        let (main, redis) = tokio::join!(serve, redis_serve);
+        main.and(redis)
+    });
+
     // Open the ledger off the async workers: recovery reads and checks every segment.
     let cfg = config.clone();
-    let (ledger, projection) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let projection = Arc::new(
             Projection::open(
                 cfg.data_dir.join(crate::projection::PROJECTION_DIR_NAME),
@@ -356,7 +393,17 @@ pub async fn start(
             Ledger::open(cfg.log_storage.0.clone(), lc, store).context("cannot open the ledger")?;
         Ok((Arc::new(ledger), projection))
     })
-    .await??;
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|opened| opened);
+    let (ledger, projection) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            // Recovery failed: stop answering "starting" and report why.
+            serving.abort();
+            return Err(e);
+        }
+    };
     if let Some(t) = &ledger.recovery().torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
     }
@@ -387,9 +434,6 @@ pub async fn start(
     tracing::info!(position = ledger.committed_position(), "ready");
 
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
-    let limits = config.limits.clone();
-    let stop_rx = shutdown_rx.clone();
-    let redis_stop_rx = shutdown_rx.clone();
     let shutdown_tx2 = shutdown_tx.clone();
     tokio::spawn(async move {
         if !signalled {
@@ -398,43 +442,14 @@ pub async fn start(
         let _ = shutdown_tx2.send(true);
     });
     let task = tokio::spawn(async move {
-        let serve = serve_listener(
-            listener,
-            front,
-            limits.clone(),
-            connections_refusal_body,
-            async move {
-                super::shutting_down(stop_rx).await;
-                tracing::info!("shutting down: no new connections");
-            },
-        );
-        // The Redis listener stops accepting at the same moment and shares the drain.
-        let redis_serve = async move {
-            match redis_listener {
-                Some(l) => {
-                    serve_listener(
-                        l,
-                        redis_front,
-                        limits,
-                        super::dialect::redis::connections_refusal_body,
-                        super::shutting_down(redis_stop_rx),
-                    )
-                    .await
-                }
-                None => Ok(()),
-            }
-        };
-        let serve = async move {
-            let (main, redis) = tokio::join!(serve, redis_serve);
-            main.and(redis)
-        };
-        let mut serve = std::pin::pin!(serve);
+        let mut serve = serving;
         tokio::select! {
-            r = &mut serve => r?,
+            r = &mut serve => r??,
             _ = super::shutting_down(shutdown_rx.clone()) => {
                 // In-flight requests get `drain` to finish.
                 if tokio::time::timeout(drain, &mut serve).await.is_err() {
                     tracing::warn!(?drain, "in-flight requests did not finish in time; closing them");
+                    serve.abort();
                 }
             }
         }

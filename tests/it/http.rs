@@ -912,3 +912,134 @@ async fn declared_only(base: &str, path: &str, token: &str, len: usize) -> (Stat
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
     (StatusCode::from_u16(code).unwrap(), body)
 }
+
+/// The real filesystem, except that listing a directory waits until `open` is set: holds a
+/// server in recovery for as long as a test needs.
+struct GatedStorage {
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl action_ledger::log::Storage for GatedStorage {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        action_ledger::log::FsStorage.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        while !self.open.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        action_ledger::log::FsStorage.list(dir)
+    }
+    fn read(&self, path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+        action_ledger::log::FsStorage.read(path)
+    }
+    fn read_at(&self, path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        action_ledger::log::FsStorage.read_at(path, offset, len)
+    }
+    fn file_len(&self, path: &std::path::Path) -> std::io::Result<u64> {
+        action_ledger::log::FsStorage.file_len(path)
+    }
+    fn create(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn action_ledger::log::storage::LogFile>> {
+        action_ledger::log::FsStorage.create(path)
+    }
+    fn open_append(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn action_ledger::log::storage::LogFile>> {
+        action_ledger::log::FsStorage.open_append(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        action_ledger::log::FsStorage.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        action_ledger::log::FsStorage.remove(path)
+    }
+    fn truncate(&self, path: &std::path::Path, len: u64) -> std::io::Result<()> {
+        action_ledger::log::FsStorage.truncate(path, len)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        action_ledger::log::FsStorage.sync_dir(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_recovering_healthz_is_up_and_everything_else_is_503() {
+    // Goal: the listener answers from the moment it is bound: `/healthz` 200, `/readyz` 503
+    // "starting", any other route 503 in the error shape; once recovery is done the same
+    // address serves the application.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // However the test ends, the gate opens (a recovery held forever would hang the runtime's
+    // shutdown instead of failing the test).
+    struct OpenOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let _gate = OpenOnDrop(open.clone());
+    let mut config = ServeConfig::new(dir.path().join("data"), addr);
+    config.admin_token = Some(ADMIN.into());
+    config.log_storage =
+        server::LogStorage(std::sync::Arc::new(GatedStorage { open: open.clone() }));
+    let starting = tokio::spawn(server::start(config, std::future::pending()));
+    let base = format!("http://{addr}");
+    let client = Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await?;
+            let status = r.status();
+            Ok::<_, reqwest::Error>((status, r.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    // The listener is bound before recovery starts; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        match get("/healthz").await {
+            Ok(answer) => break answer,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never listened: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(health, (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        get("/readyz").await.unwrap(),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "starting"})
+        )
+    );
+    let (s, body) = get("/api/v1/actions").await.unwrap();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("starting"),
+        "{body}"
+    );
+    assert!(!starting.is_finished(), "recovery is held at the gate");
+
+    open.store(true, std::sync::atomic::Ordering::Release);
+    let running = starting.await.unwrap().unwrap();
+    let (s, r) = get("/readyz").await.unwrap();
+    assert_eq!((s, &r["status"]), (StatusCode::OK, &json!("ready")));
+    assert_eq!(get("/api/v1/actions").await.unwrap().0, StatusCode::OK);
+    running.stop().await.unwrap();
+}
