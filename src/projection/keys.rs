@@ -369,20 +369,52 @@ pub fn same_indexed_attributes(a: &Action, b: &Action) -> bool {
         && a.kind == b.kind
 }
 
+/// One id-ordered index, borrowed from an action: what [`Ix::prefix`] spells as bytes.
+/// Folds collect bucket changes under these and build each distinct key once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Ix<'a> {
+    Tenant(&'a str),
+    Resource(&'a str, &'a ResourceRef),
+    Status(&'a str, Status),
+    Type(&'a str, &'a str),
+    User(&'a str, &'a str),
+    Kind(&'a str, Kind),
+}
+
+impl Ix<'_> {
+    /// The index's key prefix (everything before the bucket number).
+    pub fn prefix(self) -> Vec<u8> {
+        match self {
+            Ix::Tenant(t) => ix_tenant(t),
+            Ix::Resource(t, r) => ix_resource(t, r),
+            Ix::Status(t, s) => ix_status(t, s),
+            Ix::Type(t, ty) => ix_type(t, ty),
+            Ix::User(t, u) => ix_user(t, u),
+            Ix::Kind(t, k) => ix_kind(t, k),
+        }
+    }
+}
+
+/// Every id-ordered index `a` belongs to.
+pub fn indexes_of(a: &Action) -> Vec<Ix<'_>> {
+    let t = a.tenant.as_str();
+    let mut out = Vec::with_capacity(6 + a.related.len());
+    out.push(Ix::Tenant(t));
+    for r in resources_of(a) {
+        out.push(Ix::Resource(t, r));
+    }
+    out.push(Ix::Status(t, a.status));
+    out.push(Ix::Type(t, &a.action_type));
+    if let Some(u) = &a.user {
+        out.push(Ix::User(t, u));
+    }
+    out.push(Ix::Kind(t, a.kind));
+    out
+}
+
 /// Every id-ordered index prefix `a` belongs to.
 pub fn id_indexes(a: &Action) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(6 + a.related.len());
-    out.push(ix_tenant(&a.tenant));
-    for r in resources_of(a) {
-        out.push(ix_resource(&a.tenant, r));
-    }
-    out.push(ix_status(&a.tenant, a.status));
-    out.push(ix_type(&a.tenant, &a.action_type));
-    if let Some(u) = &a.user {
-        out.push(ix_user(&a.tenant, u));
-    }
-    out.push(ix_kind(&a.tenant, a.kind));
-    out
+    indexes_of(a).into_iter().map(Ix::prefix).collect()
 }
 
 pub fn updated_prefix(tenant: &str) -> Vec<u8> {
@@ -408,14 +440,14 @@ pub fn updated_key(a: &Action) -> Vec<u8> {
 // Counters.
 
 /// Whose count: every tenant, or one.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope<'a> {
     All,
     Tenant(&'a str),
 }
 
 /// One counted dimension.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dim<'a> {
     Total,
     Resource(&'a ResourceRef),
@@ -469,6 +501,14 @@ pub fn counter_key(scope: Scope<'_>, dim: Dim<'_>) -> Vec<u8> {
 
 /// Every counter `a` adds one to.
 pub fn counters_of(a: &Action) -> Vec<Vec<u8>> {
+    counted_in(a)
+        .into_iter()
+        .map(|(scope, dim)| counter_key(scope, dim))
+        .collect()
+}
+
+/// Every counter `a` adds one to, borrowed from it: what [`counter_key`] spells as bytes.
+pub fn counted_in(a: &Action) -> Vec<(Scope<'_>, Dim<'_>)> {
     let mut dims = vec![
         Dim::Total,
         Dim::Status(a.status),
@@ -490,8 +530,8 @@ pub fn counters_of(a: &Action) -> Vec<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(dims.len() * 2);
     for d in dims {
-        out.push(counter_key(Scope::All, d));
-        out.push(counter_key(Scope::Tenant(&a.tenant), d));
+        out.push((Scope::All, d));
+        out.push((Scope::Tenant(&a.tenant), d));
     }
     out
 }
