@@ -155,17 +155,28 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// 507: a file of the ledger (log or projection) could not grow. Writes stay refused until
+/// a restart, which catches the projection up from the log.
+fn disk_full() -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_storage",
+        "the ledger's disk is full (no space left, or a file size or quota limit reached); nothing was recorded. Free space, then restart the server",
+    )
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {
             LedgerError::Rejected(r) => r.into(),
             LedgerError::Log(ref log) if log.is_disk_full() => {
                 tracing::error!(error = %e, "write refused: disk full");
-                ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
-                    "the ledger's disk is full (no space left, or a file size or quota limit reached); nothing was recorded. Free space, then restart the server",
-                )
+                disk_full()
+            }
+            // The projection could not be written, found while checking the command.
+            LedgerError::Store(ref s) if crate::log::names_disk_full(&s.0) => {
+                tracing::error!(error = %e, "write refused: disk full");
+                disk_full()
             }
             LedgerError::Log(LogError::Poisoned(reason)) => {
                 tracing::error!(%reason, "write refused: writer poisoned");
@@ -189,6 +200,10 @@ impl From<QueryError> for ApiError {
             )
             .with("field", "cursor"),
             QueryError::BadRequest(m) => ApiError::bad_request(m),
+            QueryError::Store(m) if crate::log::names_disk_full(&m) => {
+                tracing::error!(error = %m, "read refused: the projection's disk is full");
+                disk_full()
+            }
             QueryError::Store(m) => ApiError::internal(m),
         }
     }

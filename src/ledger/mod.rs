@@ -79,7 +79,26 @@ pub trait StateStore: Send + Sync + 'static {
     /// Position of the last applied log record (0 when none).
     fn applied_position(&self) -> u64;
     fn apply(&self, entries: &[CommittedEntry]) -> Result<(), StoreError>;
+    /// Whether `apply` left writes for [`Self::write_back`] (a store that writes everything
+    /// before `apply` returns never does). Every read of the store sees them either way.
+    fn unwritten(&self) -> bool {
+        false
+    }
+    /// Writes out what `apply` left; the applier calls it once no batch has come for
+    /// [`WRITE_BACK_IDLE`], and when it stops.
+    fn write_back(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Why the store can take no more batches, once it cannot (checked before each batch:
+    /// the writer then refuses every command, as after a failed `apply`).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
+
+/// How long the applier waits for the next batch before it asks the store to write out
+/// what `apply` left (see [`StateStore::write_back`]).
+pub const WRITE_BACK_IDLE: std::time::Duration = std::time::Duration::from_millis(5);
 
 #[derive(Debug, Error)]
 pub enum LedgerError {
@@ -420,7 +439,22 @@ struct Applier {
 impl Applier {
     fn run(self, rx: std::sync::mpsc::Receiver<Job>) {
         let mut failed = false;
-        while let Ok(mut job) = rx.recv() {
+        loop {
+            let next = if !failed && self.store.unwritten() {
+                match rx.recv_timeout(WRITE_BACK_IDLE) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.store.write_back() {
+                            self.fail(e);
+                            failed = true;
+                        }
+                        continue;
+                    }
+                    next => next.ok(),
+                }
+            } else {
+                rx.recv().ok()
+            };
+            let Some(mut job) = next else { break };
             // Batches that queued up while the last one was applied go to the store together:
             // one sled batch (and one sealed sled buffer) instead of one each. The queue holds
             // at most `APPLY_QUEUE_BATCHES`, so this never waits for more.
@@ -437,9 +471,7 @@ impl Applier {
                             // refuse further writes until a restart catches the projection up
                             // from the log. Later batches are not applied either: the store
                             // must never skip a position.
-                            tracing::error!(error = %e, "projection apply failed; refusing further writes");
-                            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(format!("projection apply failed: {e}"));
+                            self.fail(e);
                             failed = true;
                         }
                     }
@@ -450,6 +482,20 @@ impl Applier {
                 let _ = reply.send(Ok(answer));
             }
         }
+        // The writer has stopped: what the store still holds goes out now.
+        if !failed {
+            if let Err(e) = self.store.write_back() {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Records that the store could not take a batch (or write one out): the ledger refuses
+    /// further writes until a restart catches the store up from the log.
+    fn fail(&self, e: StoreError) {
+        tracing::error!(error = %e, "projection apply failed; refusing further writes");
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("projection apply failed: {e}"));
     }
 }
 
@@ -533,7 +579,11 @@ impl WriterState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(reason) = failure {
+        let failure = failure.or_else(|| {
+            let why = self.store.failure()?;
+            Some(format!("projection apply failed: {why}"))
+        });
+        if let (Some(reason), None) = (failure, self.log.poisoned()) {
             self.log.poison_external(reason);
         }
     }

@@ -61,19 +61,24 @@ impl LogError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             LogError::Io { source, .. } => is_disk_full_io(source),
-            LogError::Poisoned(msg) => [
-                "No space left",
-                "Disk quota exceeded",
-                "File too large",
-                "StorageFull",
-                "QuotaExceeded",
-                "FileTooLarge",
-            ]
-            .iter()
-            .any(|m| msg.contains(m)),
+            LogError::Poisoned(msg) => names_disk_full(msg),
             _ => false,
         }
     }
+}
+
+/// Whether an error message (an I/O error passed on as text) says the disk is full.
+pub fn names_disk_full(msg: &str) -> bool {
+    [
+        "No space left",
+        "Disk quota exceeded",
+        "File too large",
+        "StorageFull",
+        "QuotaExceeded",
+        "FileTooLarge",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
 }
 
 fn is_disk_full_io(e: &io::Error) -> bool {

@@ -56,8 +56,13 @@ pub(crate) type Stored = (Arc<Action>, Arc<[u8]>);
 /// [`super::Projection::written`]).
 pub(crate) type Written = Memo<ActionId, Stored, IdHash>;
 
+/// Applied writes not yet in sled, by key (`None`: a delete); see `Projection::pending`.
+pub(crate) type Unwritten = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
+    /// Applied writes sled does not hold yet: read before sled.
+    unwritten: &'t Unwritten,
     /// The applier's memo of the snapshot values it wrote: consulted before sled.
     written: &'t Written,
     /// What sled holds for each touched action — the action and the history tail of its
@@ -81,18 +86,28 @@ pub(crate) fn read_exclusive(
     tree: &sled::Tree,
     key: &[u8],
 ) -> Result<Option<ActionId>, StoreError> {
-    match tree.get(key).map_err(store_err)? {
+    holder_of(tree.get(key).map_err(store_err)?.as_deref())
+}
+
+fn holder_of(value: Option<&[u8]>) -> Result<Option<ActionId>, StoreError> {
+    match value {
         None => Ok(None),
-        Some(v) => keys::read_u64(&v)
+        Some(v) => keys::read_u64(v)
             .map(Some)
             .ok_or_else(|| StoreError(format!("exclusive holder of {} bytes", v.len()))),
     }
 }
 
 impl<'t> Fold<'t> {
-    pub fn new(tree: &'t sled::Tree, written: &'t Written, created: CreatedMeta) -> Fold<'t> {
+    pub fn new(
+        tree: &'t sled::Tree,
+        unwritten: &'t Unwritten,
+        written: &'t Written,
+        created: CreatedMeta,
+    ) -> Fold<'t> {
         Fold {
             tree,
+            unwritten,
             written,
             before: HashMap::new(),
             locations: HashMap::new(),
@@ -104,6 +119,14 @@ impl<'t> Fold<'t> {
             created,
             last_position: None,
             writes_estimate: 0,
+        }
+    }
+
+    /// The value of `key` as applied: unwritten, else what sled holds.
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        match self.unwritten.get(key) {
+            Some(v) => Ok(v.as_deref().map(sled::IVec::from)),
+            None => self.tree.get(key).map_err(store_err),
         }
     }
 
@@ -129,7 +152,7 @@ impl<'t> Fold<'t> {
         // of what a rebuild folds — costs no sled read.
         let stored = if id > self.created.last_id {
             debug_assert!(self.written.get(&id).is_none());
-            debug_assert!(matches!(self.tree.get(keys::snapshot_key(id)), Ok(None)));
+            debug_assert!(matches!(self.get(&keys::snapshot_key(id)), Ok(None)));
             None
         } else {
             self.stored(id)?
@@ -145,7 +168,7 @@ impl<'t> Fold<'t> {
     fn stored(&self, id: ActionId) -> Result<Option<Stored>, StoreError> {
         Ok(match self.written.get(&id) {
             Some(stored) => Some(stored),
-            None => match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+            None => match self.get(&keys::snapshot_key(id))? {
                 None => None,
                 Some(v) => {
                     let (a, tail) = super::decode_snapshot(id, &v)?;
@@ -159,7 +182,7 @@ impl<'t> Fold<'t> {
         if let Some(h) = self.exclusive.get(key) {
             return Ok(*h);
         }
-        let h = read_exclusive(self.tree, key)?;
+        let h = holder_of(self.get(key)?.as_deref())?;
         self.exclusive.insert(key.to_vec(), h);
         Ok(h)
     }
@@ -339,7 +362,7 @@ impl<'t> Fold<'t> {
             .map(|((ix, bucket), changes)| (keys::bucket_key(&ix.prefix(), bucket), changes))
             .chain(updated);
         for (key, changes) in sorted(buckets) {
-            let mut members: BTreeSet<u8> = match self.tree.get(&key).map_err(store_err)? {
+            let mut members: BTreeSet<u8> = match self.get(&key)? {
                 None => BTreeSet::new(),
                 Some(v) => keys::bucket_members(&v)
                     .ok_or_else(|| StoreError(format!("index bucket {key:?} is malformed")))?
@@ -362,7 +385,7 @@ impl<'t> Fold<'t> {
             .filter(|&(_, delta)| delta != 0)
             .map(|((scope, dim), delta)| (keys::counter_key(scope, dim), delta));
         for (key, delta) in sorted(counters) {
-            let current = match self.tree.get(&key).map_err(store_err)? {
+            let current = match self.get(&key)? {
                 None => 0,
                 Some(v) => keys::read_u64(&v)
                     .ok_or_else(|| StoreError(format!("counter {key:?} is malformed")))?,

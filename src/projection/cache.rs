@@ -4,14 +4,17 @@
 //! dialects' "actions of this server/droplet/instance" pages run). With both, such a list
 //! can be answered from memory alone, on an async worker without any sled work.
 //!
-//! **Who writes them.** The applier publishes every batch after it is in sled and before
+//! **Who writes them.** The applier publishes every batch after it is applied (in sled, or
+//! in the write-back that every sled read writes out first) and before
 //! its `applied_position` is published (so before any of its commands is acknowledged): it
 //! puts each changed action's snapshot, and inserts each created action's id into the
 //! lists of its resources that are present. Once a write is acknowledged, a memo holds
 //! its effect or nothing. Readers that had to go to sled *offer* what they read.
 //!
 //! **Why an offer can never leave a stale entry.** A reader reads `applied_position`
-//! (`read_at`) *before* its sled reads. What it read can only miss a change of a batch past
+//! (`read_at`) *before* its sled reads, which go through `Projection::settled`: that writes
+//! the write-back out after `read_at` was read, so they include every batch up to
+//! `read_at`. What it read can only miss a change of a batch past
 //! `read_at` that landed after its reads; that batch's publication either
 //! - has not happened yet: it will overwrite (snapshot) or update (list) the offer;
 //! - has happened and the entry is still there: a snapshot offer older than it (a smaller

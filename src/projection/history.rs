@@ -48,7 +48,7 @@ pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocati
     let store = |e: String| QueryError::Store(e);
     // The snapshot first, then the history keys: a run spilled by a write in between then
     // shows up twice (deduplicated below), never not at all.
-    let tail = match p.tree().get(keys::snapshot_key(id)) {
+    let tail = match p.settled()?.get(keys::snapshot_key(id)) {
         Err(e) => return Err(store(format!("sled: {e}"))),
         Ok(None) => return Ok(Vec::new()),
         Ok(Some(v)) => super::decode_snapshot(id, &v)
@@ -57,7 +57,7 @@ pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocati
             .to_vec(),
     };
     let mut runs = Vec::new();
-    for kv in p.tree().scan_prefix(keys::history_prefix(id)) {
+    for kv in p.settled()?.scan_prefix(keys::history_prefix(id)) {
         let (k, v) = kv.map_err(|e| store(format!("sled: {e}")))?;
         let (_, run) = keys::history_run(&k, &v)
             .ok_or_else(|| store(format!("history key {k:?} is malformed")))?;

@@ -210,7 +210,7 @@ impl IdStream for Merge {
 /// The smallest id whose action was created at or after `t` (one past the last id when
 /// none). Valid only while creation times are non-decreasing in id order.
 fn first_id_created_at_or_after(p: &Projection, t: Micros) -> Result<ActionId, QueryError> {
-    let tree = p.tree();
+    let tree = p.settled()?;
     let last = crate::ledger::StateStore::max_action_id(p).map_err(store)?;
     let (mut lo, mut hi) = (0u64, last + 1);
     while lo < hi {
@@ -365,7 +365,7 @@ fn resource_ids(p: &Projection, key: ResourceKey) -> Result<Option<ResourceIds>,
     // Read before the scan: what makes the offer safe (see `cache`).
     let read_at = p.applied.load(std::sync::atomic::Ordering::Acquire);
     let mut stream = resource_stream(
-        p.tree(),
+        p.settled()?,
         key.tenant.as_deref(),
         &key.resource,
         0,
@@ -456,7 +456,7 @@ fn plan(
     lo: ActionId,
     hi: ActionId,
 ) -> Result<Box<dyn IdStream>, QueryError> {
-    let tree = p.tree();
+    let tree = p.settled()?;
     if !q.ids.is_empty() {
         let mut ids: Vec<ActionId> = q
             .ids

@@ -6,7 +6,9 @@
 //! so sled is never flushed on the acknowledgement path. What keeps the projection honest:
 //! - every batch written to sled carries its `applied_position` in the same atomic
 //!   [`sled::Batch`], so after any stop the projection is exactly "the log up to
-//!   `applied_position`", and [`crate::ledger::Ledger::open`] replays what follows;
+//!   `applied_position`", and [`crate::ledger::Ledger::open`] replays what follows. Applied
+//!   batches wait in a write-back for a few milliseconds and go to sled together (see
+//!   `apply_entries`); every read of sled writes it out first ([`Projection::settled`]);
 //! - [`StateStore::apply`] skips entries at or below `applied_position` (idempotent);
 //! - a format version is stored too; at [`Projection::open`] a projection that sled cannot
 //!   open, or of another version, or left half-built by an interrupted [`rebuild`], is
@@ -55,6 +57,12 @@ pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// batch, so the garbage of every write in a batch stays allocated until it ends: measured
 /// here, 8k-write batches pushed RSS past 1 GB where 512-write batches stayed near 100 MB.
 pub const BATCH_WRITES_MAX_DEFAULT: usize = 1024;
+/// Applied writes the write-back holds before they go to sled together (see
+/// [`Projection::apply_entries`]): at most this many keys...
+pub const WRITE_BACK_KEYS_MAX: usize = 4096;
+/// ...held at most this long while batches keep coming (the applier writes them out when
+/// none has come for as long).
+pub const WRITE_BACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Default for [`ProjectionConfig::snapshot_cache_bytes`].
 pub const SNAPSHOT_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Bytes the applier's memo of the snapshot values it wrote may hold (`Projection::written`):
@@ -185,7 +193,7 @@ pub struct Projection {
     /// The one tree every key lives in (sled's default tree of `db`).
     tree: sled::Tree,
     config: ProjectionConfig,
-    /// Mirror of `META_APPLIED`, updated after each batch lands in sled.
+    /// The last position applied: in sled, or in `pending` on its way there.
     applied: AtomicU64,
     /// Mirror of `META_CREATED.monotone`, read by query planning.
     created_monotone: AtomicBool,
@@ -193,15 +201,33 @@ pub struct Projection {
     /// and counters, then writes them back, which is only correct with one writer. Holds
     /// the creation-order bookkeeping.
     write: Mutex<CreatedMeta>,
+    /// The write-back: applied writes sled does not hold yet (locked after `write`).
+    pending: Mutex<WriteBack>,
+    /// Whether `pending` holds writes (or failed): every sled read empties it first.
+    unwritten: AtomicBool,
+    /// Whether a write-back failed (its reason is in `pending`).
+    write_back_failed: AtomicBool,
     /// Decoded snapshots and resource id lists, kept current by `apply` (see `cache`).
     memos: cache::Memos,
     /// The applier's own memo: the snapshot values (action and history tail) it wrote last,
     /// decoded, for the actions it changed most recently ([`WRITTEN_MEMO_BYTES`]). The next
     /// record on such an action — the common case: events arrive while an action runs —
     /// starts from it instead of a sled read and a decode. Written and read only under
-    /// `write`, after the batch that wrote a value is in sled, so it never differs from sled.
+    /// `write`, after the batch that wrote a value is applied, so it never differs from
+    /// what sled holds once the write-back is empty.
     written: apply::Written,
     opened: OpenReport,
+}
+
+/// Applied writes on their way to sled, merged by key (see [`Projection::apply_entries`]).
+#[derive(Default)]
+struct WriteBack {
+    writes: apply::Unwritten,
+    /// When the oldest of `writes` was applied.
+    since: Option<std::time::Instant>,
+    /// A write-back that failed: its writes are lost to sled, so nothing may read sled or
+    /// apply on top of it until a restart catches up from the log.
+    failed: Option<String>,
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -372,6 +398,9 @@ impl Projection {
             applied: AtomicU64::new(applied),
             created_monotone: AtomicBool::new(created.monotone),
             write: Mutex::new(created),
+            pending: Mutex::new(WriteBack::default()),
+            unwritten: AtomicBool::new(false),
+            write_back_failed: AtomicBool::new(false),
             opened: OpenReport {
                 reset,
                 applied_position: applied,
@@ -395,6 +424,10 @@ impl Projection {
     /// Asks sled to write its buffers out (shutdown; never on the acknowledgement path —
     /// the log is the durability barrier). Returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, ProjectionError> {
+        self.settle().map_err(|e| ProjectionError::Sled {
+            dir: self.dir.clone(),
+            reason: e.0,
+        })?;
         self.db.flush().map_err(|e| sled_err(&self.dir, e))
     }
 
@@ -457,11 +490,44 @@ impl Projection {
     /// The raw sled tree, for tests that damage it on purpose. Not an API.
     #[doc(hidden)]
     pub fn tree_for_tests(&self) -> &sled::Tree {
-        &self.tree
+        self.settled().expect("the write-back goes to sled")
     }
 
-    pub(crate) fn tree(&self) -> &sled::Tree {
-        &self.tree
+    /// sled, holding every applied write: what every read of sled goes through.
+    pub(crate) fn settled(&self) -> Result<&sled::Tree, StoreError> {
+        self.settle()?;
+        Ok(&self.tree)
+    }
+
+    /// Writes the write-back to sled, if it holds anything.
+    pub(crate) fn settle(&self) -> Result<(), StoreError> {
+        if !self.unwritten.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_back(&mut pending)
+    }
+
+    /// Writes everything `pending` holds in one atomic sled batch (it ends with the
+    /// `applied_position` of the last batch applied). Called holding `write`.
+    fn write_back(&self, pending: &mut WriteBack) -> Result<(), StoreError> {
+        if let Some(why) = &pending.failed {
+            return Err(StoreError(why.clone()));
+        }
+        let writes: Vec<apply::Write> = std::mem::take(&mut pending.writes).into_iter().collect();
+        pending.since = None;
+        if !writes.is_empty() {
+            if let Err(e) = apply::write_atomically(&self.tree, writes) {
+                let why = format!("projection write-back failed: sled: {e}");
+                tracing::error!(reason = %why, "refusing writes and sled reads until a restart");
+                pending.failed = Some(why.clone());
+                self.write_back_failed.store(true, Ordering::Release);
+                return Err(StoreError(why));
+            }
+        }
+        self.unwritten.store(false, Ordering::Release);
+        Ok(())
     }
 
     pub(crate) fn created_monotone(&self) -> bool {
@@ -500,7 +566,11 @@ impl Projection {
         &self,
         id: ActionId,
     ) -> Result<Option<(Action, Vec<u8>)>, StoreError> {
-        match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+        match self
+            .settled()?
+            .get(keys::snapshot_key(id))
+            .map_err(store_err)?
+        {
             None => Ok(None),
             Some(v) => decode_snapshot(id, &v).map(|(a, tail)| Some((a, tail.to_vec()))),
         }
@@ -523,7 +593,11 @@ impl Projection {
         }
         // Read before the lookup: what makes the offer below safe (see `cache`).
         let read_at = self.applied.load(Ordering::Acquire);
-        match self.tree.get(keys::snapshot_key(id)).map_err(store_err)? {
+        match self
+            .settled()?
+            .get(keys::snapshot_key(id))
+            .map_err(store_err)?
+        {
             None => Ok(None),
             Some(v) => {
                 let a = Arc::new(decode_action(id, &v)?);
@@ -536,7 +610,7 @@ impl Projection {
     /// The action with `uid`: a uid key, or for a generated uid (`al-<id>`, which has no
     /// key, see `keys`) the action of that id when it carries that uid.
     fn uid(&self, uid: &str) -> Result<Option<ActionId>, StoreError> {
-        match self.tree.get(keys::uid_key(uid)).map_err(store_err)? {
+        match self.settled()?.get(keys::uid_key(uid)).map_err(store_err)? {
             Some(v) => keys::read_u64(&v).map(Some).ok_or_else(|| {
                 StoreError(format!("uid {uid:?}: malformed id ({} bytes)", v.len()))
             }),
@@ -549,21 +623,31 @@ impl Projection {
 
     /// A counter's value (0 when absent).
     pub(crate) fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
-        match self.tree.get(key).map_err(store_err)? {
+        match self.settled()?.get(key).map_err(store_err)? {
             None => Ok(0),
             Some(v) => keys::read_u64(&v)
                 .ok_or_else(|| StoreError(format!("counter of {} bytes", v.len()))),
         }
     }
 
-    /// Applies `entries` (see [`StateStore::apply`]) in sled batches of about
-    /// `batch_writes_max` writes, each carrying its own `applied_position`.
+    /// Applies `entries` (see [`StateStore::apply`]) in folds of about `batch_writes_max`
+    /// writes, each carrying its own `applied_position`, into the write-back: it goes to
+    /// sled in one atomic batch once it holds [`WRITE_BACK_KEYS_MAX`] keys or its oldest
+    /// write is [`WRITE_BACK_DELAY`] old, when the applier has been idle that long
+    /// ([`StateStore::write_back`]), and before anything reads sled. A run of events on the
+    /// same actions then costs sled one write per action and one batch (sled seals and
+    /// writes out two of its buffers per batch), not one per commit. A crash loses only
+    /// what the log still holds: sled's `applied_position` is the last batch written.
     fn apply_entries(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
         let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &pending.failed {
+            return Err(StoreError(why.clone()));
+        }
         let mut i = 0;
         while i < entries.len() {
             let applied = self.applied.load(Ordering::Acquire);
-            let mut fold = apply::Fold::new(&self.tree, &self.written, *created);
+            let mut fold = apply::Fold::new(&self.tree, &pending.writes, &self.written, *created);
             while i < entries.len() {
                 let c = &entries[i];
                 i += 1;
@@ -578,8 +662,22 @@ impl Projection {
             if let Some(last) = fold.last_position() {
                 let meta = fold.created();
                 let done = fold.finish()?;
-                apply::write_atomically(&self.tree, done.writes).map_err(store_err)?;
-                // In sled; into the memos before anyone can be told it is applied.
+                // Into the write-back, which goes to sled in one atomic batch when it is
+                // big or old enough, when the applier has been idle for a moment, and
+                // before any read of sled.
+                if pending.writes.is_empty() {
+                    pending.since = Some(std::time::Instant::now());
+                }
+                pending.writes.extend(done.writes);
+                self.unwritten.store(true, Ordering::Release);
+                if pending.writes.len() >= WRITE_BACK_KEYS_MAX
+                    || pending
+                        .since
+                        .is_some_and(|t| t.elapsed() >= WRITE_BACK_DELAY)
+                {
+                    self.write_back(&mut pending)?;
+                }
+                // Into the memos before anyone can be told it is applied.
                 self.publish(last, done.changed);
                 self.applied.store(last, Ordering::Release);
                 self.created_monotone
@@ -605,7 +703,7 @@ impl StateStore for Projection {
         tenant: &str,
         resource: &ResourceRef,
     ) -> Result<Option<ActionId>, StoreError> {
-        apply::read_exclusive(&self.tree, &keys::exclusive_key(tenant, resource))
+        apply::read_exclusive(self.settled()?, &keys::exclusive_key(tenant, resource))
     }
 
     fn idempotent_result(
@@ -614,7 +712,7 @@ impl StateStore for Projection {
         key: &str,
     ) -> Result<Option<IdempotentResult>, StoreError> {
         let Some(v) = self
-            .tree
+            .settled()?
             .get(keys::idempotency_key(tenant, key))
             .map_err(store_err)?
         else {
@@ -631,7 +729,7 @@ impl StateStore for Projection {
     }
 
     fn max_action_id(&self) -> Result<ActionId, StoreError> {
-        match self.tree.scan_prefix([keys::P_SNAPSHOT]).next_back() {
+        match self.settled()?.scan_prefix([keys::P_SNAPSHOT]).next_back() {
             None => Ok(0),
             Some(kv) => {
                 let (k, _) = kv.map_err(store_err)?;
@@ -647,6 +745,22 @@ impl StateStore for Projection {
 
     fn apply(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
         self.apply_entries(entries)
+    }
+
+    fn unwritten(&self) -> bool {
+        self.unwritten.load(Ordering::Acquire)
+    }
+
+    fn write_back(&self) -> Result<(), StoreError> {
+        self.settle()
+    }
+
+    fn failure(&self) -> Option<String> {
+        if !self.write_back_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.failed.clone()
     }
 }
 

@@ -69,3 +69,9 @@ pub enum QueryError {
     #[error("projection store: {0}")]
     Store(String),
 }
+
+impl From<crate::ledger::StoreError> for QueryError {
+    fn from(e: crate::ledger::StoreError) -> QueryError {
+        QueryError::Store(e.0)
+    }
+}

@@ -96,7 +96,9 @@ impl Projection {
         let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
         // A rebuild writes underneath the applier's memo: it starts and stays empty.
         self.written.clear();
-        let mut fold = Fold::new(&self.tree, &self.written, *created);
+        // A rebuild writes sled directly: its projection is fresh, the write-back empty.
+        let unwritten = apply::Unwritten::new();
+        let mut fold = Fold::new(&self.tree, &unwritten, &self.written, *created);
         for c in entries {
             fold.fold_entry(c)?;
         }
@@ -400,7 +402,7 @@ pub fn verify_projection(
             summary.last_position
         ));
     }
-    let tree = projection.tree();
+    let tree = projection.settled()?;
     let actions: Vec<Action> = reference.all();
     report.actions = actions.len() as u64;
 

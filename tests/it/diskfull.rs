@@ -5,9 +5,10 @@
 //! lifted ("space is back") the server accepts writes again.
 //!
 //! Two shapes of load decide which file hits the limit first: large batches grow the log
-//! faster (the log write itself fails: a partial frame that recovery cuts), large single
-//! events grow the sled projection faster (the projection's apply fails after the record
-//! was durable: that write is acknowledged, every later one refused). Failed fsync and
+//! faster (the log write itself fails: a partial frame that recovery cuts), single creates
+//! of large actions grow the sled projection faster (writing the projection fails after the
+//! record was durable: that write is acknowledged, every later one refused). Each create is
+//! a new action, so the projection's write-back has no repeated key to merge. Failed fsync and
 //! ENOSPC at the storage seam are in powerloss.rs (SimStorage).
 
 use super::binserver::{self, Options, ADMIN};
@@ -22,7 +23,7 @@ const LIMIT: u64 = 1 << 20;
 enum Shape {
     /// Batches of 40 events with 2 KiB messages: the log outgrows the projection.
     BigBatches,
-    /// Single events with 8 KiB messages: the projection outgrows the log.
+    /// Single creates with 8 KiB descriptions: the projection outgrows the log.
     BigEvents,
 }
 
@@ -88,8 +89,9 @@ async fn fill(base: String, w: usize, shape: Shape, acked: Acked) -> usize {
             Shape::BigEvents => {
                 let m = format!("w{w}n{n}");
                 (
-                    format!("/api/v1/actions/{id}/events"),
-                    json!({"type": "progress", "message": format!("{m} {}", "y".repeat(8192))}),
+                    "/api/v1/actions".to_string(),
+                    json!({"type": "fill", "uid": m, "description": "y".repeat(8192),
+                           "resource": {"type": "vm", "id": w.to_string()}}),
                     vec![m],
                 )
             }
@@ -102,6 +104,7 @@ async fn fill(base: String, w: usize, shape: Shape, acked: Acked) -> usize {
             };
             let mut acked = acked.lock().unwrap();
             for (m, r) in markers.into_iter().zip(results) {
+                let id = r["id"].as_u64().unwrap_or(id);
                 acked.insert(m, (id, r["version"].as_u64().unwrap()));
             }
             continue;

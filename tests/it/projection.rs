@@ -21,6 +21,37 @@ fn q_tenant(t: &str, limit: usize) -> ActionQuery {
 }
 
 #[test]
+fn the_write_back_reaches_sled_on_its_own_once_the_applier_is_idle() {
+    // Goal: what `apply` leaves in the write-back goes to sled within moments of the
+    // applier going idle, without any read asking for it; sled's applied position is then
+    // the last one applied.
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = SimStorage::new();
+    let p = open_projection(&tmp.path().join("p"));
+    let l = open_sim_with(&sim, 1 << 20, p.clone()).unwrap();
+    let id = submit(&l, create("acme", "1")).unwrap().actions[0].id;
+    submit(&l, event(id, EventBody::Started)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while p.unwritten() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write-back still holds writes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let raw = p
+        .tree_for_tests()
+        .get(projection::keys::META_APPLIED)
+        .unwrap()
+        .expect("an applied position in sled");
+    assert_eq!(
+        u64::from_be_bytes(raw.as_ref().try_into().unwrap()),
+        p.applied_position()
+    );
+    assert_eq!(p.applied_position(), 2);
+}
+
+#[test]
 fn read_your_writes_and_basic_queries() {
     // Goal: an acknowledged write is visible to get, get_by_uid and list at once.
     let tmp = tempfile::tempdir().unwrap();
@@ -108,6 +139,8 @@ fn read_your_writes_and_basic_queries() {
     };
     chosen.uid = Some("job-7".into());
     let id = submit(&l, Command::Create(chosen)).unwrap().actions[0].id;
+    // Raw sled again: the accessor writes out what the write-back holds first.
+    let tree = p.tree_for_tests();
     assert_eq!(tree.scan_prefix([projection::keys::P_UID]).count(), 1);
     assert_eq!(p.get_by_uid("job-7").unwrap().unwrap().id, id);
     assert_eq!(p.get_by_uid(&format!("al-{id}")).unwrap(), None);
