@@ -371,7 +371,7 @@ pub fn same_indexed_attributes(a: &Action, b: &Action) -> bool {
 
 /// One id-ordered index, borrowed from an action: what [`Ix::prefix`] spells as bytes.
 /// Folds collect bucket changes under these and build each distinct key once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ix<'a> {
     Tenant(&'a str),
     Resource(&'a str, &'a ResourceRef),
