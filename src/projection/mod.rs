@@ -205,8 +205,9 @@ pub struct Projection {
     pending: Mutex<WriteBack>,
     /// Whether `pending` holds writes (or failed): every sled read empties it first.
     unwritten: AtomicBool,
-    /// Whether a write-back failed (its reason is in `pending`).
-    write_back_failed: AtomicBool,
+    /// Why a write-back failed, once one has: its writes are lost to sled, so nothing may
+    /// read sled or apply on top of it until a restart catches up from the log.
+    failed: std::sync::OnceLock<String>,
     /// Decoded snapshots and resource id lists, kept current by `apply` (see `cache`).
     memos: cache::Memos,
     /// The applier's own memo: the snapshot values (action and history tail) it wrote last,
@@ -225,9 +226,6 @@ struct WriteBack {
     writes: apply::Unwritten,
     /// When the oldest of `writes` was applied.
     since: Option<std::time::Instant>,
-    /// A write-back that failed: its writes are lost to sled, so nothing may read sled or
-    /// apply on top of it until a restart catches up from the log.
-    failed: Option<String>,
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -400,7 +398,7 @@ impl Projection {
             write: Mutex::new(created),
             pending: Mutex::new(WriteBack::default()),
             unwritten: AtomicBool::new(false),
-            write_back_failed: AtomicBool::new(false),
+            failed: std::sync::OnceLock::new(),
             opened: OpenReport {
                 reset,
                 applied_position: applied,
@@ -500,29 +498,34 @@ impl Projection {
     }
 
     /// Writes the write-back to sled, if it holds anything.
-    pub(crate) fn settle(&self) -> Result<(), StoreError> {
+    fn settle(&self) -> Result<(), StoreError> {
         if !self.unwritten.load(Ordering::Acquire) {
             return Ok(());
         }
         let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.write_back(&mut pending)
+        self.write_out(&mut pending)
+    }
+
+    /// Refuses to go on once a write-back has failed.
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match self.failed.get() {
+            Some(why) => Err(StoreError(why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Writes everything `pending` holds in one atomic sled batch (it ends with the
     /// `applied_position` of the last batch applied). Called holding `write`.
-    fn write_back(&self, pending: &mut WriteBack) -> Result<(), StoreError> {
-        if let Some(why) = &pending.failed {
-            return Err(StoreError(why.clone()));
-        }
+    fn write_out(&self, pending: &mut WriteBack) -> Result<(), StoreError> {
+        self.check_failed()?;
         let writes: Vec<apply::Write> = std::mem::take(&mut pending.writes).into_iter().collect();
         pending.since = None;
         if !writes.is_empty() {
             if let Err(e) = apply::write_atomically(&self.tree, writes) {
                 let why = format!("projection write-back failed: sled: {e}");
                 tracing::error!(reason = %why, "refusing writes and sled reads until a restart");
-                pending.failed = Some(why.clone());
-                self.write_back_failed.store(true, Ordering::Release);
+                let _ = self.failed.set(why.clone());
                 return Err(StoreError(why));
             }
         }
@@ -641,9 +644,7 @@ impl Projection {
     fn apply_entries(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
         let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(why) = &pending.failed {
-            return Err(StoreError(why.clone()));
-        }
+        self.check_failed()?;
         let mut i = 0;
         while i < entries.len() {
             let applied = self.applied.load(Ordering::Acquire);
@@ -675,7 +676,7 @@ impl Projection {
                         .since
                         .is_some_and(|t| t.elapsed() >= WRITE_BACK_DELAY)
                 {
-                    self.write_back(&mut pending)?;
+                    self.write_out(&mut pending)?;
                 }
                 // Into the memos before anyone can be told it is applied.
                 self.publish(last, done.changed);
@@ -756,11 +757,7 @@ impl StateStore for Projection {
     }
 
     fn failure(&self) -> Option<String> {
-        if !self.write_back_failed.load(Ordering::Acquire) {
-            return None;
-        }
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.failed.clone()
+        self.failed.get().cloned()
     }
 }
 
