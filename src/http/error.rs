@@ -169,12 +169,7 @@ impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {
             LedgerError::Rejected(r) => r.into(),
-            LedgerError::Log(ref log) if log.is_disk_full() => {
-                tracing::error!(error = %e, "write refused: disk full");
-                disk_full()
-            }
-            // The projection could not be written, found while checking the command.
-            LedgerError::Store(ref s) if crate::log::names_disk_full(&s.0) => {
+            ref e if e.is_disk_full() => {
                 tracing::error!(error = %e, "write refused: disk full");
                 disk_full()
             }
@@ -200,8 +195,8 @@ impl From<QueryError> for ApiError {
             )
             .with("field", "cursor"),
             QueryError::BadRequest(m) => ApiError::bad_request(m),
-            QueryError::Store(m) if crate::log::names_disk_full(&m) => {
-                tracing::error!(error = %m, "read refused: the projection's disk is full");
+            ref e if e.is_disk_full() => {
+                tracing::error!(error = %e, "read refused: the projection's disk is full");
                 disk_full()
             }
             QueryError::Store(m) => ApiError::internal(m),

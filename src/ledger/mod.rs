@@ -499,6 +499,18 @@ impl Applier {
     }
 }
 
+impl LedgerError {
+    /// Whether the write failed because a file of the ledger could not grow: the log's, or
+    /// the store's (found while checking the command against it).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LedgerError::Log(e) => e.is_disk_full(),
+            LedgerError::Store(e) => crate::log::names_disk_full(&e.0),
+            _ => false,
+        }
+    }
+}
+
 /// What earlier submissions of the batch being built changed; consulted before the store.
 #[derive(Default)]
 struct Overlay {

@@ -70,6 +70,13 @@ pub enum QueryError {
     Store(String),
 }
 
+impl QueryError {
+    /// Whether the store failed because its disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, QueryError::Store(m) if crate::log::names_disk_full(m))
+    }
+}
+
 impl From<crate::ledger::StoreError> for QueryError {
     fn from(e: crate::ledger::StoreError) -> QueryError {
         QueryError::Store(e.0)
