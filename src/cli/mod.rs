@@ -8,7 +8,7 @@
 //! | `export`, `import` | [`transfer`] |
 //! | `token create\|list\|revoke` | [`token`] |
 //!
-//! Exit codes (CONTRACT.md): 0 success, 1 damage found by `verify`, 2 any other error. Every
+//! Exit codes (docs/operations.md): 0 success, 1 damage found by `verify`, 2 any other error. Every
 //! error is one line on stderr starting with `error:`. Writing to a closed pipe
 //! (`action-ledger replay … | head -1`) ends the command quietly with 0.
 

@@ -65,7 +65,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The stable error code of CONTRACT.md.
+    /// The stable error code (docs/api.md, "Errors").
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::NotFound(_) => "not_found",

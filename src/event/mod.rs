@@ -6,7 +6,7 @@
 //! lifecycle rules live — the writer validates a command by folding it onto the current state,
 //! and live apply, rebuild and point-in-time reads fold the same records the same way.
 //!
-//! On-disk types are plain on purpose (see docs/format.md and ../shared/STORAGE.md): no serde
+//! On-disk types are plain on purpose (see docs/format.md): no serde
 //! `flatten`, `skip`, `tag`, `untagged` or `serde_json::Value`, timestamps as integer
 //! microseconds since the Unix epoch, enum variants only ever appended at the end.
 

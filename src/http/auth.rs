@@ -1,4 +1,4 @@
-//! Who is calling: the token in any of the four header forms of CONTRACT.md, resolved to a
+//! Who is calling: the token in any of the four header forms of docs/api.md, resolved to a
 //! [`Principal`] by the token store. Each API maps an [`AuthFailure`] to its own error body.
 
 use crate::tokens::{Principal, Role, TokenStore};

@@ -1,7 +1,7 @@
 //! The HTTP face of the ledger: one axum router for the native API (`/api/v1`), the public
 //! dialects, health, readiness and metrics. Handlers translate; the [`Ledger`] decides.
 //!
-//! - [`native`]: `/api/v1` as CONTRACT.md describes it.
+//! - [`native`]: `/api/v1` as docs/api.md describes it.
 //! - [`auth`]: tokens from any of the four header forms → [`Principal`].
 //! - [`error`]: the native error type and body.
 //! - [`dialect`]: the public API dialects (one module each; they only translate).
@@ -153,7 +153,7 @@ pub fn visible<A: std::borrow::Borrow<crate::event::Action>>(
 }
 
 /// Adds `Retry-After` to the answer about an unfinished action, so pollers back off. Every
-/// dialect's GET of one action uses it (CONTRACT.md).
+/// dialect's GET of one action uses it (docs/api.md, "Retry-After").
 pub fn with_retry_after(
     a: &crate::event::Action,
     mut resp: axum::response::Response,

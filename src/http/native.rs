@@ -1,4 +1,4 @@
-//! The native API, `/api/v1`, exactly as CONTRACT.md describes it.
+//! The native API, `/api/v1`, exactly as docs/api.md describes it.
 //!
 //! Handlers parse and authorize, build core commands and queries, and render. Every store
 //! or log read runs in `spawn_blocking` ([`super::blocking`]); every write goes through

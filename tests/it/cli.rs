@@ -74,7 +74,7 @@ fn s(p: &Path) -> &str {
 }
 
 // ---------------------------------------------------------------------------------------
-// The sample log (data/sample/actions.jsonl), shaped like the seed documents.
+// The sample log (data/sample/actions.jsonl), shaped like each dialect's documented examples.
 
 fn t(rfc: &str) -> Micros {
     action_ledger::http::wire::parse_time(rfc).unwrap()
@@ -123,7 +123,7 @@ fn sample_batches() -> Vec<Vec<Entry>> {
         ops,
     };
     let done = || EventBody::Completed { message: None };
-    // ECS (seed 000): a server created, then deleted, by user foo.
+    // ECS (its documented example): a server created, then deleted, by user foo.
     let mut ecs_new = new_action(
         1,
         "ecs-709-new",
@@ -140,7 +140,7 @@ fn sample_batches() -> Vec<Vec<Entry>> {
         ("server", "ec200285"),
     );
     ecs_del.user = Some("foo".into());
-    // Redis Enterprise (seeds 001, 004): retry_bdb tasks and an SMCreateBDB state machine.
+    // Redis Enterprise (its documented examples): retry_bdb tasks and an SMCreateBDB state machine.
     let mut retry = new_action(
         3,
         "159ca2f8-7bf3-4cda-97e8-4eb560665c28",
@@ -157,7 +157,7 @@ fn sample_batches() -> Vec<Vec<Entry>> {
         ("bdb", "1"),
     );
     sm.kind = Kind::StateMachine;
-    // Nova (seed 002): a reboot with its events.
+    // Nova (its api-ref example): a reboot with its events.
     let mut reboot = new_action(
         5,
         "req-3293a3f1-b44c-4609-b8d2-d81b105636b8",
@@ -167,7 +167,7 @@ fn sample_batches() -> Vec<Vec<Entry>> {
     );
     reboot.user = Some("admin-user".into());
     reboot.description = Some("reboot HARD".into());
-    // DigitalOcean (seed 003): shutdown, then a snapshot, each exclusive on the droplet.
+    // DigitalOcean (its Actions guide): shutdown, then a snapshot, each exclusive on the droplet.
     let mut shutdown = new_action(
         6,
         "do-shutdown-36804745",

@@ -1,5 +1,5 @@
 //! The DigitalOcean v2 dialect on a real socket: exact JSON against data/dialects/digitalocean/
-//! (built from seed 003's snapshot example and DO's action object), page/per_page with
+//! (built from DO's snapshot example and action object), page/per_page with
 //! absolute page links and meta.total, the exclusive POST and its 422, status mapping,
 //! region, errors, Bearer auth, roles and tenancy; and the official `pydo` client against it.
 
@@ -82,7 +82,7 @@ async fn do_post_get_and_droplet_list_match_the_documented_examples() {
     )
     .await;
 
-    // Seed 003: POST {"type":"snapshot","name":"Nifty New Snapshot"} on droplet 3164450 →
+    // DO's example: POST {"type":"snapshot","name":"Nifty New Snapshot"} on droplet 3164450 →
     // 201 with an in-progress action (other body fields are accepted).
     let (s, h, posted) = post(
         &app,

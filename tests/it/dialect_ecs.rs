@@ -1,5 +1,5 @@
 //! The Seeweb ECS dialect on a real socket: exact JSON against data/dialects/ecs/ (built from
-//! seed 000's examples), paging and the resource filter, status mapping, errors, tenancy.
+//! ECS's documented examples), paging and the resource filter, status mapping, errors, tenancy.
 //!
 //! Also holds the fixture helpers the other dialect tests share ([`fixture`], [`normalize`]).
 
@@ -189,8 +189,9 @@ pub fn ids(list: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// The two completed server actions of seed 000 (`new_server` then `delete_server` on
-/// `ec200285` by user `foo`); the ledger numbers them 1 and 2 where the seed shows 708/709.
+/// The two completed server actions of ECS's documented example (`new_server` then
+/// `delete_server` on `ec200285` by user `foo`); the ledger numbers them 1 and 2 where the
+/// example shows 708/709.
 async fn seed_000(app: &TestApp, token: &str) {
     for t in ["new_server", "delete_server"] {
         native_action(

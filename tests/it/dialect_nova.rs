@@ -1,7 +1,7 @@
 //! The OpenStack Nova dialect (`os-instance-actions`) on a real socket: exact JSON against
 //! data/dialects/nova/ (built from Nova's api-ref samples: doc/api_samples/os-instance-actions
 //! v2.1, v2.51, v2.58, v2.62, v2.66, v2.84 and doc/api_samples/versions), every microversion
-//! from both headers, each behaviour change of shared/DIALECTS.md, admin-only fields, Nova
+//! from both headers, each behaviour change of docs/dialects.md, admin-only fields, Nova
 //! fault bodies, query parameter rules, tenancy, and the DigitalOcean routes beside the
 //! legacy `/v2/{tenant_id}` prefix. The real python-novaclient runs in
 //! `novaclient_lists_and_shows_with_a_keystoneauth_session`.

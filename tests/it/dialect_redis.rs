@@ -1,5 +1,5 @@
 //! The Redis Enterprise dialect on real sockets: exact JSON against data/dialects/redis/
-//! (built from seeds 001 and 004), v1 (`actions` + `state-machines`, one, by database) and
+//! (from Redis's documented examples), v1 (`actions` + `state-machines`, one, by database) and
 //! v2 (bare array, one), `additional_info` only when non-empty, `pending_ops` per shard,
 //! both status vocabularies, Basic auth, errors and tenancy. Every request is made twice, on
 //! the Redis listener at the documented root paths and under `/redis` on the main listener,
@@ -121,7 +121,7 @@ async fn completed(app: &TestApp, token: &str, body: Value) -> Value {
     native_action(app, token, body, &[json!({"type": "completed"})]).await
 }
 
-/// Seed 001 / 004's v1 example: two completed `retry_bdb` tasks (node 1, then node 2) and
+/// Redis's documented v1 example: two completed `retry_bdb` tasks (node 1, then node 2) and
 /// the completed `SMCreateBDB` state machine of database 1, with the documented uids.
 async fn seed_v1(app: &TestApp, token: &str) {
     for (uid, node) in [
@@ -186,7 +186,7 @@ async fn redis_v1_matches_the_documented_examples() {
 async fn redis_v2_matches_the_documented_examples() {
     let app = spawn_app().await;
     let w = app.token("redis-writer", "acme", "writer").await;
-    // Seed 004's v2 example, then an export (kind other, v2 only) with a description and a
+    // Redis's documented v2 example, then an export (kind other, v2 only) with a description and a
     // queued task on the cluster itself (no object, so no additional_info at all).
     completed(
         &app,

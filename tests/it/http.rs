@@ -507,7 +507,7 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenant_isolation_matrix() {
-    // Two tenants × three roles × every route: only what CONTRACT.md allows.
+    // Two tenants × three roles × every route: only what docs/api.md allows.
     let app = spawn_app().await;
     let mut tokens = Vec::new();
     for tenant in ["acme", "globex"] {

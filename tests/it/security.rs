@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &str = "security-admin-token-0123456789";
 
-/// Routes that answer without a token, by design (README, CONTRACT.md): health, readiness
+/// Routes that answer without a token, by design (docs/api.md): health, readiness
 /// and Nova's version documents. `/metrics` is private unless `--public-metrics`.
 const PUBLIC: &[&str] = &["/healthz", "/readyz", "/", "/v2.1", "/v2.1/", "/v2", "/v2/"];
 

@@ -6,7 +6,7 @@
 //! [`crate::ledger::Ledger::submit`] (the core refuses it with `resource_busy` while the
 //! droplet has an unfinished exclusive action, which this module shows as DO's 422).
 //!
-//! Decisions where the DigitalOcean documents are silent:
+//! Decisions where the DigitalOcean documents are silent (docs/dialects.md gives each):
 //! - `/v2/actions` lists every action of the caller's tenant (all tenants for admin).
 //!   `resource_id` is an integer when the resource id is a decimal integer, otherwise
 //!   `null` (godo decodes null as 0; pydo passes it through); `resource_type` is the
@@ -56,7 +56,7 @@ pub const PER_PAGE_MAX: u64 = 200;
 pub const DROPLET: &str = "droplet";
 /// How many of a droplet's newest actions a POST looks through for its region.
 pub const REGION_LOOKBACK: usize = 20;
-/// The 422 message of a POST on a droplet with an unfinished action (DIALECTS.md).
+/// The 422 message of a POST on a droplet with an unfinished action (docs/dialects.md).
 pub const BUSY_MESSAGE: &str = "Droplet already has a pending event.";
 
 pub fn routes() -> Router<AppState> {
@@ -70,7 +70,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/droplets/{droplet_id}/actions/{id}", get(droplet_show))
 }
 
-/// The one mapping from the canonical status to DigitalOcean's (DIALECTS.md table).
+/// The one mapping from the canonical status to DigitalOcean's (docs/dialects.md table).
 pub fn status(s: Status) -> &'static str {
     match s {
         Status::Queued | Status::Running => "in-progress",
@@ -258,7 +258,7 @@ fn forbidden() -> DoError {
     )
 }
 
-/// The caller, from `Authorization: Bearer` (or any header form CONTRACT.md accepts).
+/// The caller, from `Authorization: Bearer` (or any header form docs/api.md lists).
 fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, DoError> {
     super::super::auth::authenticate(headers, &state.tokens).map_err(|_| unauthorized())
 }
@@ -312,7 +312,7 @@ fn paging(pairs: &[(String, String)]) -> Result<Paging, DoError> {
                     })?;
                 p.explicit_per_page = true;
             }
-            _ => {} // unknown parameters are ignored (DIALECTS.md)
+            _ => {} // unknown parameters are ignored (docs/dialects.md)
         }
     }
     Ok(p)

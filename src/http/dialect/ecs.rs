@@ -3,9 +3,9 @@
 //! Translation only: query parameters become an [`ActionQuery`], a path id goes through
 //! [`super::super::load_action`], a POST becomes one `Create` command for
 //! [`crate::ledger::Ledger::submit`]; results are rendered in ECS's wire shape
-//! (shared/DIALECTS.md, seed 000). Nothing here reads storage directly.
+//! (docs/dialects.md, "Seeweb ECS"). Nothing here reads storage directly.
 //!
-//! Decisions where the ECS documents are silent (also in README's dialect table):
+//! Decisions where the ECS documents are silent (docs/dialects.md gives each):
 //! - The list shows every action of the caller's tenant (all tenants for admin), whatever
 //!   its resource type; `resource_type` is the action's own (`ECS` for actions created here).
 //! - `resource=NAME` filters on the resource `{type: "ECS", id: NAME}` (ECS servers), as
@@ -34,9 +34,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-/// The resource type of the servers this dialect acts on (seed 000: `"resource_type": "ECS"`).
+/// The resource type of the servers this dialect acts on (ECS's examples: `"ECS"`).
 pub const RESOURCE_TYPE: &str = "ECS";
-/// Default page size of the list (seed 000: "the last 50 actions").
+/// Default page size of the list (ECS's documentation: "the last 50 actions").
 pub const LENGTH_DEFAULT: usize = 50;
 
 pub fn routes() -> Router<AppState> {
@@ -46,7 +46,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ecs/v2/servers/{name}/actions", post(create))
 }
 
-/// The one mapping from the canonical status to ECS's (DIALECTS.md table).
+/// The one mapping from the canonical status to ECS's (docs/dialects.md table).
 pub fn status(s: Status) -> &'static str {
     match s {
         Status::Queued | Status::Running => "in-progress",
@@ -55,7 +55,7 @@ pub fn status(s: Status) -> &'static str {
     }
 }
 
-/// RFC 3339 with an explicit `+00:00` offset and microseconds, as in seed 000.
+/// RFC 3339 with an explicit `+00:00` offset and microseconds, as in ECS's examples.
 fn time(micros: crate::event::Micros) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
@@ -137,7 +137,7 @@ impl From<ApiError> for EcsError {
     }
 }
 
-/// The caller, from `X-APITOKEN` (or any header form CONTRACT.md accepts).
+/// The caller, from `X-APITOKEN` (or any header form docs/api.md lists).
 fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, EcsError> {
     super::super::auth::authenticate(headers, &state.tokens).map_err(|_| {
         EcsError::new(
@@ -184,7 +184,7 @@ fn list_query(
                     id: v.clone(),
                 })
             }
-            _ => {} // unknown parameters are ignored (DIALECTS.md)
+            _ => {} // unknown parameters are ignored (docs/dialects.md)
         }
     }
     Ok(q)

@@ -1,7 +1,7 @@
 //! The public action dialects: one module per API, each only *translating* its wire format
-//! into the core's queries and commands and rendering the answers back (STYLE.md). No
+//! into the core's queries and commands and rendering the answers back. No
 //! dialect touches the log or sled; each status mapping lives once, in its module's
-//! `status` function (shared/DIALECTS.md's table). What every dialect does the same way
+//! `status` function (docs/dialects.md's table). What every dialect does the same way
 //! lives here once: [`list`] and [`one`] (queries in the caller's tenant scope),
 //! [`require_writer`], and [`record_task`] (a dialect POST: Idempotency-Key, `{"type"}`
 //! body, one running task by the token's name).

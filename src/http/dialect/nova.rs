@@ -3,14 +3,14 @@
 //!
 //! Translation only: the URL and query become an [`ActionQuery`] (resource `server/{id}`,
 //! newest first) or a [`load_action`]; the result is rendered in Nova's wire shape
-//! (shared/DIALECTS.md "OpenStack Nova", seed 002, Nova's api-ref samples). Nothing here
+//! (docs/dialects.md "OpenStack Nova", Nova's api-ref samples). Nothing here
 //! reads storage except through the projection's queries.
 //!
 //! # Routes
 //! - `GET /v2.1[/{project_id}]/servers/{server_id}/os-instance-actions[/{request_id}]`, and
 //!   the same under the legacy `/v2/{tenant_id}` prefix.
 //! - `GET /`, `/v2.1`, `/v2.1/`, `/v2`, `/v2/`: version documents, without a token
-//!   (CONTRACT.md); `GET /v2.1/{project_id}[/]`: the v2.1 document behind the token. `/v2/actions` (DigitalOcean) has one more segment less than the legacy
+//!   (docs/api.md); `GET /v2.1/{project_id}[/]`: the v2.1 document behind the token. `/v2/actions` (DigitalOcean) has one more segment less than the legacy
 //!   Nova prefix, so the two never meet in the router.
 //!
 //! # Mapping
@@ -324,7 +324,7 @@ impl From<ApiError> for Fault {
 }
 
 // ---------------------------------------------------------------------------------------
-// Version documents (no token: CONTRACT.md)
+// Version documents (no token: docs/api.md, "Roles and tenants")
 
 /// `http(s)://host` of the request, for absolute links.
 fn base_url(headers: &HeaderMap) -> String {

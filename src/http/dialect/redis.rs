@@ -4,9 +4,9 @@
 //! Served at those root paths on its own listener (`--redis-listen`, default
 //! `127.0.0.1:9443`) and under `/redis` on the main listener, where `/v2/actions` belongs
 //! to DigitalOcean. Translation only: [`ActionQuery`] / [`super::super::load_action`] in,
-//! the shapes of shared/DIALECTS.md and seeds 001/004 out.
+//! the shapes of docs/dialects.md out (Redis Enterprise REST API, "Actions requests").
 //!
-//! Decisions where the Redis documents are silent:
+//! Decisions where the Redis documents are silent (docs/dialects.md gives each):
 //! - `kind = task` actions are v1 "actions", `kind = state-machine` the v1 "state-machines";
 //!   `other` appears in v2 only (v1 get of one answers 404, as Redis documents for
 //!   import/export/backup).
@@ -25,7 +25,7 @@
 //! - Lists have no paging in Redis: each list holds the newest `LIST_LIMIT_MAX` (1000 by
 //!   default) matching actions. Query parameters are ignored.
 //! - Any Basic user name is accepted; the password must be a valid token. Every role
-//!   includes `view_status_of_cluster_action` (CONTRACT.md: reader), so a valid token never
+//!   includes `view_status_of_cluster_action` (docs/api.md: reader), so a valid token never
 //!   gets the 403 Redis documents for a missing permission (the shape is kept for any 403
 //!   of the core: `insufficient_permissions`).
 //! - Unknown paths and methods answer Redis's error shape (404 / 405) on both listeners.
@@ -77,7 +77,7 @@ pub enum Api {
     V2,
 }
 
-/// The one mapping from the canonical status to Redis's (DIALECTS.md table).
+/// The one mapping from the canonical status to Redis's (docs/dialects.md table).
 pub fn status(s: Status, api: Api) -> &'static str {
     match (api, s) {
         (Api::V1, Status::Queued) => "pending",
