@@ -37,5 +37,5 @@ pub mod tokens;
 /// benchmarks that host a server or projection in their own process (`benches/common`): one
 /// choice, named once. jemalloc rather than the C library's: the write path allocates on the
 /// ledger's threads and frees on the HTTP workers, where glibc's malloc spent ~20% of the
-/// server's CPU per durable event (README, Performance).
+/// server's CPU per durable event (docs/performance.md, "HTTP (`http`)").
 pub use tikv_jemallocator::Jemalloc as Allocator;

@@ -9,7 +9,7 @@
 //!   then through the whole router (`tower::ServiceExt::oneshot`, no sockets) on every
 //!   POST route of every API: no panic, no 5xx.
 //!
-//! `FUZZ_CASES=N` sets the case count of each (small by default, for CI); README "Fuzzing
+//! `FUZZ_CASES=N` sets the case count of each (small by default, for CI); docs/testing.md "Fuzzing
 //! and security" has the long-run commands. The HTTP fuzzing over real sockets is in
 //! `schemathesis.rs`.
 

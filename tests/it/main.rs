@@ -1,4 +1,4 @@
-//! The integration test binary: one binary, one module per topic (see README "Tests").
+//! The integration test binary: one binary, one module per topic (docs/testing.md lists what each proves).
 
 mod binserver;
 mod cli;

@@ -3,7 +3,7 @@
 //! dialect routes (plus the watch stream, which schemathesis cannot end) with a handwritten
 //! case generator. Both assert 0 5xx, 0 panics (the server's own counters), 0 hangs
 //! (per-request timeouts). `SCHEMATHESIS_EXAMPLES` (examples per operation, default 25) and
-//! `FUZZ_HTTP_CASES` (generated dialect requests, default 400) scale them (README "Fuzzing
+//! `FUZZ_HTTP_CASES` (generated dialect requests, default 400) scale them (docs/testing.md "Fuzzing
 //! and security").
 
 use action_ledger::http::server::{self, Running, ServeConfig};
