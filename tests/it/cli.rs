@@ -123,13 +123,13 @@ fn sample_batches() -> Vec<Vec<Entry>> {
         ops,
     };
     let done = || EventBody::Completed { message: None };
-    // ECS (seed 000): a server created, then deleted, by user foo.
+    // ECS: a server created, then deleted, by user foo, on the ECS server ec200285.
     let mut ecs_new = new_action(
         1,
         "ecs-709-new",
         "acme",
         "new_server",
-        ("server", "ec200285"),
+        ("ECS", "ec200285"),
     );
     ecs_new.user = Some("foo".into());
     let mut ecs_del = new_action(
@@ -137,7 +137,7 @@ fn sample_batches() -> Vec<Vec<Entry>> {
         "ecs-710-delete",
         "acme",
         "delete_server",
-        ("server", "ec200285"),
+        ("ECS", "ec200285"),
     );
     ecs_del.user = Some("foo".into());
     // Redis Enterprise (seeds 001, 004): retry_bdb tasks and an SMCreateBDB state machine.
@@ -441,8 +441,13 @@ async fn sample_imports_verifies_and_answers_in_every_dialect() {
     let (st, v) = app.get("/v2/droplets/3164450/actions", ADMIN).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["actions"].as_array().unwrap().len(), 2, "{v}");
+    // The ECS API shows the actions on ECS servers, and finds them by name.
     let (st, v) = app.get("/ecs/v2/actions", ADMIN).await;
     assert_eq!(st, 200, "{v}");
+    assert_eq!(crate::dialect_ecs::ids(&v), [2, 1], "{v}");
+    let (st, f) = app.get("/ecs/v2/actions?resource=ec200285", ADMIN).await;
+    assert_eq!(st, 200, "{f}");
+    assert_eq!((&f["actions"], &f["total_actions"]), (&v["actions"], &json!(2)));
     app.stop().await;
 }
 
@@ -789,6 +794,76 @@ async fn replay_until_gives_the_as_of_states() {
         .unwrap();
     let status = child.wait().unwrap();
     assert_eq!((status.code(), err.as_str()), (Some(0), ""));
+}
+
+/// `--action` names one action: unknown, it is an error naming it (exit 2). `--resource` is
+/// a filter: no action on it prints nothing and exits 0, noting it on stderr.
+#[test]
+fn replay_refuses_an_unknown_action_and_filters_an_empty_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = run(&["import", "--data-dir", s(&data), s(&sample_path())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for action in ["999", "no-such-uid"] {
+        for extra in [&[][..], &["--snapshots"][..]] {
+            let mut a = vec!["replay", "--data-dir", s(&data), "--action", action];
+            a.extend(extra);
+            let o = run(&a);
+            assert_error(&o, &["--action", action, "no such action"]);
+            assert_eq!(stdout(&o), "");
+        }
+    }
+    // Created after the stopping point: unknown up to there.
+    assert_error(
+        &run(&[
+            "replay",
+            "--data-dir",
+            s(&data),
+            "--action",
+            "7",
+            "--until-position",
+            "3",
+        ]),
+        &["--action 7", "up to position 3"],
+    );
+    let o = run(&["replay", "--data-dir", s(&data), "--action", "ecs-709-new"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    for args in [
+        &["--resource", "droplet/nosuch"][..],
+        &["--resource", "droplet/nosuch", "--snapshots"][..],
+        // The action exists, but not on this resource.
+        &["--resource", "ECS/ec200285", "--action", "7"][..],
+    ] {
+        let mut a = vec!["replay", "--data-dir", s(&data)];
+        a.extend(args);
+        let o = run(&a);
+        assert_eq!((code(&o), stdout(&o).as_str()), (0, ""), "{args:?}");
+        assert!(stderr(&o).starts_with("note: no action on "), "{}", stderr(&o));
+    }
+}
+
+/// `verify` on a data directory a running server owns checks the log, says the projection
+/// was not checked and why, and does not wait for the server's lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_while_a_server_runs_checks_the_log_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = run(&["import", "--data-dir", s(&data), s(&sample_path())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let app = serve_dir(&data).await;
+    let d = data.clone();
+    let o = tokio::task::spawn_blocking(move || run(&["verify", "--data-dir", s(&d)]))
+        .await
+        .unwrap();
+    app.stop().await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("log ok: 15 records in 1 segments"), "{out}");
+    assert!(
+        out.contains("projection: in use by a running server, not checked (the log was)"),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
