@@ -124,13 +124,7 @@ fn sample_batches() -> Vec<Vec<Entry>> {
     };
     let done = || EventBody::Completed { message: None };
     // ECS: a server created, then deleted, by user foo, on the ECS server ec200285.
-    let mut ecs_new = new_action(
-        1,
-        "ecs-709-new",
-        "acme",
-        "new_server",
-        ("ECS", "ec200285"),
-    );
+    let mut ecs_new = new_action(1, "ecs-709-new", "acme", "new_server", ("ECS", "ec200285"));
     ecs_new.user = Some("foo".into());
     let mut ecs_del = new_action(
         2,
@@ -328,13 +322,18 @@ fn sample_batches() -> Vec<Vec<Entry>> {
 
 /// Writes the sample's log into `log_dir` with the log writer, batch by batch.
 fn write_sample_log(log_dir: &Path) {
+    write_log(log_dir, sample_batches());
+}
+
+/// Writes `batches` of entries into `log_dir` with the log writer.
+fn write_log(log_dir: &Path, batches: Vec<Vec<Entry>>) {
     let (mut w, _) = LogWriter::open(
         Arc::new(FsStorage),
         LogConfig::new(log_dir),
         &mut |_| Ok(()),
     )
     .unwrap();
-    for batch in sample_batches() {
+    for batch in batches {
         let payloads: Vec<Vec<u8>> = batch
             .iter()
             .map(|e| codec::encode_entry(e).unwrap())
@@ -447,7 +446,10 @@ async fn sample_imports_verifies_and_answers_in_every_dialect() {
     assert_eq!(crate::dialect_ecs::ids(&v), [2, 1], "{v}");
     let (st, f) = app.get("/ecs/v2/actions?resource=ec200285", ADMIN).await;
     assert_eq!(st, 200, "{f}");
-    assert_eq!((&f["actions"], &f["total_actions"]), (&v["actions"], &json!(2)));
+    assert_eq!(
+        (&f["actions"], &f["total_actions"]),
+        (&v["actions"], &json!(2))
+    );
     app.stop().await;
 }
 
@@ -796,6 +798,56 @@ async fn replay_until_gives_the_as_of_states() {
     assert_eq!((status.code(), err.as_str()), (Some(0), ""));
 }
 
+/// An `Idempotency-Key` stamp recorded when digests hashed the body's bytes (before they
+/// hashed its JSON value) still answers a repeat of those very bytes with the first answer;
+/// it compares other spellings by bytes, as it did (422).
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_stamps_of_body_bytes_still_answer_their_repeats() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let body = "{ \"type\": \"snapshot\", \"resource\": {\"type\": \"droplet\", \"id\": \"1\"} }";
+    let mut h = Sha256::new();
+    h.update(b"POST /api/v1/actions\0");
+    h.update(body.as_bytes());
+    let mut create = new_action(1, "al-1", "default", "snapshot", ("droplet", "1"));
+    create.status = InitialStatus::Queued;
+    write_log(
+        &data.join("log"),
+        vec![vec![Entry {
+            recorded_at: t("2025-01-10T12:00:00Z"),
+            principal: "admin-token".into(),
+            idempotency: Some(IdempotencyStamp {
+                tenant: "default".into(),
+                key: "k-1".into(),
+                request_digest: h.finalize().into(),
+            }),
+            ops: vec![Op::Create(create)],
+        }]],
+    );
+    let app = serve_dir(&data).await;
+    let send = |body: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/actions", app.base))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", "k-1")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = send(body).await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), &v["id"]), (201, &json!(1)), "{v}");
+    let r = send(r#"{"type":"snapshot","resource":{"type":"droplet","id":"1"}}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let (_, l) = app.get("/api/v1/actions", ADMIN).await;
+    assert_eq!(l["total"], 1, "the repeats recorded nothing: {l}");
+    app.stop().await;
+}
+
 /// `--action` names one action: unknown, it is an error naming it (exit 2). `--resource` is
 /// a filter: no action on it prints nothing and exits 0, noting it on stderr.
 #[test]
@@ -839,7 +891,11 @@ fn replay_refuses_an_unknown_action_and_filters_an_empty_resource() {
         a.extend(args);
         let o = run(&a);
         assert_eq!((code(&o), stdout(&o).as_str()), (0, ""), "{args:?}");
-        assert!(stderr(&o).starts_with("note: no action on "), "{}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("note: no action on "),
+            "{}",
+            stderr(&o)
+        );
     }
 }
 

@@ -447,7 +447,11 @@ async fn ecs_resource_filter_finds_exactly_what_the_list_shows() {
     }
     // By id: an action on an ECS server shows under it; any other is not in this API.
     let (s, _, v) = ecs_get(&app, "/ecs/v2/actions/3", &w).await;
-    assert_eq!((s, &v["action"]["resource"]), (StatusCode::OK, &json!("ec2")), "{v}");
+    assert_eq!(
+        (s, &v["action"]["resource"]),
+        (StatusCode::OK, &json!("ec2")),
+        "{v}"
+    );
     for id in [2, 5] {
         let (s, _, v) = ecs_get(&app, &format!("/ecs/v2/actions/{id}"), &w).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{v}");

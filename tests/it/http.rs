@@ -507,10 +507,14 @@ async fn idempotency_key_compares_json_values_not_bytes() {
     assert_eq!(l["total"], 1, "the repeats recorded nothing: {l}");
     // Numbers compare as numbers, on any POST route (here an event).
     let path = "/api/v1/actions/1/events";
-    let r = send(path, r#"{"type":"progress","progress":50}"#).await.unwrap();
+    let r = send(path, r#"{"type":"progress","progress":50}"#)
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let first: Value = r.json().await.unwrap();
-    let r = send(path, r#"{"progress": 50.0, "type": "progress"}"#).await.unwrap();
+    let r = send(path, r#"{"progress": 50.0, "type": "progress"}"#)
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap(), first);
     let (_, a) = app.get("/api/v1/actions/1", &w).await;
@@ -552,21 +556,36 @@ async fn a_failing_batch_names_the_failing_command() {
             "bad_request",
         ),
         (
-            vec![ok(), json!({"create": {"type": 5, "resource": {"type": "d", "id": "1"}}})],
+            vec![
+                ok(),
+                json!({"create": {"type": 5, "resource": {"type": "d", "id": "1"}}}),
+            ],
             1,
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
-        (vec![ok(), json!({})], 1, StatusCode::BAD_REQUEST, "bad_request"),
         (
-            vec![json!({"create": {"type": "t", "resource": {"type": "d", "id": "1"}, "tenant": "globex"}})],
+            vec![ok(), json!({})],
+            1,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            vec![
+                json!({"create": {"type": "t", "resource": {"type": "d", "id": "1"}, "tenant": "globex"}}),
+            ],
             0,
             StatusCode::FORBIDDEN,
             "forbidden",
         ),
         // Refused by the ledger.
         (
-            vec![ok(), ok(), ok(), json!({"event": {"action": done, "type": "started"}})],
+            vec![
+                ok(),
+                ok(),
+                ok(),
+                json!({"event": {"action": done, "type": "started"}}),
+            ],
             3,
             StatusCode::CONFLICT,
             "invalid_transition",
@@ -581,7 +600,10 @@ async fn a_failing_batch_names_the_failing_command() {
             "uid_taken",
         ),
         (
-            vec![ok(), json!({"create": {"type": "t", "resource": {"type": "d", "id": "y".repeat(300)}}})],
+            vec![
+                ok(),
+                json!({"create": {"type": "t", "resource": {"type": "d", "id": "y".repeat(300)}}}),
+            ],
             1,
             StatusCode::BAD_REQUEST,
             "limit_exceeded",
