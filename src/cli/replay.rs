@@ -5,6 +5,11 @@
 //! line (the shape of `GET /api/v1/actions/{id}`) in id order, as it stood at the point —
 //! what `GET /api/v1/actions/{id}?as_of=…` answers. The log is read with the same checking
 //! scan `verify` uses.
+//!
+//! `--action ID` names one action: when the log (up to the stopping point) never created
+//! it, replay fails (exit 2) naming it, like `GET /api/v1/actions/ID` answers 404.
+//! `--resource TYPE/ID` is a filter, like a list's: no action on it prints nothing, exits
+//! 0 and notes on stderr that nothing matched.
 
 use super::check::{bytes_before, log_error, segment_sizes};
 use super::{line, progress_bar, CliResult, DataDir, Failure};
@@ -51,17 +56,30 @@ struct Filter {
 }
 
 impl Filter {
-    fn wants_new(&self, new: &crate::event::NewAction) -> bool {
-        let action_ok = match &self.action {
+    /// Is `new` the action of `--action` (every action without it)?
+    fn is_action(&self, new: &crate::event::NewAction) -> bool {
+        match &self.action {
             None => true,
             Some(ActionRef::Id(id)) => new.id == *id,
             Some(ActionRef::Uid(uid)) => &new.uid == uid,
-        };
+        }
+    }
+
+    fn wants_new(&self, new: &crate::event::NewAction) -> bool {
         let resource_ok = match &self.resource {
             None => true,
             Some(r) => new.resource == *r || new.related.contains(r),
         };
-        action_ok && resource_ok
+        self.is_action(new) && resource_ok
+    }
+}
+
+/// Where replay stopped, for messages: "" at the end of the log.
+fn up_to(until: Until) -> String {
+    match until {
+        Until::End => String::new(),
+        Until::Position(p) => format!(" up to position {p}"),
+        Until::Time(t) => format!(" up to {}", rfc3339(t)),
     }
 }
 
@@ -109,6 +127,8 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> CliResult {
 
     // Actions the filter selected (decided at their creation, which comes first in the log).
     let mut wanted: HashMap<ActionId, ()> = HashMap::new();
+    // Whether the log created the action of `--action`.
+    let mut action_found = false;
     // States of the selected actions (--snapshots).
     let mut states: BTreeMap<ActionId, Action> = BTreeMap::new();
     let mut failure: Option<Failure> = None;
@@ -132,6 +152,7 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> CliResult {
         }
         for op in &entry.ops {
             if let Op::Create(new) = op {
+                action_found |= filter.action.is_some() && filter.is_action(new);
                 if filter.wants_new(new) {
                     wanted.insert(new.id, ());
                 }
@@ -195,6 +216,17 @@ pub fn run(args: &ReplayArgs, out: &mut dyn Write) -> CliResult {
         Ok(_) => {}
         Err(_) if stopped => {}
         Err(e) => return Err(log_error(e)),
+    }
+    if let (Some(a), false) = (&args.action, action_found) {
+        return Err(Failure::error(format!(
+            "--action {a}: no such action in the log{}",
+            up_to(until)
+        )));
+    }
+    if wanted.is_empty() {
+        if let Some(r) = &args.resource {
+            eprintln!("note: no action on {r} in the log{}", up_to(until));
+        }
     }
     if args.snapshots {
         for a in states.values() {

@@ -79,6 +79,13 @@ impl ApiError {
         .with("actual", actual)
     }
 
+    /// This error as the refusal of command `index` (from 0) of a batch: the body names
+    /// it (`"index"`) and the message starts with `command {index}: `.
+    pub fn in_command(mut self, index: usize) -> ApiError {
+        self.message = format!("command {index}: {}", self.message);
+        self.with("index", index)
+    }
+
     /// A 5xx whose cause is logged, never shown.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(%cause, "internal error");
@@ -169,6 +176,9 @@ impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {
             LedgerError::Rejected(r) => r.into(),
+            LedgerError::CommandRejected { index, rejection } => {
+                ApiError::from(rejection).in_command(index)
+            }
             ref e if e.is_disk_full() => {
                 tracing::error!(error = %e, "write refused: disk full");
                 disk_full()

@@ -56,13 +56,77 @@ fn require(p: &Principal, role: Role, what: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The `Idempotency-Key` stamp of a POST: key + digest of what was asked.
+/// The `Idempotency-Key` of a POST and the digest of what was asked: SHA-256 of
+/// `route ‖ 0 ‖ body`, where a JSON body is taken as its value ([`canonical_json`]: keys
+/// sorted, no whitespace), so a repeat with reordered keys or other spacing is the same
+/// request. A body that is not JSON is hashed as its bytes.
+///
+/// Stamps recorded before digests were canonical hashed the raw bytes. Hashing canonical
+/// bytes gives the same digest, so only a body that was not already canonical can differ:
+/// for such a body the byte digest is kept too ([`Idempotency::legacy_digest`]) and
+/// [`submit`] uses it when the stored stamp of this key was made from these very bytes.
+pub(crate) struct Idempotency {
+    stamp: IdempotencyStamp,
+    /// The byte digest, when the body was not canonical JSON already.
+    legacy_digest: Option<[u8; 32]>,
+}
+
+/// The canonical text of a JSON value: object keys sorted (by their UTF-8 bytes), no
+/// whitespace, strings as serde_json escapes them, and a float with an integral value
+/// below 2^53 written as the integer (`1.0` and `1` are the same number). Does not depend
+/// on serde_json's `preserve_order` feature.
+pub(crate) fn canonical_json(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<_> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k).expect("a string serializes");
+                out.push(b':');
+                canonical_json(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(b']');
+        }
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                out.extend_from_slice((f as i64).to_string().as_bytes())
+            }
+            _ => serde_json::to_writer(&mut *out, n).expect("a number serializes"),
+        },
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("a scalar serializes"),
+    }
+}
+
+fn request_digest(route: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update([0]);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// The `Idempotency-Key` of a POST, if it has one (see [`Idempotency`]).
 pub(crate) fn idempotency(
     headers: &HeaderMap,
     p: &Principal,
     route: &str,
     body: &[u8],
-) -> Result<Option<IdempotencyStamp>, ApiError> {
+) -> Result<Option<Idempotency>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -84,27 +148,70 @@ pub(crate) fn idempotency(
             "Idempotency-Key",
         ));
     }
-    let mut h = Sha256::new();
-    h.update(route.as_bytes());
-    h.update([0]);
-    h.update(body);
-    Ok(Some(IdempotencyStamp {
-        tenant: p.tenant.clone(),
-        key: key.to_string(),
-        request_digest: h.finalize().into(),
+    let canonical = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .map(|v| {
+            let mut out = Vec::with_capacity(body.len());
+            canonical_json(&v, &mut out);
+            out
+        });
+    let (digest, legacy_digest) = match canonical {
+        Some(c) if c != body => (request_digest(route, &c), Some(request_digest(route, body))),
+        _ => (request_digest(route, body), None),
+    };
+    Ok(Some(Idempotency {
+        stamp: IdempotencyStamp {
+            tenant: p.tenant.clone(),
+            key: key.to_string(),
+            request_digest: digest,
+        },
+        legacy_digest,
     }))
+}
+
+/// The stamp to submit: the canonical one, or the byte digest when that is what the stored
+/// stamp of this key holds (a request first recorded before digests were canonical).
+async fn stamp_for(
+    state: &AppState,
+    idem: Option<Idempotency>,
+) -> Result<Option<IdempotencyStamp>, ApiError> {
+    let Some(Idempotency {
+        mut stamp,
+        legacy_digest,
+    }) = idem
+    else {
+        return Ok(None);
+    };
+    if let Some(legacy) = legacy_digest {
+        let (projection, tenant, key) = (
+            state.projection.clone(),
+            stamp.tenant.clone(),
+            stamp.key.clone(),
+        );
+        let stored = blocking(move || {
+            use crate::ledger::StateStore;
+            projection
+                .idempotent_result(&tenant, &key)
+                .map_err(|e| ApiError::from(crate::projection::query::QueryError::from(e)))
+        })
+        .await?;
+        if stored.is_some_and(|s| s.request_digest == legacy) {
+            stamp.request_digest = legacy;
+        }
+    }
+    Ok(Some(stamp))
 }
 
 pub(crate) async fn submit(
     state: &AppState,
     p: &Principal,
-    idem: Option<IdempotencyStamp>,
+    idem: Option<Idempotency>,
     commands: Vec<Command>,
 ) -> Result<Committed, ApiError> {
     let submission = Submission {
         principal: p.name.clone(),
         tenant_scope: p.scope().map(str::to_string),
-        idempotency: idem,
+        idempotency: stamp_for(state, idem).await?,
         commands,
     };
     Ok(state.ledger.submit(submission).await?)
@@ -206,6 +313,49 @@ pub async fn cancel(
     action_response(&state, StatusCode::ACCEPTED, &c.actions[0])
 }
 
+/// `POST /api/v1/batch` before its commands are read: each command is parsed on its own,
+/// so an error names the command it is in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchCommands {
+    commands: Vec<serde_json::Value>,
+}
+
+/// One command of a batch, as the ledger takes it. Errors name nothing yet (the caller adds
+/// the command's index).
+fn batch_command(p: &Principal, i: usize, c: serde_json::Value) -> Result<Command, ApiError> {
+    let c: BatchCommandJson = parse_json(&serde_json::to_vec(&c).expect("a value serializes"))?;
+    let at = |f: &str| format!("commands[{i}].{f}");
+    match (c.create, c.event) {
+        (Some(create), None) => {
+            let tenant = create_tenant(p, create.tenant.clone())?;
+            Ok(Command::Create(create.into_command(tenant)))
+        }
+        (None, Some(event)) => {
+            let action = event
+                .action
+                .clone()
+                .ok_or_else(|| ApiError::field(&at("event.action"), "is required"))?;
+            let expected_version = event.expected_version;
+            let body = event
+                .into_body()
+                .map_err(|(f, r)| ApiError::field(&at(&format!("event.{f}")), &r))?;
+            Ok(Command::Event(RecordEvent {
+                action: action.into(),
+                expected_version,
+                body,
+            }))
+        }
+        _ => Err(ApiError::field(
+            &format!("commands[{i}]"),
+            "must hold exactly one of \"create\" or \"event\"",
+        )),
+    }
+}
+
+/// All or nothing: a refused command fails the batch, and the error names it
+/// (`"index"`, from 0, and a message starting `command N: `), whether it was refused
+/// while parsing or by the ledger.
 #[utoipa::path(post, path = "/api/v1/batch", request_body = BatchBody,
     responses((status = 200, body = BatchOut), (status = 400), (status = 404), (status = 409)))]
 pub async fn batch(
@@ -216,39 +366,21 @@ pub async fn batch(
 ) -> Result<Json<BatchOut>, ApiError> {
     require(&p, Role::Writer, "record actions")?;
     let idem = idempotency(&headers, &p, "POST /api/v1/batch", &body)?;
-    let req: BatchBody = parse_json(&body)?;
+    let req: BatchCommands = parse_json(&body)?;
     let mut commands = Vec::with_capacity(req.commands.len());
     for (i, c) in req.commands.into_iter().enumerate() {
-        let at = |f: &str| format!("commands[{i}].{f}");
-        commands.push(match (c.create, c.event) {
-            (Some(create), None) => {
-                let tenant = create_tenant(&p, create.tenant.clone())?;
-                Command::Create(create.into_command(tenant))
-            }
-            (None, Some(event)) => {
-                let action = event
-                    .action
-                    .clone()
-                    .ok_or_else(|| ApiError::field(&at("event.action"), "is required"))?;
-                let expected_version = event.expected_version;
-                let body = event
-                    .into_body()
-                    .map_err(|(f, r)| ApiError::field(&at(&format!("event.{f}")), &r))?;
-                Command::Event(RecordEvent {
-                    action: action.into(),
-                    expected_version,
-                    body,
-                })
-            }
-            _ => {
-                return Err(ApiError::field(
-                    &format!("commands[{i}]"),
-                    "must hold exactly one of \"create\" or \"event\"",
-                ))
-            }
-        });
+        commands.push(batch_command(&p, i, c).map_err(|e| e.in_command(i))?);
     }
-    let c = submit(&state, &p, idem, commands).await?;
+    // The ledger names the refused command of a batch of several; a batch of one has only
+    // command 0 to refuse (a reused Idempotency-Key is the request's, not the command's).
+    let single = commands.len() == 1;
+    let c = submit(&state, &p, idem, commands).await.map_err(|e| {
+        if single && e.code != "idempotency_key_reused" && e.status.is_client_error() {
+            e.in_command(0)
+        } else {
+            e
+        }
+    })?;
     Ok(Json(BatchOut {
         results: c.actions.iter().map(ActionOut::from).collect(),
     }))

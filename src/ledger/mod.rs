@@ -105,6 +105,10 @@ pub enum LedgerError {
     /// The command was refused; nothing was written.
     #[error("{0}")]
     Rejected(#[from] Rejection),
+    /// Command `index` (from 0) of a submission of several commands was refused; nothing
+    /// was written. (A submission of one command reports its refusal as `Rejected`.)
+    #[error("command {index}: {rejection}")]
+    CommandRejected { index: usize, rejection: Rejection },
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -735,7 +739,7 @@ impl WriterState {
         let mut ops = Vec::with_capacity(sub.commands.len());
         let mut actions = Vec::with_capacity(sub.commands.len());
         let first_id = self.next_id;
-        for command in &sub.commands {
+        for (index, command) in sub.commands.iter().enumerate() {
             let admitted = match command {
                 Command::Create(c) => {
                     self.admit_create(sub, c, overlay, &mut scratch, recorded_at, position)
@@ -748,7 +752,12 @@ impl WriterState {
                 Ok(x) => x,
                 Err(e) => {
                     self.next_id = first_id;
-                    return Err(e);
+                    return Err(match e {
+                        LedgerError::Rejected(rejection) if sub.commands.len() > 1 => {
+                            LedgerError::CommandRejected { index, rejection }
+                        }
+                        e => e,
+                    });
                 }
             };
             if after.exclusive && after.status.is_terminal() {

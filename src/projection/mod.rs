@@ -245,7 +245,14 @@ fn open_sled(dir: &Path, config: &ProjectionConfig) -> Result<sled::Db, sled::Er
         .mode(sled::Mode::HighThroughput);
     // sled's background threads can hold the directory's lock for a moment after the last
     // handle in this process drops; a lock still held after LOCK_WAIT is someone else's.
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    // A process that has opened no sled database yet (a CLI command such as `verify`) has
+    // no such threads: a lock it finds is another process's, reported at once.
+    let deadline = std::time::Instant::now()
+        + if SLED_OPENED.load(std::sync::atomic::Ordering::Relaxed) {
+            LOCK_WAIT
+        } else {
+            std::time::Duration::ZERO
+        };
     loop {
         let result =
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open())) {
@@ -254,6 +261,9 @@ fn open_sled(dir: &Path, config: &ProjectionConfig) -> Result<sled::Db, sled::Er
                     "sled panicked while opening".into(),
                 )),
             };
+        if result.is_ok() {
+            SLED_OPENED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         match result {
             Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -263,8 +273,12 @@ fn open_sled(dir: &Path, config: &ProjectionConfig) -> Result<sled::Db, sled::Er
     }
 }
 
-/// How long opening waits for sled's lock before reporting the projection as in use.
+/// How long opening waits for sled's lock before reporting the projection as in use, in a
+/// process that has opened a sled database before.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether this process has opened a sled database (whose threads may still hold a lock).
+static SLED_OPENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Projection {
     /// Opens the projection in `dir`, creating it if needed. A projection that sled cannot

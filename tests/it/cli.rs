@@ -123,21 +123,15 @@ fn sample_batches() -> Vec<Vec<Entry>> {
         ops,
     };
     let done = || EventBody::Completed { message: None };
-    // ECS (its documented example): a server created, then deleted, by user foo.
-    let mut ecs_new = new_action(
-        1,
-        "ecs-709-new",
-        "acme",
-        "new_server",
-        ("server", "ec200285"),
-    );
+    // ECS: a server created, then deleted, by user foo, on the ECS server ec200285.
+    let mut ecs_new = new_action(1, "ecs-709-new", "acme", "new_server", ("ECS", "ec200285"));
     ecs_new.user = Some("foo".into());
     let mut ecs_del = new_action(
         2,
         "ecs-710-delete",
         "acme",
         "delete_server",
-        ("server", "ec200285"),
+        ("ECS", "ec200285"),
     );
     ecs_del.user = Some("foo".into());
     // Redis Enterprise (its documented examples): retry_bdb tasks and an SMCreateBDB state machine.
@@ -328,13 +322,18 @@ fn sample_batches() -> Vec<Vec<Entry>> {
 
 /// Writes the sample's log into `log_dir` with the log writer, batch by batch.
 fn write_sample_log(log_dir: &Path) {
+    write_log(log_dir, sample_batches());
+}
+
+/// Writes `batches` of entries into `log_dir` with the log writer.
+fn write_log(log_dir: &Path, batches: Vec<Vec<Entry>>) {
     let (mut w, _) = LogWriter::open(
         Arc::new(FsStorage),
         LogConfig::new(log_dir),
         &mut |_| Ok(()),
     )
     .unwrap();
-    for batch in sample_batches() {
+    for batch in batches {
         let payloads: Vec<Vec<u8>> = batch
             .iter()
             .map(|e| codec::encode_entry(e).unwrap())
@@ -441,8 +440,16 @@ async fn sample_imports_verifies_and_answers_in_every_dialect() {
     let (st, v) = app.get("/v2/droplets/3164450/actions", ADMIN).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["actions"].as_array().unwrap().len(), 2, "{v}");
+    // The ECS API shows the actions on ECS servers, and finds them by name.
     let (st, v) = app.get("/ecs/v2/actions", ADMIN).await;
     assert_eq!(st, 200, "{v}");
+    assert_eq!(crate::dialect_ecs::ids(&v), [2, 1], "{v}");
+    let (st, f) = app.get("/ecs/v2/actions?resource=ec200285", ADMIN).await;
+    assert_eq!(st, 200, "{f}");
+    assert_eq!(
+        (&f["actions"], &f["total_actions"]),
+        (&v["actions"], &json!(2))
+    );
     app.stop().await;
 }
 
@@ -789,6 +796,130 @@ async fn replay_until_gives_the_as_of_states() {
         .unwrap();
     let status = child.wait().unwrap();
     assert_eq!((status.code(), err.as_str()), (Some(0), ""));
+}
+
+/// An `Idempotency-Key` stamp recorded when digests hashed the body's bytes (before they
+/// hashed its JSON value) still answers a repeat of those very bytes with the first answer;
+/// it compares other spellings by bytes, as it did (422).
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_stamps_of_body_bytes_still_answer_their_repeats() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let body = "{ \"type\": \"snapshot\", \"resource\": {\"type\": \"droplet\", \"id\": \"1\"} }";
+    let mut h = Sha256::new();
+    h.update(b"POST /api/v1/actions\0");
+    h.update(body.as_bytes());
+    let mut create = new_action(1, "al-1", "default", "snapshot", ("droplet", "1"));
+    create.status = InitialStatus::Queued;
+    write_log(
+        &data.join("log"),
+        vec![vec![Entry {
+            recorded_at: t("2025-01-10T12:00:00Z"),
+            principal: "admin-token".into(),
+            idempotency: Some(IdempotencyStamp {
+                tenant: "default".into(),
+                key: "k-1".into(),
+                request_digest: h.finalize().into(),
+            }),
+            ops: vec![Op::Create(create)],
+        }]],
+    );
+    let app = serve_dir(&data).await;
+    let send = |body: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/actions", app.base))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", "k-1")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = send(body).await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), &v["id"]), (201, &json!(1)), "{v}");
+    let r = send(r#"{"type":"snapshot","resource":{"type":"droplet","id":"1"}}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let (_, l) = app.get("/api/v1/actions", ADMIN).await;
+    assert_eq!(l["total"], 1, "the repeats recorded nothing: {l}");
+    app.stop().await;
+}
+
+/// `--action` names one action: unknown, it is an error naming it (exit 2). `--resource` is
+/// a filter: no action on it prints nothing and exits 0, noting it on stderr.
+#[test]
+fn replay_refuses_an_unknown_action_and_filters_an_empty_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = run(&["import", "--data-dir", s(&data), s(&sample_path())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for action in ["999", "no-such-uid"] {
+        for extra in [&[][..], &["--snapshots"][..]] {
+            let mut a = vec!["replay", "--data-dir", s(&data), "--action", action];
+            a.extend(extra);
+            let o = run(&a);
+            assert_error(&o, &["--action", action, "no such action"]);
+            assert_eq!(stdout(&o), "");
+        }
+    }
+    // Created after the stopping point: unknown up to there.
+    assert_error(
+        &run(&[
+            "replay",
+            "--data-dir",
+            s(&data),
+            "--action",
+            "7",
+            "--until-position",
+            "3",
+        ]),
+        &["--action 7", "up to position 3"],
+    );
+    let o = run(&["replay", "--data-dir", s(&data), "--action", "ecs-709-new"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    for args in [
+        &["--resource", "droplet/nosuch"][..],
+        &["--resource", "droplet/nosuch", "--snapshots"][..],
+        // The action exists, but not on this resource.
+        &["--resource", "ECS/ec200285", "--action", "7"][..],
+    ] {
+        let mut a = vec!["replay", "--data-dir", s(&data)];
+        a.extend(args);
+        let o = run(&a);
+        assert_eq!((code(&o), stdout(&o).as_str()), (0, ""), "{args:?}");
+        assert!(
+            stderr(&o).starts_with("note: no action on "),
+            "{}",
+            stderr(&o)
+        );
+    }
+}
+
+/// `verify` on a data directory a running server owns checks the log, says the projection
+/// was not checked and why, and does not wait for the server's lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_while_a_server_runs_checks_the_log_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = run(&["import", "--data-dir", s(&data), s(&sample_path())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let app = serve_dir(&data).await;
+    let d = data.clone();
+    let o = tokio::task::spawn_blocking(move || run(&["verify", "--data-dir", s(&d)]))
+        .await
+        .unwrap();
+    app.stop().await;
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("log ok: 15 records in 1 segments"), "{out}");
+    assert!(
+        out.contains("projection: in use by a running server, not checked (the log was)"),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

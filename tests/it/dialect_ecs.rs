@@ -375,17 +375,14 @@ async fn ecs_start_length_and_resource_page_the_filtered_list() {
         v
     }
     let page = |q: &'static str| page_of(&app, &w, q);
+    // Only actions on ECS servers are in the ECS API (the droplet's 9 is not).
     let all = page("").await;
     assert_eq!(
         (ids(&all), &all["total_actions"]),
-        ((1..=9).rev().collect::<Vec<u64>>(), &json!(9))
-    );
-    assert_eq!(
-        all["actions"][0]["resource_type"], "droplet",
-        "every resource type is listed"
+        ((1..=8).rev().collect::<Vec<u64>>(), &json!(8))
     );
     let p = page("?start=2&length=3").await;
-    assert_eq!((ids(&p), &p["total_actions"]), (vec![7, 6, 5], &json!(9)));
+    assert_eq!((ids(&p), &p["total_actions"]), (vec![6, 5, 4], &json!(8)));
     // Filter first, then page; total counts the filtered list.
     let f = page("?resource=ec000001&start=1&length=2").await;
     assert_eq!((ids(&f), &f["total_actions"]), (vec![4, 3], &json!(5)));
@@ -397,9 +394,69 @@ async fn ecs_start_length_and_resource_page_the_filtered_list() {
     assert_eq!((ids(&none), &none["total_actions"]), (vec![], &json!(0)));
     // Unknown parameters are ignored.
     let u = page("?length=2&sort=asc&foo=bar&resource_type=x").await;
-    assert_eq!(ids(&u), vec![9, 8]);
+    assert_eq!(ids(&u), vec![8, 7]);
     let max = page("?length=1000").await;
-    assert_eq!(ids(&max).len(), 9);
+    assert_eq!(ids(&max).len(), 8);
+}
+
+/// `resource=NAME` finds exactly the actions the list shows with `"resource": NAME`: the
+/// ECS API shows the actions on ECS servers (primary or related), each under its server.
+#[tokio::test(flavor = "multi_thread")]
+async fn ecs_resource_filter_finds_exactly_what_the_list_shows() {
+    let app = spawn_app().await;
+    let w = app.token("w", "acme", "writer").await;
+    let bodies = [
+        json!({"type": "power_on", "resource": {"type": "ECS", "id": "ec1"}}),
+        // A Nova server of the same name: not an ECS server.
+        json!({"type": "reboot", "resource": {"type": "server", "id": "ec1"}}),
+        // A droplet action related to ECS server ec2: on ec2 in the ECS API.
+        json!({"type": "snapshot", "resource": {"type": "droplet", "id": "d1"},
+               "related": [{"type": "ECS", "id": "ec2"}]}),
+        json!({"type": "power_off", "resource": {"type": "ECS", "id": "ec2"}}),
+        json!({"type": "shutdown", "resource": {"type": "droplet", "id": "ec1"}}),
+    ];
+    for b in bodies {
+        native_action(&app, &w, b, &[]).await;
+    }
+    let (s, _, all) = ecs_get(&app, "/ecs/v2/actions", &w).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(
+        (ids(&all), &all["total_actions"]),
+        (vec![4, 3, 1], &json!(3)),
+        "{all}"
+    );
+    let shown = |name: &str| -> Vec<u64> {
+        all["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["resource"] == name)
+            .map(|a| a["id"].as_u64().unwrap())
+            .collect()
+    };
+    for a in all["actions"].as_array().unwrap() {
+        assert_eq!(a["resource_type"], "ECS", "{a}");
+    }
+    for name in ["ec1", "ec2", "d1", "nosuch"] {
+        let (s, _, f) = ecs_get(&app, &format!("/ecs/v2/actions?resource={name}"), &w).await;
+        assert_eq!(s, StatusCode::OK, "{f}");
+        assert_eq!(ids(&f), shown(name), "resource={name}: {f} vs {all}");
+        assert_eq!(f["total_actions"], json!(shown(name).len()), "{f}");
+        for a in f["actions"].as_array().unwrap() {
+            assert_eq!(a["resource"], name, "{a}");
+        }
+    }
+    // By id: an action on an ECS server shows under it; any other is not in this API.
+    let (s, _, v) = ecs_get(&app, "/ecs/v2/actions/3", &w).await;
+    assert_eq!(
+        (s, &v["action"]["resource"]),
+        (StatusCode::OK, &json!("ec2")),
+        "{v}"
+    );
+    for id in [2, 5] {
+        let (s, _, v) = ecs_get(&app, &format!("/ecs/v2/actions/{id}"), &w).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -462,6 +462,174 @@ async fn idempotency_key_on_post() {
     assert_eq!(l["total"], 1, "the repeat recorded nothing");
 }
 
+/// `Idempotency-Key` compares bodies as JSON values: reordered keys, other spacing, `1.0`
+/// for `1` are the same request (the first answer, nothing recorded); another value is 422.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_key_compares_json_values_not_bytes() {
+    let app = spawn_app().await;
+    let w = app.token("w", "acme", "writer").await;
+    let send = |path: &'static str, body: &'static str| {
+        app.client
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&w)
+            .header("Idempotency-Key", path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let first = send(
+        "/api/v1/actions",
+        r#"{"type":"snapshot","resource":{"type":"droplet","id":"1"},"labels":{"a":"1","b":"2"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    for same in [
+        r#"{"labels":{"b":"2","a":"1"},"resource":{"id":"1","type":"droplet"},"type":"snapshot"}"#,
+        "{ \"type\" : \"snapshot\",\n  \"resource\": {\"type\": \"droplet\", \"id\": \"1\"},\n  \"labels\": {\"a\": \"1\", \"b\": \"2\"} }\n",
+        r#"{"type":"snap\u0073hot","resource":{"type":"droplet","id":"1"},"labels":{"a":"1","b":"2"}}"#,
+    ] {
+        let again = send("/api/v1/actions", same).await.unwrap();
+        assert_eq!(again.status(), StatusCode::CREATED, "{same}");
+        assert_eq!(again.json::<Value>().await.unwrap(), first, "{same}");
+    }
+    for other in [
+        r#"{"type":"snapshot","resource":{"type":"droplet","id":"1"},"labels":{"a":"1"}}"#,
+        r#"{"type":"snapshot","resource":{"type":"droplet","id":"1"},"labels":{"a":"1","b":"3"}}"#,
+    ] {
+        let r = send("/api/v1/actions", other).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{other}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "idempotency_key_reused", "{e}");
+    }
+    let (_, l) = app.get("/api/v1/actions", &w).await;
+    assert_eq!(l["total"], 1, "the repeats recorded nothing: {l}");
+    // Numbers compare as numbers, on any POST route (here an event).
+    let path = "/api/v1/actions/1/events";
+    let r = send(path, r#"{"type":"progress","progress":50}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first: Value = r.json().await.unwrap();
+    let r = send(path, r#"{"progress": 50.0, "type": "progress"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), first);
+    let (_, a) = app.get("/api/v1/actions/1", &w).await;
+    assert_eq!(a["version"], first["version"], "{a}");
+}
+
+/// A refused batch names the command that failed: `"index"` in the error and a message
+/// starting `command N: `, whether it failed to parse or the ledger refused it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_batch_names_the_failing_command() {
+    let app = spawn_app().await;
+    let w = app.token("w", "acme", "writer").await;
+    let done = app.create(&w, "1").await["id"].as_u64().unwrap();
+    for ev in ["started", "completed"] {
+        let (s, v) = app
+            .post(
+                &format!("/api/v1/actions/{done}/events"),
+                &w,
+                json!({"type": ev}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let ok = || json!({"create": {"type": "t", "resource": {"type": "droplet", "id": "2"}}});
+    let batch = |commands: Vec<Value>| {
+        let app = &app;
+        let w = &w;
+        async move {
+            app.post("/api/v1/batch", w, json!({ "commands": commands }))
+                .await
+        }
+    };
+    let cases = [
+        // Refused while parsing.
+        (
+            vec![ok(), ok(), json!({"event": {"type": "started"}})],
+            2,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            vec![
+                ok(),
+                json!({"create": {"type": 5, "resource": {"type": "d", "id": "1"}}}),
+            ],
+            1,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            vec![ok(), json!({})],
+            1,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            vec![
+                json!({"create": {"type": "t", "resource": {"type": "d", "id": "1"}, "tenant": "globex"}}),
+            ],
+            0,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        // Refused by the ledger.
+        (
+            vec![
+                ok(),
+                ok(),
+                ok(),
+                json!({"event": {"action": done, "type": "started"}}),
+            ],
+            3,
+            StatusCode::CONFLICT,
+            "invalid_transition",
+        ),
+        (
+            vec![
+                json!({"create": {"type": "t", "uid": "u-1", "resource": {"type": "d", "id": "1"}}}),
+                json!({"create": {"type": "t", "uid": "u-1", "resource": {"type": "d", "id": "1"}}}),
+            ],
+            1,
+            StatusCode::CONFLICT,
+            "uid_taken",
+        ),
+        (
+            vec![
+                ok(),
+                json!({"create": {"type": "t", "resource": {"type": "d", "id": "y".repeat(300)}}}),
+            ],
+            1,
+            StatusCode::BAD_REQUEST,
+            "limit_exceeded",
+        ),
+        (
+            vec![json!({"event": {"action": 424242, "type": "started"}})],
+            0,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (commands, index, status, code) in cases {
+        let (s, e) = batch(commands.clone()).await;
+        assert_error(s, &e, status, code);
+        assert_eq!(e["error"]["index"], index, "{commands:?}: {e}");
+        let m = e["error"]["message"].as_str().unwrap();
+        assert!(m.starts_with(&format!("command {index}: ")), "{m}");
+    }
+    // The request's own errors name no command.
+    let (s, e) = batch(vec![]).await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(e["error"].get("index").is_none(), "{e}");
+    let (_, l) = app.get("/api/v1/actions", &w).await;
+    assert_eq!(l["total"], 1, "a refused batch records nothing: {l}");
+}
+
 /// Every route with a method, a path, and the role it needs.
 fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static str)> {
     let ev = json!({"type": "heartbeat"});

@@ -205,6 +205,14 @@ fn batch_is_all_or_nothing_and_sees_its_own_creates() {
             event(2, EventBody::Completed { message: None }),
         ],
     ));
+    // The refusal names the command (from 0).
+    assert!(
+        matches!(
+            &bad,
+            Err(action_ledger::ledger::LedgerError::CommandRejected { index: 1, .. })
+        ),
+        "{bad:?}"
+    );
     assert_eq!(code(bad), "invalid_transition");
     assert_eq!(l.committed_position(), before);
     // The refused batch's id was not consumed.

@@ -63,10 +63,12 @@ pub fn submit(ledger: &Ledger, command: Command) -> Result<Committed, LedgerErro
     ledger.submit_blocking(submission(None, vec![command]))
 }
 
-/// The rejection code of a failed submission.
+/// The rejection code of a failed submission (of one command, or of any command of several).
 pub fn code(result: Result<Committed, LedgerError>) -> &'static str {
     match result {
-        Err(LedgerError::Rejected(r)) => r.code(),
+        Err(LedgerError::Rejected(r)) | Err(LedgerError::CommandRejected { rejection: r, .. }) => {
+            r.code()
+        }
         Err(e) => panic!("expected a rejection, got error {e}"),
         Ok(c) => panic!("expected a rejection, got {c:?}"),
     }

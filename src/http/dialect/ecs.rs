@@ -3,23 +3,42 @@
 //! Translation only: query parameters become an [`ActionQuery`], a path id goes through
 //! [`super::super::load_action`], a POST becomes one `Create` command for
 //! [`crate::ledger::Ledger::submit`]; results are rendered in ECS's wire shape
-//! (docs/dialects.md, "Seeweb ECS"). Nothing here reads storage directly.
+//! (docs/dialects.md). Nothing here reads storage directly.
 //!
-//! Decisions where the ECS documents are silent (docs/dialects.md gives each):
-//! - The list shows every action of the caller's tenant (all tenants for admin), whatever
-//!   its resource type; `resource_type` is the action's own (`ECS` for actions created here).
-//! - `resource=NAME` filters on the resource `{type: "ECS", id: NAME}` (ECS servers), as
-//!   primary or related resource, *before* `start`/`length` apply; `total_actions` counts
-//!   the filtered list.
+//! **Resource types.** ECS actions act on ECS servers, and this dialect shows exactly the
+//! actions on an ECS server: in the native model, the resource `{type: "ECS", id: NAME}`
+//! ([`RESOURCE_TYPE`]; the type is case-sensitive). An action is in the ECS view when its
+//! primary resource or one of its related resources has type `ECS`; actions on any other
+//! type (a DigitalOcean `droplet`, a Nova `server`, a Redis `bdb`) are not, in the list nor
+//! by id (404), even though they share the tenant and the id space.
+//! - `resource` is the action's ECS server: its primary resource's id when that has type
+//!   `ECS`, otherwise its first related resource of type `ECS`. In a list filtered by
+//!   `resource=NAME` it is `NAME`, the server the action was found by (an action linked to
+//!   several ECS servers is found by each of them).
+//! - `resource_type` is always `"ECS"`.
+//! - `resource=NAME` filters on `{type: "ECS", id: NAME}` as primary or related resource,
+//!   so it finds exactly the actions the list shows with `"resource": NAME`.
+//! - `POST /ecs/v2/servers/{name}/actions` records its action on `{type: "ECS", id: name}`;
+//!   the native API records one with `"resource": {"type": "ECS", "id": NAME}`.
+//!
+//! Cost: `resource=NAME` reads the resource index (a page reads `start + length + 1`
+//! snapshots; `total_actions` comes from a counter). The unfiltered list has no index on
+//! the resource type: it scans the tenant's actions newest first and keeps the ECS ones, so
+//! a page reads every action of the tenant newer than its last ECS action (all of them when
+//! the tenant has few ECS actions); `total_actions` still comes from a counter.
+//!
+//! Other decisions where the ECS documents are silent:
 //! - `length` is 1..=`LIST_LIMIT_MAX` (1000 by default), default 50; `start` >= 0. Anything
 //!   else, or a non-number, is a 400 in ECS's error shape naming the parameter and limit.
+//!   `resource=ID` filters first, then `start`/`length` page; `total_actions` counts the
+//!   filtered list.
 //! - `user` is never null: the action's `user`, or its tenant when no user was recorded.
 //! - `progress` is the canonical progress rounded down, so 100 only when complete.
-//! - `POST /ecs/v2/servers/{name}/actions` `{"type": T, ...}` records a *running* task on
-//!   `{type: "ECS", id: name}` with `user` = the token's name and answers **201** with the
-//!   bare action (the `ecsapi` client parses the bare object and ignores the status code).
-//!   Other body fields (e.g. rollback's `snapshot`) are accepted and not recorded.
-//!   `Idempotency-Key` works as on the native API.
+//! - `POST /ecs/v2/servers/{name}/actions` `{"type": T, ...}` records a *running* task with
+//!   `user` = the token's name and answers **201** with the bare action (the `ecsapi`
+//!   client parses the bare object and ignores the status code). Other body fields (e.g.
+//!   rollback's `snapshot`) are accepted and not recorded. `Idempotency-Key` works as on
+//!   the native API.
 
 use super::super::error::ApiError;
 use super::super::{with_retry_after, AppState, Body};
@@ -34,9 +53,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-/// The resource type of the servers this dialect acts on (ECS's examples: `"ECS"`).
+/// The resource type of the servers this dialect acts on (ECS answers `"resource_type": "ECS"`).
 pub const RESOURCE_TYPE: &str = "ECS";
-/// Default page size of the list (ECS's documentation: "the last 50 actions").
+/// Default page size of the list (ECS documents "the last 50 actions").
 pub const LENGTH_DEFAULT: usize = 50;
 
 pub fn routes() -> Router<AppState> {
@@ -46,7 +65,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ecs/v2/servers/{name}/actions", post(create))
 }
 
-/// The one mapping from the canonical status to ECS's (docs/dialects.md table).
+/// The one mapping from the canonical status to ECS's (docs/dialects.md).
 pub fn status(s: Status) -> &'static str {
     match s {
         Status::Queued | Status::Running => "in-progress",
@@ -55,7 +74,7 @@ pub fn status(s: Status) -> &'static str {
     }
 }
 
-/// RFC 3339 with an explicit `+00:00` offset and microseconds, as in ECS's examples.
+/// RFC 3339 with an explicit `+00:00` offset and microseconds, as ECS's examples show.
 fn time(micros: crate::event::Micros) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
@@ -78,8 +97,18 @@ pub struct EcsAction {
     pub progress: u8,
 }
 
-impl From<&Action> for EcsAction {
-    fn from(a: &Action) -> Self {
+/// The ECS server `a` acts on: its primary resource when that is an ECS server, otherwise
+/// its first related ECS server; `None` when it has none (it is not in the ECS view).
+pub fn server(a: &Action) -> Option<&str> {
+    std::iter::once(&a.resource)
+        .chain(&a.related)
+        .find(|r| r.resource_type == RESOURCE_TYPE)
+        .map(|r| r.id.as_str())
+}
+
+impl EcsAction {
+    /// `a` as ECS shows it, under `server` (one of its ECS servers, see the module doc).
+    fn on(a: &Action, server: &str) -> Self {
         EcsAction {
             id: a.id,
             status: status(a.status),
@@ -87,11 +116,16 @@ impl From<&Action> for EcsAction {
             created_at: time(a.created_at),
             started_at: a.started_at.map(time),
             completed_at: a.completed_at.map(time),
-            resource: a.resource.id.clone(),
-            resource_type: a.resource.resource_type.clone(),
+            resource: server.to_string(),
+            resource_type: RESOURCE_TYPE.to_string(),
             action_type: a.action_type.clone(),
             progress: a.progress.floor().clamp(0.0, 100.0) as u8,
         }
+    }
+
+    /// `a` under its own ECS server; `None` when it is not in the ECS view.
+    fn of(a: &Action) -> Option<Self> {
+        server(a).map(|s| EcsAction::on(a, s))
     }
 }
 
@@ -137,7 +171,7 @@ impl From<ApiError> for EcsError {
     }
 }
 
-/// The caller, from `X-APITOKEN` (or any header form docs/api.md lists).
+/// The caller, from `X-APITOKEN` (or any token header the native API accepts).
 fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, EcsError> {
     super::super::auth::authenticate(headers, &state.tokens).map_err(|_| {
         EcsError::new(
@@ -147,7 +181,9 @@ fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, EcsError> 
     })
 }
 
-/// `start`/`length`/`resource` of the list; unknown parameters are ignored.
+/// `start`/`length`/`resource` of the list; unknown parameters are ignored. Without
+/// `resource`, the query is every action on an ECS server; with it, the actions on that one
+/// (the resource filter implies the type, and one filter keeps the total a counter read).
 fn list_query(
     pairs: &[(String, String)],
     p: &Principal,
@@ -155,6 +191,7 @@ fn list_query(
 ) -> Result<ActionQuery, EcsError> {
     let mut q = ActionQuery {
         tenant: p.scope().map(str::to_string),
+        resource_type: Some(RESOURCE_TYPE.to_string()),
         limit: LENGTH_DEFAULT.min(length_max),
         ..Default::default()
     };
@@ -179,12 +216,13 @@ fn list_query(
                 q.limit = n;
             }
             "resource" => {
+                q.resource_type = None;
                 q.resource = Some(ResourceRef {
                     resource_type: RESOURCE_TYPE.to_string(),
                     id: v.clone(),
                 })
             }
-            _ => {} // unknown parameters are ignored (docs/dialects.md)
+            _ => {} // unknown parameters are ignored
         }
     }
     Ok(q)
@@ -199,8 +237,16 @@ async fn list(
     let Query(pairs) =
         query.map_err(|e| EcsError::bad_request(format!("bad query string: {e}")))?;
     let q = list_query(&pairs, &p, state.limits.list_limit_max)?;
+    let filter = q.resource.as_ref().map(|r| r.id.clone());
     let page = super::list(&state, q).await?;
-    let actions: Vec<EcsAction> = page.actions.iter().map(|a| EcsAction::from(&**a)).collect();
+    let actions: Vec<EcsAction> = page
+        .actions
+        .iter()
+        .filter_map(|a| match &filter {
+            Some(name) => Some(EcsAction::on(a, name)),
+            None => EcsAction::of(a),
+        })
+        .collect();
     Ok(Json(serde_json::json!({
         "status": "ok",
         "actions": actions,
@@ -226,7 +272,9 @@ async fn show(
             StatusCode::NOT_FOUND => EcsError::not_found(&id),
             _ => e.into(),
         })?;
-    let body = serde_json::json!({"status": "ok", "action": EcsAction::from(&action)});
+    // An action on no ECS server is not in this API (module doc).
+    let ecs = EcsAction::of(&action).ok_or_else(|| EcsError::not_found(&id))?;
+    let body = serde_json::json!({"status": "ok", "action": ecs});
     Ok(with_retry_after(&action, Json(body).into_response()))
 }
 
@@ -246,8 +294,9 @@ async fn create(
         id: name,
     };
     let a = super::record_task(&state, &headers, &p, &route, &body, server, |_| {}).await?;
+    let ecs = EcsAction::on(&a, &a.resource.id);
     Ok(with_retry_after(
         &a,
-        (StatusCode::CREATED, Json(EcsAction::from(&a))).into_response(),
+        (StatusCode::CREATED, Json(ecs)).into_response(),
     ))
 }
