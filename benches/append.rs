@@ -51,6 +51,7 @@ use action_ledger::ledger::{Ledger, LedgerConfig};
 use action_ledger::log::format::record_len;
 use action_ledger::log::storage::LogFile;
 use action_ledger::log::{FsStorage, Storage};
+use common::percentile;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
@@ -388,15 +389,6 @@ fn submission(commands: Vec<Command>) -> Submission {
         idempotency: None,
         commands,
     }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn ms(ns: u64) -> f64 {

@@ -43,7 +43,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use common::env_or;
+use common::{env_or, percentile};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -278,12 +278,11 @@ async fn load(
     let elapsed = start.elapsed();
     let cpu = cpu_since(&cpu_before, cpu_by_group());
     all.sort_unstable();
-    let pick = |p: f64| all[((all.len() - 1) as f64 * p).round() as usize];
     Round {
         requests: all.len() as u64,
         elapsed,
-        p50: pick(0.5),
-        p99: pick(0.99),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
         cpu,
     }
 }

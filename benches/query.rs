@@ -37,7 +37,7 @@ use action_ledger::log::reader::LogReader;
 use action_ledger::log::writer::NewRecord;
 use action_ledger::log::{self, FsStorage, LogConfig, LogWriter};
 use action_ledger::projection::{self, ActionQuery, Projection, ProjectionConfig};
-use common::env_or;
+use common::{env_or, percentile};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -185,14 +185,6 @@ fn generate(log_dir: &Path, n: u64) -> u64 {
         flush(&mut writer, &mut payloads);
     }
     writer.next_position() - 1
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn us(d: Duration) -> String {

@@ -19,6 +19,9 @@
 //! list. Waiters: `wait` on the newest action (2 s at most). Watchers: one SSE stream each,
 //! resumed with `Last-Event-ID` if it ends; their figure is events received.
 
+mod common;
+
+use common::{env_or, percentile};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,13 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "soak-admin-token";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Latencies (µs) and errors of one kind of client during the current interval.
 #[derive(Default)]
@@ -60,7 +56,7 @@ impl Class {
             return (0, 0.0, 0.0, errors);
         }
         v.sort_unstable();
-        let q = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1000.0;
+        let q = |p: f64| percentile(&v, p) as f64 / 1000.0;
         (v.len(), q(0.50), q(0.99), errors)
     }
 }
@@ -317,14 +313,14 @@ async fn watcher(client: reqwest::Client, base: String, stats: Arc<Stats>, stop:
 
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes its settings from the environment.
-    let minutes = env_u64("SOAK_MINUTES", 1);
-    let interval = Duration::from_secs(env_u64("SOAK_INTERVAL_SECS", 10).max(1));
-    let warmup = env_u64("SOAK_WARMUP_INTERVALS", 2) as usize;
+    let minutes = env_or::<u64>("SOAK_MINUTES", 1);
+    let interval = Duration::from_secs(env_or::<u64>("SOAK_INTERVAL_SECS", 10).max(1));
+    let warmup = env_or::<u64>("SOAK_WARMUP_INTERVALS", 2) as usize;
     let counts = [
-        env_u64("SOAK_WRITERS", 4),
-        env_u64("SOAK_READERS", 4),
-        env_u64("SOAK_WAITERS", 2),
-        env_u64("SOAK_WATCHERS", 2),
+        env_or::<u64>("SOAK_WRITERS", 4),
+        env_or::<u64>("SOAK_READERS", 4),
+        env_or::<u64>("SOAK_WAITERS", 2),
+        env_or::<u64>("SOAK_WATCHERS", 2),
     ];
     let server = start_server();
     let pid = server.child.id();
@@ -348,7 +344,7 @@ fn main() {
         .build()
         .unwrap();
     let watch_client = reqwest::Client::new();
-    let preload_actions = env_u64("SOAK_PRELOAD_ACTIONS", 0);
+    let preload_actions = env_or::<u64>("SOAK_PRELOAD_ACTIONS", 0);
     if preload_actions > 0 {
         let newest = rt.block_on(preload(&client, &server.base, preload_actions));
         stats.newest.store(newest, Ordering::Relaxed);

@@ -10,8 +10,9 @@
 //! - `GET /v2.1[/{project_id}]/servers/{server_id}/os-instance-actions[/{request_id}]`, and
 //!   the same under the legacy `/v2/{tenant_id}` prefix.
 //! - `GET /`, `/v2.1`, `/v2.1/`, `/v2`, `/v2/`: version documents, without a token
-//!   (docs/api.md); `GET /v2.1/{project_id}[/]`: the v2.1 document behind the token. `/v2/actions` (DigitalOcean) has one more segment less than the legacy
-//!   Nova prefix, so the two never meet in the router.
+//!   (docs/api.md); `GET /v2.1/{project_id}[/]`: the v2.1 document behind the token.
+//!   `/v2/actions` (DigitalOcean) has one more segment less than the legacy Nova prefix,
+//!   so the two never meet in the router.
 //!
 //! # Mapping
 //! A Nova instance action is a ledger action on the resource `server/{server_id}` (as its
@@ -23,23 +24,12 @@
 //! newest first (Nova orders them by `created_at desc`). Times are UTC, ISO 8601 with
 //! microseconds and no zone (`2018-04-25T01:26:36.790544`).
 //!
-//! # Microversions (2.1 ..= 2.104)
-//! From `OpenStack-API-Version: compute X.Y` (preferred) or `X-OpenStack-Nova-API-Version:
-//! X.Y`; `latest` = 2.104; none = 2.1. Every answer of an actions route carries both
-//! headers and `Vary`. A well-formed version outside the range → 406 (`computeFault`, as
-//! Nova's `InvalidGlobalAPIVersion`); a malformed one (`abc`, `2.05`) → 400 (`badRequest`,
-//! as Nova's `InvalidAPIVersionString`).
-//! - < 2.51: events only for admins. 2.51+: events for every reader; `traceback` stays
-//!   admin-only (the key is absent, not null, for others).
-//! - 2.58: list `limit` (clamped to [`NOVA_LIMIT_MAX`], as Nova's `max_limit`), `marker`
-//!   (a request_id; unknown → 400), `changes-since`; list and show gain `updated_at`; the
-//!   list gains `links: [{"rel": "next", ...}]` when the page is full; unknown or repeated
-//!   list parameters → 400.
-//! - 2.62: events gain `hostId` (sha224 hex of project_id + host, `""` without a host,
-//!   exactly like `nova.utils.generate_hostid`); admins also see `host`.
-//! - 2.66: `changes-before` (earlier than `changes-since` → 400).
-//! - 2.84: events gain `details` (admins only).
-//! - 2.102: show rejects every query parameter (400); before, they are ignored.
+//! # Files
+//! - this module: the routes, the handlers of `os-instance-actions`, Nova's faults, and
+//!   the rendering of actions and events;
+//! - `microversion`: the microversion headers, their range, the headers echoed on every
+//!   answer, and what each microversion changes;
+//! - `versions`: the version documents.
 //!
 //! # Tenancy
 //! A non-admin sees its tenant only; a URL project id other than its tenant → 400
@@ -47,15 +37,20 @@
 //! project's actions), or none (every project's). A server with no action the caller may
 //! see does not exist (404 "Instance ... could not be found.").
 
-use super::super::auth::{authenticate, AuthFailure};
-use super::super::error::ApiError;
-use super::super::{blocking, load_action, with_retry_after, AppState};
+mod microversion;
+mod versions;
+
+pub use microversion::{negotiate, Microversion, MAX_VERSION, MIN_VERSION};
+
 use crate::event::{Action, Micros, ResourceRef, Status, SubEvent, SubResult};
+use crate::http::auth::{authenticate, AuthFailure};
+use crate::http::error::ApiError;
+use crate::http::{blocking, load_action, with_retry_after, AppState};
 use crate::projection::query::{ActionQuery, LIST_LIMIT_MAX};
 use crate::tokens::Principal;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
@@ -63,14 +58,10 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha224};
 use std::sync::Arc;
 
+use microversion::stamp;
+
 /// The resource type of a Nova server.
 pub const RESOURCE_TYPE: &str = "server";
-/// Lowest and highest supported microversions (2.1 ..= 2.104).
-pub const MIN_VERSION: Microversion = Microversion { major: 2, minor: 1 };
-pub const MAX_VERSION: Microversion = Microversion {
-    major: 2,
-    minor: 104,
-};
 /// Nova's `[api] max_limit` (default 1000): larger `limit`s are clamped, not refused, and a
 /// list without `limit` returns at most this many actions (also below 2.58, where Nova
 /// itself would return them all).
@@ -80,22 +71,15 @@ pub const NOVA_LIMIT_MAX: usize = if LIST_LIMIT_MAX < 1000 {
     1000
 };
 
-const HEADER: &str = "openstack-api-version";
-const LEGACY_HEADER: &str = "x-openstack-nova-api-version";
-const VARY: &str = "OpenStack-API-Version, X-OpenStack-Nova-API-Version";
-/// `updated` of the version documents: Nova's fixed values.
-const UPDATED_V21: &str = "2013-07-23T11:33:21Z";
-const UPDATED_V20: &str = "2011-01-21T11:33:21Z";
-
 pub fn routes() -> Router<AppState> {
     let actions = "servers/{server_id}/os-instance-actions";
     let action = "servers/{server_id}/os-instance-actions/{request_id}";
     Router::new()
-        .route("/", only_get(get(versions)))
-        .route("/v2.1", only_get(get(version_v21)))
-        .route("/v2.1/", only_get(get(version_v21)))
-        .route("/v2", only_get(get(version_v20)))
-        .route("/v2/", only_get(get(version_v20)))
+        .route("/", only_get(get(versions::versions)))
+        .route("/v2.1", only_get(get(versions::version_v21)))
+        .route("/v2.1/", only_get(get(versions::version_v21)))
+        .route("/v2", only_get(get(versions::version_v20)))
+        .route("/v2/", only_get(get(versions::version_v20)))
         .route(&format!("/v2.1/{actions}"), only_get(get(list_unscoped)))
         .route(&format!("/v2.1/{action}"), only_get(get(show_unscoped)))
         .route(
@@ -114,8 +98,14 @@ pub fn routes() -> Router<AppState> {
             &format!("/v2/{{project_id}}/{action}"),
             only_get(get(show_scoped)),
         )
-        .route("/v2.1/{project_id}", only_get(get(version_v21_scoped)))
-        .route("/v2.1/{project_id}/", only_get(get(version_v21_scoped)))
+        .route(
+            "/v2.1/{project_id}",
+            only_get(get(versions::version_v21_scoped)),
+        )
+        .route(
+            "/v2.1/{project_id}/",
+            only_get(get(versions::version_v21_scoped)),
+        )
 }
 
 /// Other methods on a Nova route get Nova's 405 body rather than the native one.
@@ -126,131 +116,6 @@ fn only_get(m: MethodRouter<AppState>) -> MethodRouter<AppState> {
             "The method specified is not allowed for this resource.",
         )
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// Microversions
-
-/// A requested API microversion `major.minor`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Microversion {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl Microversion {
-    /// Parses `X.Y` the way Nova's `APIVersionRequest` does: `^([1-9]\d*)\.([1-9]\d*|0)$`.
-    pub fn parse(s: &str) -> Option<Microversion> {
-        let (major, minor) = s.split_once('.')?;
-        let number = |n: &str, zero_ok: bool| -> Option<u32> {
-            let ok = !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_digit())
-                && (!n.starts_with('0') || (zero_ok && n == "0"));
-            ok.then(|| n.parse().ok()).flatten()
-        };
-        Some(Microversion {
-            major: number(major, false)?,
-            minor: number(minor, true)?,
-        })
-    }
-
-    /// True from `2.minor` on.
-    pub fn at_least(self, minor: u32) -> bool {
-        self >= Microversion { major: 2, minor }
-    }
-}
-
-impl std::fmt::Display for Microversion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
-/// The version string the request asks for: the `compute` entry of `OpenStack-API-Version`
-/// if there is one, else `X-OpenStack-Nova-API-Version` (as `microversion_parse` reads them).
-fn requested_version(headers: &HeaderMap) -> Option<String> {
-    for value in headers.get_all(HEADER) {
-        let Ok(value) = value.to_str() else { continue };
-        for entry in value.split(',') {
-            let mut words = entry.split_whitespace();
-            if words
-                .next()
-                .is_some_and(|s| s.eq_ignore_ascii_case("compute"))
-            {
-                return Some(words.next().unwrap_or("").to_string());
-            }
-        }
-    }
-    headers
-        .get(LEGACY_HEADER)
-        .map(|v| v.to_str().unwrap_or("").trim().to_string())
-}
-
-/// The microversion of a request, or the fault Nova answers with.
-pub fn negotiate(headers: &HeaderMap) -> Result<Microversion, Fault> {
-    let Some(s) = requested_version(headers) else {
-        return Ok(MIN_VERSION);
-    };
-    if s.eq_ignore_ascii_case("latest") {
-        return Ok(MAX_VERSION);
-    }
-    let v = Microversion::parse(&s).ok_or_else(|| {
-        Fault::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "API Version String {s} is of invalid format. Must be of format MajorNum.MinorNum."
-            ),
-        )
-    })?;
-    if !(MIN_VERSION..=MAX_VERSION).contains(&v) {
-        return Err(Fault::new(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("Version {s} is not supported by the API. Minimum is {MIN_VERSION} and maximum is {MAX_VERSION}."),
-        ));
-    }
-    Ok(v)
-}
-
-/// Adds the negotiated version (both headers), `Vary`, and a request id to an answer.
-fn stamp(mut resp: Response, v: Option<Microversion>) -> Response {
-    let h = resp.headers_mut();
-    if let Some(v) = v {
-        let set = |h: &mut HeaderMap, name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                h.insert(HeaderName::from_static(name), value);
-            }
-        };
-        set(h, HEADER, format!("compute {v}"));
-        set(h, LEGACY_HEADER, v.to_string());
-        h.insert(axum::http::header::VARY, HeaderValue::from_static(VARY));
-    }
-    if let Ok(id) = HeaderValue::from_str(&request_id()) {
-        h.insert(
-            HeaderName::from_static("x-openstack-request-id"),
-            id.clone(),
-        );
-        h.insert(HeaderName::from_static("x-compute-request-id"), id);
-    }
-    resp
-}
-
-/// `req-<uuid4>`, the shape of Nova's request ids (only for logs; never stored).
-fn request_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        return "req-00000000-0000-4000-8000-000000000000".into();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "req-{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -321,100 +186,6 @@ impl From<ApiError> for Fault {
         }
         Fault::new(e.status, e.message)
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// Version documents (no token: docs/api.md, "Roles and tenants")
-
-/// `http(s)://host` of the request, for absolute links.
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("localhost");
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    format!("{}://{host}", if https { "https" } else { "http" })
-}
-
-fn v21_doc(base: &str) -> Value {
-    json!({
-        "id": "v2.1",
-        "status": "CURRENT",
-        "version": MAX_VERSION.to_string(),
-        "min_version": MIN_VERSION.to_string(),
-        "updated": UPDATED_V21,
-        "links": [
-            {"rel": "self", "href": format!("{base}/v2.1/")},
-            {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}
-        ],
-        "media-types": [
-            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
-        ]
-    })
-}
-
-fn v20_doc(base: &str) -> Value {
-    json!({
-        "id": "v2.0",
-        "status": "SUPPORTED",
-        "version": "",
-        "min_version": "",
-        "updated": UPDATED_V20,
-        "links": [
-            {"rel": "self", "href": format!("{base}/v2/")},
-            {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"}
-        ],
-        "media-types": [
-            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}
-        ]
-    })
-}
-
-/// `GET /`: the major versions (Nova's `versions-get-resp.json`: only the self link).
-async fn versions(headers: HeaderMap) -> Response {
-    let base = base_url(&headers);
-    let entry = |doc: Value| {
-        json!({
-            "id": doc["id"], "status": doc["status"], "version": doc["version"],
-            "min_version": doc["min_version"], "updated": doc["updated"],
-            "links": [doc["links"][0].clone()],
-        })
-    };
-    let body = json!({"versions": [entry(v20_doc(&base)), entry(v21_doc(&base))]});
-    stamp(Json(body).into_response(), None)
-}
-
-async fn version_v21(headers: HeaderMap) -> Response {
-    stamp(
-        Json(json!({"version": v21_doc(&base_url(&headers))})).into_response(),
-        None,
-    )
-}
-
-/// `GET /v2.1/{project_id}[/]`: the same document behind the token (Nova routes the
-/// project-scoped root to its version `show`; novaclient's discovery of a project-scoped
-/// endpoint asks for it first).
-async fn version_v21_scoped(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(project_id): Path<String>,
-) -> Result<Response, Fault> {
-    let ctx = context(&state, &headers, Some(&project_id))?;
-    Ok(stamp(
-        Json(json!({"version": v21_doc(&base_url(&headers))})).into_response(),
-        Some(ctx.version),
-    ))
-}
-
-async fn version_v20(headers: HeaderMap) -> Response {
-    stamp(
-        Json(json!({"version": v20_doc(&base_url(&headers))})).into_response(),
-        None,
-    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -759,7 +530,7 @@ fn next_link(headers: &HeaderMap, path: &str, given: &[(String, String)], last: 
         .iter()
         .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
         .collect();
-    json!([{"rel": "next", "href": format!("{}{path}?{}", base_url(headers), query.join("&"))}])
+    json!([{"rel": "next", "href": format!("{}{path}?{}", versions::base_url(headers), query.join("&"))}])
 }
 
 async fn list_unscoped(
@@ -953,68 +724,8 @@ async fn show(
 
 #[cfg(test)]
 mod tests {
+    use super::microversion::{HEADER, LEGACY_HEADER};
     use super::*;
-
-    #[test]
-    fn microversions_parse_like_nova() {
-        let v = |s| Microversion::parse(s);
-        assert_eq!(v("2.1"), Some(Microversion { major: 2, minor: 1 }));
-        assert_eq!(v("2.104"), Some(MAX_VERSION));
-        assert_eq!(v("2.0"), Some(Microversion { major: 2, minor: 0 }));
-        for bad in [
-            "abc", "2", "2.", ".1", "2.05", "02.1", "2.1.1", "2.x", "", " 2.1", "-2.1",
-        ] {
-            assert_eq!(v(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn negotiation_prefers_the_new_header_and_reports_nova_faults() {
-        let h = |pairs: &[(&'static str, &'static str)]| {
-            let mut m = HeaderMap::new();
-            for (k, val) in pairs {
-                m.append(*k, HeaderValue::from_static(val));
-            }
-            m
-        };
-        assert_eq!(negotiate(&h(&[])).unwrap(), MIN_VERSION);
-        assert_eq!(
-            negotiate(&h(&[(HEADER, "compute latest")])).unwrap(),
-            MAX_VERSION
-        );
-        assert_eq!(
-            negotiate(&h(&[
-                (HEADER, "volume 3.0, compute 2.60"),
-                (LEGACY_HEADER, "2.3")
-            ]))
-            .unwrap(),
-            Microversion {
-                major: 2,
-                minor: 60
-            }
-        );
-        // No compute entry: the legacy header decides.
-        assert_eq!(
-            negotiate(&h(&[(HEADER, "volume 3.0"), (LEGACY_HEADER, "2.3")])).unwrap(),
-            Microversion { major: 2, minor: 3 }
-        );
-        assert_eq!(
-            negotiate(&h(&[(LEGACY_HEADER, "2.105")]))
-                .unwrap_err()
-                .status,
-            StatusCode::NOT_ACCEPTABLE
-        );
-        assert_eq!(
-            negotiate(&h(&[(LEGACY_HEADER, "2.0")])).unwrap_err().status,
-            StatusCode::NOT_ACCEPTABLE
-        );
-        assert_eq!(
-            negotiate(&h(&[(HEADER, "compute abc")]))
-                .unwrap_err()
-                .status,
-            StatusCode::BAD_REQUEST
-        );
-    }
 
     #[tokio::test]
     async fn faults_have_novas_names_codes_and_version_headers() {
