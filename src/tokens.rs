@@ -5,6 +5,14 @@
 //! stored hash in constant time, so response timing says nothing about which bytes matched.
 //! Tokens are not log records on purpose: revoking one must really forget it, and they are
 //! credentials, not audit history.
+//!
+//! Revoking is immediate: every [`Principal`] carries a [`Revocation`] signal of the token
+//! that authenticated it, so the streams and waits it holds open end at once, and a request
+//! still in flight can ask whether its token is still valid before it writes.
+//!
+//! The last admin token cannot be revoked ([`TokenError::LastAdmin`]): with none left, no one
+//! could manage tokens over HTTP again. Tokens given with `--admin-token` do not count, since
+//! they are gone at the next start without the flag.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -44,15 +52,46 @@ impl Role {
 }
 
 /// An authenticated caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Principal {
     /// The token's name (recorded in the log as the entry's principal).
     pub name: String,
     pub tenant: String,
     pub role: Role,
+    /// Fires when the token that authenticated this caller is revoked.
+    pub revocation: Revocation,
+}
+
+/// The revocation signal of one token: a watch channel whose sender lives in the store's
+/// entry for the token and is dropped when the token is revoked (nothing is ever sent on
+/// it; its closing is the signal). A token revoked and then re-created under the same name
+/// gets a new channel, so the old one stays revoked.
+#[derive(Clone, Debug)]
+pub struct Revocation(tokio::sync::watch::Receiver<()>);
+
+impl Revocation {
+    /// True once the token has been revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.0.has_changed().is_err()
+    }
+
+    /// Resolves when the token is revoked (at once if it already is).
+    pub fn revoked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            // Nothing is ever sent: `changed` returns only when the sender is dropped.
+            while rx.changed().await.is_ok() {}
+        }
+    }
 }
 
 impl Principal {
+    /// True once the caller's token has been revoked: a request still in flight must not
+    /// act on its behalf any more.
+    pub fn is_revoked(&self) -> bool {
+        self.revocation.is_revoked()
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
@@ -90,6 +129,11 @@ pub enum TokenError {
     Invalid { field: &'static str, reason: String },
     #[error("token file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error(
+        "token {0:?} is the last admin token; revoking it would leave no admin to manage tokens \
+         (create another admin token first, then revoke this one)"
+    )]
+    LastAdmin(String),
 }
 
 /// Longest token name, in bytes.
@@ -99,9 +143,36 @@ pub const TOKENS_MAX: usize = 10_000;
 
 pub struct TokenStore {
     path: PathBuf,
-    tokens: RwLock<Vec<TokenRecord>>,
+    tokens: RwLock<Vec<Entry>>,
     /// Tokens given on the command line (`--admin-token`): valid for this run, never stored.
-    ephemeral: Vec<(Principal, [u8; 32])>,
+    ephemeral: Vec<Entry>,
+}
+
+/// A token in memory: its record, its hash, and the sender of its [`Revocation`] (dropped
+/// with the entry when the token is revoked).
+struct Entry {
+    record: TokenRecord,
+    hash: [u8; 32],
+    alive: tokio::sync::watch::Sender<()>,
+}
+
+impl Entry {
+    fn new(record: TokenRecord, hash: [u8; 32]) -> Entry {
+        Entry {
+            record,
+            hash,
+            alive: tokio::sync::watch::Sender::new(()),
+        }
+    }
+
+    fn principal(&self) -> Principal {
+        Principal {
+            name: self.record.name.clone(),
+            tenant: self.record.tenant.clone(),
+            role: self.record.role,
+            revocation: Revocation(self.alive.subscribe()),
+        }
+    }
 }
 
 fn sha256(secret: &str) -> [u8; 32] {
@@ -155,21 +226,13 @@ impl TokenStore {
     /// Opens (or starts empty) the token file at `path`.
     pub fn open(path: impl Into<PathBuf>) -> Result<TokenStore, TokenError> {
         let path = path.into();
-        let tokens = match std::fs::read(&path) {
+        let records = match std::fs::read(&path) {
             Ok(bytes) => {
                 let file: TokenFile =
                     serde_json::from_slice(&bytes).map_err(|e| TokenError::File {
                         path: path.clone(),
                         reason: e.to_string(),
                     })?;
-                for t in &file.tokens {
-                    if unhex(&t.sha256).is_none() {
-                        return Err(TokenError::File {
-                            path: path.clone(),
-                            reason: format!("token {:?} has a malformed hash", t.name),
-                        });
-                    }
-                }
                 file.tokens
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -180,6 +243,16 @@ impl TokenStore {
                 })
             }
         };
+        let mut tokens = Vec::with_capacity(records.len());
+        for t in records {
+            let Some(hash) = unhex(&t.sha256) else {
+                return Err(TokenError::File {
+                    path: path.clone(),
+                    reason: format!("token {:?} has a malformed hash", t.name),
+                });
+            };
+            tokens.push(Entry::new(t, hash));
+        }
         Ok(TokenStore {
             path,
             tokens: RwLock::new(tokens),
@@ -189,19 +262,22 @@ impl TokenStore {
 
     /// Accepts `secret` as an admin token for this run only (`--admin-token`).
     pub fn add_ephemeral_admin(&mut self, secret: &str) {
-        let principal = Principal {
+        let hash = sha256(secret);
+        let record = TokenRecord {
             name: "admin-token".into(),
             tenant: "default".into(),
             role: Role::Admin,
+            created_at: String::new(),
+            sha256: hex(&hash),
         };
-        self.ephemeral.push((principal, sha256(secret)));
+        self.ephemeral.push(Entry::new(record, hash));
     }
 
     pub fn is_empty(&self) -> bool {
         self.read().is_empty() && self.ephemeral.is_empty()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<TokenRecord>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Entry>> {
         self.tokens.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -209,26 +285,17 @@ impl TokenStore {
     pub fn authenticate(&self, secret: &str) -> Option<Principal> {
         let presented = sha256(secret);
         let mut found = None;
-        for t in self.read().iter() {
-            let stored = unhex(&t.sha256).unwrap_or([0; 32]);
-            if constant_time_eq(&stored, &presented) && found.is_none() {
-                found = Some(Principal {
-                    name: t.name.clone(),
-                    tenant: t.tenant.clone(),
-                    role: t.role,
-                });
-            }
-        }
-        for (p, stored) in &self.ephemeral {
-            if constant_time_eq(stored, &presented) && found.is_none() {
-                found = Some(p.clone());
+        let stored = self.read();
+        for t in stored.iter().chain(&self.ephemeral) {
+            if constant_time_eq(&t.hash, &presented) && found.is_none() {
+                found = Some(t.principal());
             }
         }
         found
     }
 
     pub fn list(&self) -> Vec<TokenRecord> {
-        self.read().clone()
+        self.read().iter().map(|t| t.record.clone()).collect()
     }
 
     /// Creates a token and returns its secret (shown once, never stored).
@@ -241,7 +308,7 @@ impl TokenStore {
         validate_name("name", name)?;
         validate_name("tenant", tenant)?;
         let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        if tokens.iter().any(|t| t.name == name) {
+        if tokens.iter().any(|t| t.record.name == name) {
             return Err(TokenError::NameTaken(name.to_string()));
         }
         if tokens.len() >= TOKENS_MAX {
@@ -251,28 +318,44 @@ impl TokenStore {
             });
         }
         let secret = generate_secret();
+        let hash = sha256(&secret);
         let record = TokenRecord {
             name: name.to_string(),
             tenant: tenant.to_string(),
             role,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            sha256: hex(&sha256(&secret)),
+            sha256: hex(&hash),
         };
-        let mut next = tokens.clone();
+        let mut next: Vec<TokenRecord> = tokens.iter().map(|t| t.record.clone()).collect();
         next.push(record.clone());
         self.persist(&next)?;
-        *tokens = next;
+        tokens.push(Entry::new(record.clone(), hash));
         Ok((record, secret))
     }
 
+    /// Forgets the token named `name`: it authenticates nothing from now on, and every
+    /// [`Revocation`] of it fires. The last stored admin token is refused
+    /// ([`TokenError::LastAdmin`]).
     pub fn revoke(&self, name: &str) -> Result<(), TokenError> {
         let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        if !tokens.iter().any(|t| t.name == name) {
+        let Some(at) = tokens.iter().position(|t| t.record.name == name) else {
             return Err(TokenError::NotFound(name.to_string()));
+        };
+        let admins = tokens
+            .iter()
+            .filter(|t| t.record.role == Role::Admin)
+            .count();
+        if tokens[at].record.role == Role::Admin && admins == 1 {
+            return Err(TokenError::LastAdmin(name.to_string()));
         }
-        let next: Vec<TokenRecord> = tokens.iter().filter(|t| t.name != name).cloned().collect();
+        let next: Vec<TokenRecord> = tokens
+            .iter()
+            .filter(|t| t.record.name != name)
+            .map(|t| t.record.clone())
+            .collect();
         self.persist(&next)?;
-        *tokens = next;
+        // Dropping the entry drops its sender: every principal of the token sees it revoked.
+        tokens.remove(at);
         Ok(())
     }
 
@@ -305,5 +388,53 @@ impl TokenStore {
             .and_then(|d| d.sync_all())
             .map_err(file_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, TokenStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::open(dir.path().join("tokens.json")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn revoking_signals_the_principals_of_that_token_only() {
+        let (_dir, store) = store();
+        store.create("admin", "default", Role::Admin).unwrap();
+        let (_, w) = store.create("w", "acme", Role::Writer).unwrap();
+        let (_, r) = store.create("r", "acme", Role::Reader).unwrap();
+        let pw = store.authenticate(&w).unwrap();
+        let pr = store.authenticate(&r).unwrap();
+        assert!(!pw.is_revoked() && !pr.is_revoked());
+        store.revoke("w").unwrap();
+        assert!(pw.is_revoked(), "the revoked token's principal knows");
+        assert!(!pr.is_revoked(), "another token's does not");
+        assert!(store.authenticate(&w).is_none());
+        // The revocation future is ready at once for an already revoked token.
+        futures_util::FutureExt::now_or_never(pw.revocation.revoked()).expect("resolved at once");
+        // A new token under the old name is a new token: the old principal stays revoked.
+        let (_, w2) = store.create("w", "acme", Role::Writer).unwrap();
+        assert!(pw.is_revoked());
+        assert!(!store.authenticate(&w2).unwrap().is_revoked());
+    }
+
+    #[test]
+    fn the_last_stored_admin_token_is_kept() {
+        let (dir, mut store) = store();
+        store.add_ephemeral_admin("flag-token");
+        store.create("a1", "default", Role::Admin).unwrap();
+        // The --admin-token of this run does not count.
+        assert!(matches!(store.revoke("a1"), Err(TokenError::LastAdmin(n)) if n == "a1"));
+        store.create("a2", "default", Role::Admin).unwrap();
+        store.revoke("a1").unwrap();
+        assert!(matches!(store.revoke("a2"), Err(TokenError::LastAdmin(_))));
+        // Refused means unchanged, on disk too.
+        let reopened = TokenStore::open(dir.path().join("tokens.json")).unwrap();
+        let names: Vec<String> = reopened.list().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["a2"]);
     }
 }

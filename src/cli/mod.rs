@@ -18,6 +18,7 @@ pub mod serve;
 pub mod token;
 pub mod transfer;
 
+use crate::projection::{self, Projection, ProjectionConfig, ProjectionError};
 use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,31 @@ impl DataDir {
 
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
+    }
+}
+
+/// Takes the lock a running server holds on `data_dir` (sled's, on the projection), or
+/// refuses with "DIR is in use by a running server; stop it before DOING". Offline commands
+/// that change what a server serves from call it first and keep the returned guard while
+/// they write, so a server cannot start in between. `None` when the directory has no
+/// projection yet (no server has run on it).
+pub fn lock_unserved(data_dir: &Path, doing: &str) -> Result<Option<Projection>, Failure> {
+    let projection_dir = projection::projection_dir(data_dir);
+    if !projection_dir.exists() {
+        return Ok(None);
+    }
+    let config = ProjectionConfig {
+        flush_every_ms: None,
+        cache_capacity_bytes: 1 << 20,
+        ..Default::default()
+    };
+    match Projection::open(&projection_dir, config) {
+        Ok(p) => Ok(Some(p)),
+        Err(ProjectionError::Locked { .. }) => Err(Failure::error(format!(
+            "{} is in use by a running server; stop it before {doing}",
+            data_dir.display()
+        ))),
+        Err(e) => Err(Failure::error(e.to_string())),
     }
 }
 

@@ -74,6 +74,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     let settings = settings(&args)?;
     super::init_tracing(&settings.log_level, settings.log_format == LogFormat::Json);
     let config = settings.serve;
+    let config_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,8 +89,14 @@ pub fn run(args: ServeArgs) -> CliResult {
             eprintln!("Redis Enterprise dialect listening on http://{redis}");
         }
         if let Some(token) = &running.first_admin_token {
-            // Best effort: a closed stdout must not stop the server.
-            let _ = print_first_run(&base, token);
+            // A closed stdout must not stop the server, but must not leave the user without
+            // a way in either.
+            if let Err(e) = print_first_run(&base, token) {
+                eprintln!(
+                    "error: cannot print the first admin token ({e}); to make one, stop the server and run `action-ledger token create --data-dir {} --tenant default --role admin`",
+                    config_dir.display()
+                );
+            }
         }
         running
             .wait()

@@ -1,7 +1,11 @@
 //! `token create|list|revoke`: the token file (`<data-dir>/tokens.json`, hashes only).
 //!
-//! The server reads the file when it starts and rewrites it when tokens change over HTTP; to
-//! change tokens while it runs, use `POST/DELETE /api/v1/tokens` instead.
+//! The server reads the file when it starts and rewrites it when tokens change over HTTP, so
+//! `create` and `revoke` refuse a data directory a running server owns (the change would
+//! never reach it, and its next change over HTTP would overwrite the file): while it runs,
+//! use `POST/DELETE /api/v1/tokens` instead. They hold the server's lock while they write,
+//! so a server cannot start in between. `list` stays allowed: it only reads, and the file
+//! is always replaced whole (rename), so it sees a complete file.
 
 use super::{line, CliResult, DataDir, Failure};
 use crate::tokens::{Role, TokenStore};
@@ -60,6 +64,7 @@ pub fn run(cmd: TokenCmd, out: &mut dyn Write) -> CliResult {
             let role = Role::parse(&role).ok_or_else(|| {
                 Failure::error(format!("--role {role:?}: must be reader, writer or admin"))
             })?;
+            let _lock = super::lock_unserved(&data.data_dir, "creating tokens")?;
             let store = open(&data)?;
             let name = match name {
                 Some(n) => n,
@@ -88,6 +93,7 @@ pub fn run(cmd: TokenCmd, out: &mut dyn Write) -> CliResult {
             Ok(())
         }
         TokenCmd::Revoke { data, name } => {
+            let _lock = super::lock_unserved(&data.data_dir, "revoking tokens")?;
             let store = open(&data)?;
             store
                 .revoke(&name)

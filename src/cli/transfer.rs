@@ -16,7 +16,7 @@ use crate::event::{fold, Action, ActionId, Entry, IdempotencyStamp, Op};
 use crate::http::wire::{parse_time, rfc3339};
 use crate::log::writer::NewRecord;
 use crate::log::{self, FsStorage, LogConfig, LogWriter, Storage};
-use crate::projection::{self, Projection, ProjectionConfig, ProjectionError};
+use crate::projection::{self, ProjectionConfig};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -201,24 +201,7 @@ impl<R: std::io::Read> std::io::Read for Counting<R> {
 
 /// Refuses unless `data_dir`'s log holds no record and no server uses it.
 fn check_empty(data_dir: &Path) -> Result<(), Failure> {
-    let projection_dir = projection::projection_dir(data_dir);
-    if projection_dir.exists() {
-        let config = ProjectionConfig {
-            flush_every_ms: None,
-            cache_capacity_bytes: 1 << 20,
-            ..Default::default()
-        };
-        match Projection::open(&projection_dir, config) {
-            Err(ProjectionError::Locked { .. }) => {
-                return Err(Failure::error(format!(
-                    "{} is in use by a running server; stop it before importing",
-                    data_dir.display()
-                )))
-            }
-            Err(e) => return Err(Failure::error(e.to_string())),
-            Ok(_) => {}
-        }
-    }
+    drop(super::lock_unserved(data_dir, "importing")?);
     let log_dir = data_dir.join("log");
     if log_dir.exists() {
         let summary = log::verify(&FsStorage, &log_dir, &mut |_| Ok(())).map_err(log_error)?;

@@ -1,6 +1,7 @@
-//! Who is calling: the token in any of the four header forms of docs/api.md, resolved to a
+//! Who is calling: the token in any of the four header forms (docs/api.md), resolved to a
 //! [`Principal`] by the token store. Each API maps an [`AuthFailure`] to its own error body.
 
+use super::error::ApiError;
 use crate::tokens::{Principal, Role, TokenStore};
 use axum::http::HeaderMap;
 
@@ -47,6 +48,26 @@ pub fn authenticate(headers: &HeaderMap, tokens: &TokenStore) -> Result<Principa
         return Err(AuthFailure::Unknown);
     }
     tokens.authenticate(&secret).ok_or(AuthFailure::Unknown)
+}
+
+/// Refuses (401, as an unknown token is) a request whose token was revoked after it
+/// authenticated: a request still in flight asks this before it acts, e.g. before it
+/// submits a write or answers with what it read.
+pub fn still_valid(p: &Principal) -> Result<(), ApiError> {
+    if p.is_revoked() {
+        Err(revoked(p))
+    } else {
+        Ok(())
+    }
+}
+
+/// The answer to a request whose token was revoked while it was in flight.
+pub fn revoked(p: &Principal) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!("token {:?} was revoked", p.name),
+    )
 }
 
 /// True when `principal` has at least `role`.

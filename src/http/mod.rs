@@ -137,6 +137,7 @@ pub fn load_action(
         .projection
         .get_ref(&crate::event::ActionRef::parse(id))?
         .ok_or_else(|| ApiError::not_found(format!("action {id}")))?;
+    auth::still_valid(p)?;
     visible(p, action, id)
 }
 

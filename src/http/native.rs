@@ -208,6 +208,8 @@ pub(crate) async fn submit(
     idem: Option<Idempotency>,
     commands: Vec<Command>,
 ) -> Result<Committed, ApiError> {
+    // A token revoked while this request was in flight writes nothing.
+    super::auth::still_valid(p)?;
     let submission = Submission {
         principal: p.name.clone(),
         tenant_scope: p.scope().map(str::to_string),
@@ -526,6 +528,8 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
     // Subscribe before the first read, so a commit between read and wait still wakes us.
     let mut commits = state.ledger.subscribe();
+    let revoked = p.revocation.revoked();
+    tokio::pin!(revoked);
     loop {
         let (st, p2, id2) = (state.clone(), p.clone(), id.clone());
         let action = blocking(move || super::load_action(&st, &p2, &id2)).await?;
@@ -544,6 +548,8 @@ pub async fn wait(
             _ = super::shutting_down(state.shutdown.clone()) => {
                 return action_response(&state, StatusCode::OK, &action);
             }
+            // The caller's token was revoked: the wait ends now, refused.
+            _ = &mut revoked => return Err(super::auth::revoked(&p)),
         }
     }
 }
@@ -760,7 +766,11 @@ pub async fn watch(
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(WATCH_BUFFER);
     let st = state.clone();
     let query = params.query;
-    tokio::spawn(async move {
+    // Revoking the caller's token ends the stream at once, wherever the task is waiting;
+    // a last `revoked` event tells the client why (when its buffer has room).
+    let revoked = p.revocation.revoked();
+    let revoked_tx = tx.clone();
+    let stream_task = async move {
         let _guard = WatcherGuard(st.clone());
         let mut after = start;
         // Where the last read stopped: each later read starts there (O(new records)); only
@@ -828,6 +838,18 @@ pub async fn watch(
                     _ = tx.closed() => return,
                     _ = super::shutting_down(st.shutdown.clone()) => return,
                 }
+            }
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stream_task => {}
+            () = revoked => {
+                let _ = revoked_tx.try_send(
+                    SseEvent::default()
+                        .event("revoked")
+                        .data(r#"{"code":"unauthorized","message":"the token was revoked"}"#),
+                );
             }
         }
     });
@@ -965,6 +987,7 @@ fn token_error(e: crate::tokens::TokenError) -> ApiError {
         E::NameTaken(_) => ApiError::new(StatusCode::CONFLICT, "name_taken", e.to_string()),
         E::NotFound(name) => ApiError::not_found(format!("token {name:?}")),
         E::Invalid { field, reason } => ApiError::field(field, &reason),
+        E::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, "last_admin_token", e.to_string()),
         E::File { .. } => ApiError::internal(e),
     }
 }
@@ -1008,7 +1031,8 @@ pub async fn list_tokens(
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{name}",
-    params(("name" = String, Path)), responses((status = 204), (status = 403), (status = 404)))]
+    params(("name" = String, Path)), responses((status = 204), (status = 403), (status = 404),
+        (status = 409, description = "last_admin_token: the last admin token cannot be revoked")))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     Caller(p): Caller,

@@ -208,6 +208,11 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 /// Opens the token store; on a first start with no token at all, creates an admin token
 /// and returns its secret (to be shown once; only its hash is stored).
+///
+/// [`start`] calls it last, once the listeners are bound and the ledger is open (holding the
+/// data directory's lock): nothing can fail after the first admin token is stored and
+/// before `serve` prints it, and a `token` command, which refuses a locked directory, cannot
+/// change the file between this read and the server's stop.
 pub fn open_tokens(
     data_dir: &std::path::Path,
     admin_token: Option<&str>,
@@ -302,8 +307,6 @@ pub async fn start(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
-    let (tokens, first_admin_token) = open_tokens(&config.data_dir, config.admin_token.as_deref())?;
-    let tokens = Arc::new(tokens);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -404,6 +407,22 @@ pub async fn start(
             return Err(e);
         }
     };
+    // The tokens, read only now: see `open_tokens`.
+    let (tokens, first_admin_token) =
+        match open_tokens(&config.data_dir, config.admin_token.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                serving.abort();
+                return Err(e);
+            }
+        };
+    if first_admin_token.is_none() {
+        tracing::info!(
+            tokens = tokens.list().len(),
+            "tokens loaded; to add one, POST /api/v1/tokens with an admin token, or stop the server and run `action-ledger token create --data-dir DIR --tenant default --role admin`"
+        );
+    }
+    let tokens = Arc::new(tokens);
     if let Some(t) = &ledger.recovery().torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
     }

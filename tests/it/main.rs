@@ -23,3 +23,4 @@ mod recovery;
 mod schemathesis;
 mod security;
 mod support;
+mod tokens;
