@@ -16,6 +16,7 @@ mod golden;
 mod http;
 mod lifecycle;
 mod limits;
+mod pg;
 mod powerloss;
 mod projection;
 mod projection_model;
