@@ -3,6 +3,7 @@
 mod binserver;
 mod cli;
 mod clients;
+mod cluster;
 mod codec;
 mod crash;
 mod damage;
