@@ -155,7 +155,14 @@ fn start() -> Result<PgServer, String> {
 /// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
 fn find_bin() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("ACTION_LEDGER_PG_BIN") {
-        return Ok(PathBuf::from(dir));
+        let bin = PathBuf::from(dir);
+        if bin.join("initdb").exists() && bin.join("pg_ctl").exists() {
+            return Ok(bin);
+        }
+        return Err(format!(
+            "ACTION_LEDGER_PG_BIN={} holds no initdb and pg_ctl",
+            bin.display()
+        ));
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
