@@ -15,6 +15,8 @@
 //! - [`projection`]: the log folded into action snapshots and indexes in sled (the
 //!   persistent [`ledger::StateStore`]); queries with keyset cursors; rebuild, verify,
 //!   history and as-of reads.
+//! - [`cluster`]: cluster mode's log of record in PostgreSQL: schema, lease, the fenced
+//!   append and reads (docs/cluster.md).
 //! - [`tokens`]: API tokens (only hashes stored), roles and principals.
 //! - [`http`]: the axum server — native API, auth, errors, metrics, OpenAPI, start-up and
 //!   graceful shutdown.
@@ -24,6 +26,7 @@
 //! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -32,3 +32,17 @@ pub const COMMIT_BATCH_RECORDS_MAX: usize = 4096;
 pub const COMMIT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Most submissions waiting for the writer; senders wait (back-pressure) beyond it.
 pub const APPEND_QUEUE_MAX: usize = 16 * 1024;
+/// Longest a connection to the cluster log (PostgreSQL) may take before start-up reports it
+/// unreachable, in milliseconds.
+pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// TCP keepalive idle time on cluster log connections, in seconds: a half-open connection to
+/// PostgreSQL is noticed within about this plus a few probes, not the kernel's two hours.
+pub const CLUSTER_KEEPALIVE_IDLE_SECS: u64 = 5;
+/// Default lease time of the cluster leader, in milliseconds (PostgreSQL's clock). A dead
+/// leader is replaced within about this long.
+pub const CLUSTER_LEASE_TTL_MS_DEFAULT: u64 = 2_000;
+/// Shortest and longest accepted lease time, in milliseconds.
+pub const CLUSTER_LEASE_TTL_MS_MIN: u64 = 100;
+pub const CLUSTER_LEASE_TTL_MS_MAX: u64 = 600_000;
+/// Most records one read of the cluster log returns (catch-up reads page by this).
+pub const CLUSTER_READ_RECORDS_MAX: usize = 4096;

@@ -171,6 +171,29 @@ pub fn chain_digest(prev: &Digest, fixed: &[u8], payload: &[u8]) -> Digest {
     h.finalize().into()
 }
 
+/// Bytes `position..schema` of a record (offsets 8..24): the fields the chain digest covers
+/// besides the previous digest and the payload.
+pub const REC_FIXED_LEN: usize = REC_DIGEST - REC_POSITION;
+
+/// The fixed fields of a record, as they sit at offsets 8..24 of its frame.
+pub fn encode_fixed(meta: RecordMeta) -> [u8; REC_FIXED_LEN] {
+    let mut f = [0u8; REC_FIXED_LEN];
+    let at = |off: usize| off - REC_POSITION;
+    f[at(REC_POSITION)..at(REC_POSITION) + 8].copy_from_slice(&meta.position.to_le_bytes());
+    f[at(REC_BATCH_OFFSET)..at(REC_BATCH_OFFSET) + 4]
+        .copy_from_slice(&meta.batch_offset.to_le_bytes());
+    f[at(REC_KIND)] = meta.kind;
+    f[at(REC_SCHEMA)..at(REC_SCHEMA) + 2].copy_from_slice(&meta.schema.to_le_bytes());
+    f
+}
+
+/// The chain digest a record with `meta` and `payload` gets after `prev`, without framing it:
+/// the same value [`encode_record`] writes. Cluster mode stores it beside each record in
+/// PostgreSQL, so every node's replica carries the embedded log's exact digests.
+pub fn record_digest(prev: &Digest, meta: RecordMeta, payload: &[u8]) -> Digest {
+    chain_digest(prev, &encode_fixed(meta), payload)
+}
+
 /// Appends one framed record to `out` and returns its digest.
 pub fn encode_record(out: &mut Vec<u8>, meta: RecordMeta, prev: &Digest, payload: &[u8]) -> Digest {
     let start = out.len();
@@ -179,10 +202,7 @@ pub fn encode_record(out: &mut Vec<u8>, meta: RecordMeta, prev: &Digest, payload
     let b = &mut out[start..start + total];
     let body_len = (REC_BODY_FIXED + payload.len()) as u32;
     b[REC_BODY_LEN..REC_BODY_LEN + 4].copy_from_slice(&body_len.to_le_bytes());
-    b[REC_POSITION..REC_POSITION + 8].copy_from_slice(&meta.position.to_le_bytes());
-    b[REC_BATCH_OFFSET..REC_BATCH_OFFSET + 4].copy_from_slice(&meta.batch_offset.to_le_bytes());
-    b[REC_KIND] = meta.kind;
-    b[REC_SCHEMA..REC_SCHEMA + 2].copy_from_slice(&meta.schema.to_le_bytes());
+    b[REC_POSITION..REC_DIGEST].copy_from_slice(&encode_fixed(meta));
     b[REC_PAYLOAD..REC_PAYLOAD + payload.len()].copy_from_slice(payload);
     let digest = chain_digest(prev, &b[REC_POSITION..REC_DIGEST], payload);
     b[REC_DIGEST..REC_DIGEST + 32].copy_from_slice(&digest);
@@ -265,4 +285,34 @@ pub fn decode_frame(bytes: &[u8], payload_max: usize) -> Result<Frame<'_>, Strin
         payload: &bytes[REC_PAYLOAD..REC_PAYLOAD + payload_len],
         total_len: total,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_digest_matches_the_framed_record() {
+        let mut prev = GENESIS_DIGEST;
+        let mut buf = Vec::new();
+        for (i, payload) in [&b""[..], b"a", b"payload of some length"]
+            .iter()
+            .enumerate()
+        {
+            let meta = RecordMeta {
+                position: 7 + i as u64,
+                batch_offset: i as u32,
+                kind: 1,
+                schema: 3,
+            };
+            buf.clear();
+            let framed = encode_record(&mut buf, meta, &prev, payload);
+            assert_eq!(record_digest(&prev, meta, payload), framed);
+            let frame = decode_frame(&buf, 1024).expect("valid frame");
+            assert_eq!(frame.meta, meta);
+            assert_eq!(frame.digest, framed);
+            assert_eq!(Frame::fixed_bytes(&buf), &encode_fixed(meta)[..]);
+            prev = framed;
+        }
+    }
 }

@@ -3,6 +3,7 @@
 mod binserver;
 mod cli;
 mod clients;
+mod cluster;
 mod codec;
 mod crash;
 mod damage;
@@ -16,6 +17,7 @@ mod golden;
 mod http;
 mod lifecycle;
 mod limits;
+mod pg;
 mod powerloss;
 mod projection;
 mod projection_model;

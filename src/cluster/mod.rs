@@ -1,0 +1,102 @@
+//! Cluster mode's log of record in PostgreSQL (docs/cluster.md).
+//!
+//! Several ledger nodes share one log kept in PostgreSQL. One node at a time holds the
+//! **lease** and is the leader, the only writer; every append it makes is **fenced** by the
+//! lease's epoch inside the very statement that appends, so a deposed or paused leader
+//! appends nothing and is told so ([`ClusterError::Deposed`], [`ClusterError::LeaseExpired`]).
+//! Positions are gapless and in commit order: they come from a row-locked head row, not a
+//! sequence. Each record is stored with the exact position, batch offset and chain digest
+//! the embedded log writer gives it ([`crate::log::format::record_digest`]), so a node's local
+//! replica is byte-for-byte the log a single node would have written.
+//!
+//! - [`schema`]: the tables, their creation and the schema version.
+//! - [`store`]: [`ClusterLog`], the connection: lease, fenced append, reads.
+//!
+//! Not here yet: the follower loop (LISTEN on a dedicated connection + polling), forwarding,
+//! and the wiring into `serve`.
+
+pub mod schema;
+pub mod store;
+
+pub use store::{
+    check_chain, Acquire, Appended, ClusterLog, ClusterOptions, ClusterRecord, Head, Lease,
+    LeaseInfo, NOTIFY_CHANNEL,
+};
+
+use thiserror::Error;
+
+/// Errors of the cluster log. The `Deposed`/`LeaseExpired`/`HeadMoved` family means "this
+/// node's append inserted nothing and it must stop acting as leader"
+/// ([`ClusterError::is_step_down`]).
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The cluster log URL does not parse.
+    #[error("bad cluster log URL: {0}")]
+    BadUrl(String),
+    /// PostgreSQL could not be reached or refused the connection.
+    #[error("cannot connect to the cluster log at {target}: {source}")]
+    Connect {
+        /// host:port/database, without any password.
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Connecting took longer than the connect timeout.
+    #[error("cannot connect to the cluster log at {target}: no answer within {timeout_ms} ms")]
+    ConnectTimeout { target: String, timeout_ms: u64 },
+    /// The database holds a schema written by a newer version of the ledger.
+    #[error(
+        "the cluster log's schema is version {found}, newer than this build supports \
+         ({supported}); upgrade this node"
+    )]
+    SchemaTooNew { found: i32, supported: i32 },
+    /// The database holds tables of our names that are not a ledger schema we know.
+    #[error("the cluster log's schema is not usable: {0}")]
+    SchemaInvalid(String),
+    /// Another node acquired the lease: this node's epoch is over.
+    #[error("deposed: this node's epoch {epoch} is over; epoch {current_epoch} is the leader's")]
+    Deposed { epoch: u64, current_epoch: u64 },
+    /// This node's lease ran out (it paused, or could not renew in time). Still no other
+    /// leader, but its epoch may not append again: it must acquire a new lease (a new epoch).
+    #[error("lease of epoch {epoch} expired; this node is no longer the leader")]
+    LeaseExpired { epoch: u64 },
+    /// The head is not where this leader believed (another writer of the same epoch appended,
+    /// or the leader's view is stale): nothing appended; re-read the head.
+    #[error(
+        "the log head moved: expected position {expected_position}, the log is at {head_position}"
+    )]
+    HeadMoved {
+        expected_position: u64,
+        head_position: u64,
+    },
+    /// A batch breaks a limit (too many records, a record too large).
+    #[error("{0}")]
+    Limit(String),
+    /// Records read from PostgreSQL do not continue the chain (gap, wrong digest).
+    #[error("cluster log chain broken at position {position}: {reason}")]
+    ChainBroken { position: u64, reason: String },
+    /// Any other PostgreSQL error (connection lost, statement failed).
+    #[error("cluster log: {context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl ClusterError {
+    /// True when the append inserted nothing because this node is not (or no longer) the
+    /// leader at the head it believed: it must step down, catch up, and maybe re-acquire.
+    pub fn is_step_down(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Deposed { .. }
+                | ClusterError::LeaseExpired { .. }
+                | ClusterError::HeadMoved { .. }
+        )
+    }
+
+    pub(crate) fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ClusterError {
+        move |source| ClusterError::Postgres { context, source }
+    }
+}
