@@ -13,7 +13,8 @@
 //! process is gone.
 //!
 //! PostgreSQL missing is a failure with a message saying how to install it, never a skip
-//! (`.ci/run` installs the Debian package when the binaries are absent).
+//! (run as root, the harness installs Debian's `postgresql` package when the binaries are
+//! absent, as the client tests create their venv).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -152,8 +153,45 @@ fn start() -> Result<PgServer, String> {
     Err(last_err)
 }
 
-/// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
+/// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`; when there
+/// is none and this process is root (as on CI and the project's machines), Debian's
+/// `postgresql` package is installed first, so `cargo test` alone needs nothing installed.
 fn find_bin() -> Result<PathBuf, String> {
+    installed_bin().or_else(|missing| {
+        if std::env::var_os("ACTION_LEDGER_PG_BIN").is_some() || !is_root() {
+            return Err(missing);
+        }
+        install_postgresql().map_err(|e| format!("{missing}\n{e}"))?;
+        installed_bin()
+    })
+}
+
+/// `apt-get install -y postgresql`, with `apt-get update` first when the package lists do not
+/// know it yet. The output goes to the error when it fails.
+fn install_postgresql() -> Result<(), String> {
+    let apt = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .map_err(|e| format!("cannot run apt-get {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "apt-get {args:?} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    apt(&["install", "-y", "-q", "postgresql"]).or_else(|_| {
+        apt(&["update", "-q"]).and_then(|()| apt(&["install", "-y", "-q", "postgresql"]))
+    })
+}
+
+fn installed_bin() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("ACTION_LEDGER_PG_BIN") {
         let bin = PathBuf::from(dir);
         if bin.join("initdb").exists() && bin.join("pg_ctl").exists() {
@@ -183,7 +221,7 @@ fn find_bin() -> Result<PathBuf, String> {
         };
         format!(
             "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin{ci}; \
-             install them with `apt-get install -y postgresql` (.ci/run does), or point \
+             install them with `apt-get install -y postgresql` (the tests do when run as root), or point \
              ACTION_LEDGER_PG_BIN at a directory holding them"
         )
     })
