@@ -19,6 +19,7 @@ mod limits;
 mod powerloss;
 mod projection;
 mod projection_model;
+mod readme;
 mod recovery;
 mod schemathesis;
 mod security;
