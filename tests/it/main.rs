@@ -21,6 +21,7 @@ mod pg;
 mod powerloss;
 mod projection;
 mod projection_model;
+mod readme;
 mod recovery;
 mod schemathesis;
 mod security;
