@@ -101,7 +101,7 @@ fn start() -> Result<PgServer, String> {
     let dir = root.join(std::process::id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let as_root = is_root();
+    let as_root = crate::support::is_root();
     if as_root {
         // The postgres user must reach its directory through the path above it.
         use std::os::unix::fs::PermissionsExt;
@@ -158,36 +158,11 @@ fn start() -> Result<PgServer, String> {
 /// `postgresql` package is installed first, so `cargo test` alone needs nothing installed.
 fn find_bin() -> Result<PathBuf, String> {
     installed_bin().or_else(|missing| {
-        if std::env::var_os("ACTION_LEDGER_PG_BIN").is_some() || !is_root() {
+        if std::env::var_os("ACTION_LEDGER_PG_BIN").is_some() || !crate::support::is_root() {
             return Err(missing);
         }
-        install_postgresql().map_err(|e| format!("{missing}\n{e}"))?;
+        crate::support::apt_install("postgresql").map_err(|e| format!("{missing}\n{e}"))?;
         installed_bin()
-    })
-}
-
-/// `apt-get install -y postgresql`, with `apt-get update` first when the package lists do not
-/// know it yet. The output goes to the error when it fails.
-fn install_postgresql() -> Result<(), String> {
-    let apt = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map_err(|e| format!("cannot run apt-get {args:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "apt-get {args:?} failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    apt(&["install", "-y", "-q", "postgresql"]).or_else(|_| {
-        apt(&["update", "-q"]).and_then(|()| apt(&["install", "-y", "-q", "postgresql"]))
     })
 }
 
@@ -225,14 +200,6 @@ fn installed_bin() -> Result<PathBuf, String> {
              ACTION_LEDGER_PG_BIN at a directory holding them"
         )
     })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// A server command, run as the `postgres` user when this process is root.
@@ -305,7 +272,7 @@ fn reap_stale(root: &Path, bin: &Path) {
         }
         let data = e.path().join("data");
         if data.join("postmaster.pid").exists() {
-            let _ = pg_command(is_root(), bin, "pg_ctl")
+            let _ = pg_command(crate::support::is_root(), bin, "pg_ctl")
                 .arg("-D")
                 .arg(&data)
                 .args(["-m", "immediate", "stop"])

@@ -108,8 +108,8 @@ fn show(o: &Output) -> String {
     )
 }
 
-/// The tools the tour uses must be installed: a missing one fails the test with what to do,
-/// never a silent skip.
+/// The tools the tour uses must be installed: run as root, the test installs a missing one
+/// (Debian's package); otherwise it fails with what to do, never a silent skip.
 fn require_tools() {
     let missing = |tool: &str, package: &str, why: String| -> ! {
         panic!(
@@ -121,11 +121,18 @@ fn require_tools() {
         missing("bash", "bash", e.to_string());
     }
     for (tool, package) in [("curl", "curl"), ("sed", "sed"), ("mktemp", "coreutils")] {
-        let found = Command::new("bash")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .unwrap();
-        if !found.status.success() {
+        let found = || {
+            Command::new("bash")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !found() && crate::support::is_root() {
+            if let Err(e) = crate::support::apt_install(package) {
+                missing(tool, package, e);
+            }
+        }
+        if !found() {
             missing(tool, package, format!("`command -v {tool}` finds nothing"));
         }
     }
