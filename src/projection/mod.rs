@@ -42,6 +42,7 @@ pub use rebuild::{rebuild, verify_projection, RebuildProgress, RebuildSummary, V
 use crate::event::codec;
 use crate::event::{Action, ActionId, ActionRef, Micros, Position, ResourceRef};
 use crate::ledger::{CommittedEntry, IdempotentResult, StateStore, StoreError};
+use crate::limits::{MEMO_BYTES_DEFAULT, SLED_CACHE_BYTES_DEFAULT};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,9 +51,6 @@ use thiserror::Error;
 
 /// Name of the projection directory inside a data directory (next to `log/`).
 pub const PROJECTION_DIR_NAME: &str = "projection";
-/// Default size of sled's page cache. sled 0.34 defaults to 1 GiB, which would blow the
-/// memory budget of a small server; the value is a soft target, not a hard cap.
-pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default for [`ProjectionConfig::batch_writes_max`]. sled 0.34 pins its epoch for a whole
 /// batch, so the garbage of every write in a batch stays allocated until it ends: measured
 /// here, 8k-write batches pushed RSS past 1 GB where 512-write batches stayed near 100 MB.
@@ -63,8 +61,6 @@ pub const WRITE_BACK_KEYS_MAX: usize = 4096;
 /// ...held at most this long while batches keep coming (the applier writes them out when
 /// none has come for as long).
 pub const WRITE_BACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
-/// Default for [`ProjectionConfig::snapshot_cache_bytes`].
-pub const SNAPSHOT_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Bytes the applier's memo of the snapshot values it wrote may hold (`Projection::written`):
 /// a few thousand recently changed actions.
 pub const WRITTEN_MEMO_BYTES: usize = 4 * 1024 * 1024;
@@ -79,7 +75,7 @@ pub fn projection_dir(data_dir: &Path) -> PathBuf {
 
 #[derive(Clone, Debug)]
 pub struct ProjectionConfig {
-    /// sled's page cache in bytes ([`CACHE_CAPACITY_BYTES_DEFAULT`]).
+    /// sled's page cache in bytes ([`SLED_CACHE_BYTES_DEFAULT`]).
     pub cache_capacity_bytes: u64,
     /// Soft bound on the writes of one sled batch ([`BATCH_WRITES_MAX_DEFAULT`]). A batch
     /// always holds whole log entries, so one huge entry may exceed it.
@@ -89,17 +85,17 @@ pub struct ProjectionConfig {
     /// catches up from the log whatever sled lost.
     pub flush_every_ms: Option<u64>,
     /// Bytes of decoded snapshots kept in memory, over sled's own cache
-    /// ([`SNAPSHOT_CACHE_BYTES_DEFAULT`]; 0 turns the memo off). See the `cache` module.
+    /// ([`MEMO_BYTES_DEFAULT`]; 0 turns the memo off). See the `cache` module.
     pub snapshot_cache_bytes: usize,
 }
 
 impl Default for ProjectionConfig {
     fn default() -> Self {
         ProjectionConfig {
-            cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
+            cache_capacity_bytes: SLED_CACHE_BYTES_DEFAULT,
             batch_writes_max: BATCH_WRITES_MAX_DEFAULT,
             flush_every_ms: Some(1000),
-            snapshot_cache_bytes: SNAPSHOT_CACHE_BYTES_DEFAULT,
+            snapshot_cache_bytes: MEMO_BYTES_DEFAULT,
         }
     }
 }

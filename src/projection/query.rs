@@ -9,10 +9,9 @@ use std::sync::Arc;
 use thiserror::Error;
 
 /// Largest accepted [`ActionQuery::limit`]; a larger page is refused with
-/// [`QueryError::BadRequest`] naming this limit (callers clamp to it or below).
-pub const LIST_LIMIT_MAX: usize = 1000;
-/// Most ids in one batch get ([`ActionQuery::ids`]).
-pub const LIST_IDS_MAX: usize = 1000;
+/// [`QueryError::BadRequest`] naming this limit (callers clamp to it or below). Most ids in
+/// one batch get ([`ActionQuery::ids`]).
+pub use crate::limits::{LIST_IDS_MAX, LIST_LIMIT_MAX};
 
 /// Which actions, in which order, how many.
 ///

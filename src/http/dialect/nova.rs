@@ -71,14 +71,7 @@ pub const MAX_VERSION: Microversion = Microversion {
     major: 2,
     minor: 104,
 };
-/// Nova's `[api] max_limit` (default 1000): larger `limit`s are clamped, not refused, and a
-/// list without `limit` returns at most this many actions (also below 2.58, where Nova
-/// itself would return them all).
-pub const NOVA_LIMIT_MAX: usize = if LIST_LIMIT_MAX < 1000 {
-    LIST_LIMIT_MAX
-} else {
-    1000
-};
+pub use crate::limits::NOVA_LIMIT_MAX;
 
 const HEADER: &str = "openstack-api-version";
 const LEGACY_HEADER: &str = "x-openstack-nova-api-version";
