@@ -73,7 +73,7 @@ pub enum Poison {
     Log(LogError),
     /// The store could not apply (or write out) a committed batch: a restart catches it up
     /// from the log.
-    #[error("the projection failed: {0}")]
+    #[error("projection apply failed: {0}")]
     Store(StoreError),
 }
 
