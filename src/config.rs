@@ -4,6 +4,7 @@
 //! `serve --help`) and in deploy/action-ledger.toml.
 
 use crate::http::server::ServeConfig;
+use crate::limits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -68,7 +69,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     (
         "list_limit_max",
-        "largest list page (LIST_LIMIT_MAX)",
+        "largest list page (LIST_LIMIT_MAX, at most 1000)",
         "1000",
     ),
     ("wait_ms_max", "longest wait (WAIT_MS_MAX)", "60000"),
@@ -161,6 +162,19 @@ fn at_least<T: PartialOrd + std::fmt::Display + Copy>(v: T, min: T) -> Result<T,
     Ok(v)
 }
 
+/// `v`, if it is at most `max`, the limit named `limit` (in [`crate::limits`]) because `why`.
+fn at_most<T: PartialOrd + std::fmt::Display + Copy>(
+    v: T,
+    max: T,
+    limit: &str,
+    why: &str,
+) -> Result<T, String> {
+    if v > max {
+        return Err(format!("must be at most {max} ({limit}: {why}), got {v}"));
+    }
+    Ok(v)
+}
+
 impl Settings {
     /// Sets one key from its textual value.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -192,17 +206,42 @@ impl Settings {
                     v => Some(v.to_string()),
                 }
             }
-            "segment_bytes" => s.segment_bytes = at_least(size(value)?, 4096)?,
+            "segment_bytes" => s.segment_bytes = at_least(size(value)?, limits::SEGMENT_BYTES_MIN)?,
             "commit_batch_records_max" => s.commit_batch_records_max = at_least(count(value)?, 1)?,
-            "commit_batch_bytes_max" => s.commit_batch_bytes_max = at_least(count(value)?, 4096)?,
-            "append_queue_max" => s.append_queue_max = at_least(count(value)?, 1)?,
-            "sled_cache_bytes" => s.sled_cache_bytes = at_least(size(value)?, 1 << 20)?,
+            "commit_batch_bytes_max" => {
+                s.commit_batch_bytes_max = at_least(count(value)?, limits::COMMIT_BATCH_BYTES_MIN)?
+            }
+            "append_queue_max" => {
+                s.append_queue_max = at_most(
+                    at_least(count(value)?, 1)?,
+                    limits::APPEND_QUEUE_CEILING,
+                    "APPEND_QUEUE_CEILING",
+                    "the most a bounded queue can hold",
+                )?
+            }
+            "sled_cache_bytes" => {
+                s.sled_cache_bytes = at_least(size(value)?, limits::SLED_CACHE_BYTES_MIN)?
+            }
             "memo_bytes" => s.memo_bytes = count(value)?,
-            "body_bytes_max" => l.body_bytes_max = at_least(count(value)?, 1024)?,
-            "list_limit_max" => l.list_limit_max = at_least(count(value)?, 1)?,
+            "body_bytes_max" => l.body_bytes_max = at_least(count(value)?, limits::BODY_BYTES_MIN)?,
+            "list_limit_max" => {
+                l.list_limit_max = at_most(
+                    at_least(count(value)?, 1)?,
+                    limits::LIST_LIMIT_MAX,
+                    "LIST_LIMIT_MAX",
+                    "the largest page the projection serves",
+                )?
+            }
             "wait_ms_max" => l.wait_ms_max = size(value)?,
             "watchers_max" => l.watchers_max = count(value)?,
-            "connections_max" => l.connections_max = at_least(count(value)?, 1)?,
+            "connections_max" => {
+                l.connections_max = at_most(
+                    at_least(count(value)?, 1)?,
+                    limits::CONNECTIONS_CEILING,
+                    "CONNECTIONS_CEILING",
+                    "the most a semaphore can count",
+                )?
+            }
             "request_timeout_ms" => l.request_timeout_ms = at_least(size(value)?, 1)?,
             "drain_timeout_ms" => l.drain_timeout_ms = size(value)?,
             "public_metrics" => s.public_metrics = parse::<bool>(value, "true or false")?,
@@ -363,6 +402,94 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.serve.redis_listen, None);
+    }
+
+    /// What `Settings::default()` holds for `key`, as the text `KEYS` shows for it.
+    fn default_text(s: &Settings, key: &str) -> String {
+        let (v, l) = (&s.serve, &s.serve.limits);
+        match key {
+            "data_dir" => v.data_dir.display().to_string(),
+            "listen" => v.listen.to_string(),
+            "redis_listen" => v.redis_listen.map_or("off".into(), |a| a.to_string()),
+            "admin_token" => v.admin_token.clone().unwrap_or("(none)".into()),
+            "segment_bytes" => v.segment_bytes.to_string(),
+            "commit_batch_records_max" => v.commit_batch_records_max.to_string(),
+            "commit_batch_bytes_max" => v.commit_batch_bytes_max.to_string(),
+            "append_queue_max" => v.append_queue_max.to_string(),
+            "sled_cache_bytes" => v.sled_cache_bytes.to_string(),
+            "memo_bytes" => v.memo_bytes.to_string(),
+            "body_bytes_max" => l.body_bytes_max.to_string(),
+            "list_limit_max" => l.list_limit_max.to_string(),
+            "wait_ms_max" => l.wait_ms_max.to_string(),
+            "watchers_max" => l.watchers_max.to_string(),
+            "connections_max" => l.connections_max.to_string(),
+            "request_timeout_ms" => l.request_timeout_ms.to_string(),
+            "drain_timeout_ms" => l.drain_timeout_ms.to_string(),
+            "public_metrics" => v.public_metrics.to_string(),
+            "log_format" => "text".into(),
+            "log_level" => s.log_level.clone(),
+            other => panic!("KEYS has {other}, which this test does not know"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_limits_constants_and_keys_shows_them() {
+        let s = Settings::default();
+        let (v, l) = (&s.serve, &s.serve.limits);
+        assert_eq!(v.segment_bytes, limits::SEGMENT_BYTES_DEFAULT);
+        assert_eq!(v.commit_batch_records_max, limits::COMMIT_BATCH_RECORDS_MAX);
+        assert_eq!(v.commit_batch_bytes_max, limits::COMMIT_BATCH_BYTES_MAX);
+        assert_eq!(v.append_queue_max, limits::APPEND_QUEUE_MAX);
+        assert_eq!(v.sled_cache_bytes, limits::SLED_CACHE_BYTES_DEFAULT);
+        assert_eq!(v.memo_bytes, limits::MEMO_BYTES_DEFAULT);
+        assert_eq!(l.body_bytes_max, limits::BODY_BYTES_MAX);
+        assert_eq!(l.list_limit_max, limits::LIST_LIMIT_MAX);
+        assert_eq!(l.wait_ms_max, limits::WAIT_MS_MAX);
+        assert_eq!(l.watchers_max, limits::WATCHERS_MAX);
+        assert_eq!(l.connections_max, limits::CONNECTIONS_MAX);
+        assert_eq!(l.watch_keepalive_ms, limits::WATCH_KEEPALIVE_MS);
+        assert_eq!(l.request_timeout_ms, limits::REQUEST_TIMEOUT_MS);
+        assert_eq!(l.drain_timeout_ms, limits::DRAIN_TIMEOUT_MS);
+        assert_eq!(l.header_read_timeout_ms, limits::HEADER_READ_TIMEOUT_MS);
+        assert_eq!(l.header_bytes_max, limits::HEADER_BYTES_MAX);
+        let p = crate::projection::ProjectionConfig::default();
+        assert_eq!(p.cache_capacity_bytes, limits::SLED_CACHE_BYTES_DEFAULT);
+        assert_eq!(p.snapshot_cache_bytes, limits::MEMO_BYTES_DEFAULT);
+        // `serve --help` and the deploy file show these defaults.
+        for (key, _, shown) in KEYS {
+            assert_eq!(&default_text(&s, key), shown, "KEYS default of {key}");
+        }
+        // Every default passes the configuration's own checks.
+        let mut again = Settings::default();
+        for (key, _, _) in KEYS {
+            let text = default_text(&s, key);
+            if !["admin_token", "redis_listen"].contains(key) {
+                again
+                    .set(key, &text)
+                    .unwrap_or_else(|e| panic!("{key}={text}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_the_code_would_refuse_are_refused_naming_the_limit() {
+        let set = |key: &str, v: String| Settings::load(None, |_| None, &[(key.into(), v)]);
+        let e = set("list_limit_max", (limits::LIST_LIMIT_MAX + 1).to_string()).unwrap_err();
+        assert_eq!(e.key, "list_limit_max");
+        assert!(
+            e.reason.contains("at most 1000") && e.reason.contains("LIST_LIMIT_MAX"),
+            "{e}"
+        );
+        let s = set("list_limit_max", limits::LIST_LIMIT_MAX.to_string()).unwrap();
+        assert_eq!(s.serve.limits.list_limit_max, limits::LIST_LIMIT_MAX);
+        assert!(set("list_limit_max", "0".into()).is_err());
+        for (key, limit) in [
+            ("connections_max", "CONNECTIONS_CEILING"),
+            ("append_queue_max", "APPEND_QUEUE_CEILING"),
+        ] {
+            let e = set(key, usize::MAX.to_string()).unwrap_err();
+            assert!(e.reason.contains(limit), "{e}");
+        }
     }
 
     fn tempfile_dir() -> PathBuf {

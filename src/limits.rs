@@ -1,6 +1,13 @@
 //! Named limits. Every input the ledger accepts is bounded by one of these, and the error
 //! that reports a breach names the limit, its value and what was seen (see
 //! [`crate::event::fold::Rejection::Limit`]). README.md lists them for users.
+//!
+//! This is the one place a limit's value is written: other modules refer to these. A limit
+//! that the configuration can change ([`crate::config::KEYS`]) has its default here, and the
+//! bounds the configuration accepts for it (`_MIN`, `_CEILING`) are here too, so a setting
+//! the code would refuse or choke on is refused when the configuration is read.
+
+// ---- One command: what an action may hold ----
 
 /// Longest accepted `uid`, in bytes.
 pub const UID_BYTES_MAX: usize = 128;
@@ -20,18 +27,125 @@ pub const SUB_EVENTS_MAX: usize = 1024;
 pub const PENDING_OPS_MAX: usize = 1024;
 /// Most commands in one submission (one `POST /api/v1/batch`).
 pub const BATCH_COMMANDS_MAX: usize = 1000;
+
+// ---- The log and its writer ----
+
 /// Largest encoded log record payload, in bytes. Also the bincode decode limit, so a corrupt
 /// length prefix can never make the decoder allocate more than this.
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Default size at which the writer starts a new segment (at the next batch boundary).
+/// Default size at which the writer starts a new segment (at the next batch boundary);
+/// the `segment_bytes` key.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest `segment_bytes` the configuration accepts.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Most records the writer puts in one write + fdatasync.
 pub const COMMIT_BATCH_RECORDS_MAX: usize = 4096;
 /// Most bytes the writer puts in one write + fdatasync (a batch always holds at least one
 /// record, whatever its size).
 pub const COMMIT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Smallest `commit_batch_bytes_max` the configuration accepts.
+pub const COMMIT_BATCH_BYTES_MIN: usize = 4096;
 /// Most submissions waiting for the writer; senders wait (back-pressure) beyond it.
 pub const APPEND_QUEUE_MAX: usize = 16 * 1024;
+/// Largest `append_queue_max` the configuration accepts: the most a bounded queue can hold.
+pub const APPEND_QUEUE_CEILING: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+// ---- Lists and pages ----
+
+/// Largest page of a list (`limit`, and every dialect's page size): the projection refuses
+/// a larger one. Also the default and the ceiling of the `list_limit_max` key.
+pub const LIST_LIMIT_MAX: usize = 1000;
+/// Page size of the native list when the request names none.
+pub const LIST_LIMIT_DEFAULT: usize = 50;
+/// Most ids in one batch get (`id=` repeated).
+pub const LIST_IDS_MAX: usize = 1000;
+/// Most records in one `/api/v1/log` page.
+pub const LOG_PAGE_MAX: usize = 1000;
+/// Records in one `/api/v1/log` page when the request names no `limit`.
+pub const LOG_PAGE_DEFAULT: usize = 100;
+/// DigitalOcean: `per_page` when the request names none (as DigitalOcean's API).
+pub const DO_PER_PAGE_DEFAULT: u64 = 20;
+/// DigitalOcean: largest accepted `per_page` (as DigitalOcean's API).
+pub const DO_PER_PAGE_MAX: u64 = 200;
+/// ECS: `length` when the request names none. Its maximum is the `list_limit_max` key.
+pub const ECS_LENGTH_DEFAULT: usize = 50;
+/// Nova: its `[api] max_limit` (1000, never above [`LIST_LIMIT_MAX`]). A larger `limit` is
+/// clamped to it, not refused, and a list without `limit` returns at most this many actions
+/// (also below microversion 2.58, where Nova itself would return them all).
+pub const NOVA_LIMIT_MAX: usize = if LIST_LIMIT_MAX < 1000 {
+    LIST_LIMIT_MAX
+} else {
+    1000
+};
+
+// ---- HTTP ----
+// The `_MAX`/`_MS` values a configuration key can change are that key's default.
+
+/// Largest request body, in bytes (the `body_bytes_max` key); a larger one is answered 413.
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Smallest `body_bytes_max` the configuration accepts.
+pub const BODY_BYTES_MIN: usize = 1024;
+/// Longest accepted `Idempotency-Key`, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// Longest wait a request may ask for, in milliseconds (the `wait_ms_max` key).
+pub const WAIT_MS_MAX: u64 = 60_000;
+/// How long a wait lasts when the request names no `timeout_ms` (never above the
+/// configured `wait_ms_max`), in milliseconds.
+pub const WAIT_MS_DEFAULT: u64 = 30_000;
+/// Most simultaneous watch streams (the `watchers_max` key).
+pub const WATCHERS_MAX: usize = 1024;
+/// Interval of a watch stream's keep-alive comments, in milliseconds. It also bounds how long
+/// a watch stream whose client left unnoticed keeps its place under [`WATCHERS_MAX`].
+pub const WATCH_KEEPALIVE_MS: u64 = 15_000;
+/// Most simultaneous connections per listener (the `connections_max` key); connections
+/// beyond it are answered 503 and closed.
+pub const CONNECTIONS_MAX: usize = 4096;
+/// Largest `connections_max` the configuration accepts: the most a semaphore can count.
+pub const CONNECTIONS_CEILING: usize = tokio::sync::Semaphore::MAX_PERMITS;
+/// Most 503 answers to connections beyond [`CONNECTIONS_MAX`] being written at once; the
+/// connections beyond it are closed unanswered.
+pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
+/// How long a refused connection's unread request is drained before closing (so the client
+/// reads the 503 rather than a reset), in milliseconds...
+pub const REFUSAL_LINGER_MS: u64 = 500;
+/// ...and at most how many of its bytes.
+pub const REFUSAL_DRAIN_BYTES_MAX: usize = 64 * 1024;
+/// Time limit of every request except wait and watch, in milliseconds (the
+/// `request_timeout_ms` key).
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// How long shutdown waits for in-flight requests, in milliseconds (the `drain_timeout_ms`
+/// key).
+pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+/// How long a client may take to send a request's headers, and how long an idle keep-alive
+/// connection stays open, in milliseconds: a client trickling headers is disconnected.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Largest request head (request line and headers together), in bytes; larger → 431.
+pub const HEADER_BYTES_MAX: usize = 64 * 1024;
+/// Most header fields in one request; more → 431.
+pub const HEADERS_MAX: usize = 100;
+
+// ---- Tokens ----
+
+/// Longest token secret a request may present, in bytes; a longer one is unknown (401).
+pub const TOKEN_SECRET_BYTES_MAX: usize = 512;
+/// Longest token name, in bytes.
+pub const TOKEN_NAME_BYTES_MAX: usize = 64;
+/// Most tokens in one data directory.
+pub const TOKENS_MAX: usize = 10_000;
+
+// ---- The projection's memory ----
+
+/// sled's page cache, in bytes (the `sled_cache_bytes` key). sled 0.34 defaults to 1 GiB,
+/// which would blow the memory budget of a small server; a soft target, not a hard cap.
+pub const SLED_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest `sled_cache_bytes` the configuration accepts.
+pub const SLED_CACHE_BYTES_MIN: u64 = 1024 * 1024;
+/// Bytes of decoded snapshots the projection's memos keep (the `memo_bytes` key; 0 turns
+/// them off).
+pub const MEMO_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
+
+// ---- Cluster mode (the log of record in PostgreSQL) ----
+
 /// Longest a connection to the cluster log (PostgreSQL) may take before start-up reports it
 /// unreachable, in milliseconds.
 pub const CLUSTER_CONNECT_TIMEOUT_MS: u64 = 5_000;

@@ -136,10 +136,7 @@ pub enum TokenError {
     LastAdmin(String),
 }
 
-/// Longest token name, in bytes.
-pub const TOKEN_NAME_BYTES_MAX: usize = 64;
-/// Most tokens in one store.
-pub const TOKENS_MAX: usize = 10_000;
+pub use crate::limits::{TOKENS_MAX, TOKEN_NAME_BYTES_MAX};
 
 pub struct TokenStore {
     path: PathBuf,

@@ -44,7 +44,7 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<String, AuthFailure> {
 
 pub fn authenticate(headers: &HeaderMap, tokens: &TokenStore) -> Result<Principal, AuthFailure> {
     let secret = presented_secret(headers)?;
-    if secret.is_empty() || secret.len() > 512 {
+    if secret.is_empty() || secret.len() > crate::limits::TOKEN_SECRET_BYTES_MAX {
         return Err(AuthFailure::Unknown);
     }
     tokens.authenticate(&secret).ok_or(AuthFailure::Unknown)

@@ -172,6 +172,14 @@ fn disk_full() -> ApiError {
     )
 }
 
+/// 503: a storage failure stopped the writer (logged with its first cause).
+fn poisoned(cause: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(%cause, "write refused: writer poisoned");
+    ApiError::unavailable(
+        "the ledger refuses writes after a storage failure; an operator must restart it",
+    )
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {
@@ -183,14 +191,12 @@ impl From<LedgerError> for ApiError {
                 tracing::error!(error = %e, "write refused: disk full");
                 disk_full()
             }
-            LedgerError::Log(LogError::Poisoned(reason)) => {
-                tracing::error!(%reason, "write refused: writer poisoned");
-                ApiError::unavailable(
-                    "the ledger refuses writes after a storage failure; an operator must restart it",
-                )
-            }
+            LedgerError::Poisoned(cause) => poisoned(&cause),
+            LedgerError::Log(LogError::Poisoned(cause)) => poisoned(&cause),
             LedgerError::Closed => ApiError::unavailable("the ledger is shutting down"),
-            other => ApiError::internal(other),
+            other @ (LedgerError::Log(_)
+            | LedgerError::Store(_)
+            | LedgerError::BadRecord { .. }) => ApiError::internal(other),
         }
     }
 }
@@ -209,7 +215,84 @@ impl From<QueryError> for ApiError {
                 tracing::error!(error = %e, "read refused: the projection's disk is full");
                 disk_full()
             }
-            QueryError::Store(m) => ApiError::internal(m),
+            e @ (QueryError::Store(_) | QueryError::Log(_)) => ApiError::internal(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Poison, StoreError};
+    use std::io;
+    use std::path::Path;
+
+    fn full() -> io::Error {
+        io::Error::from_raw_os_error(28) // ENOSPC
+    }
+
+    fn status(e: impl Into<ApiError>) -> (StatusCode, Value) {
+        let e = e.into();
+        (e.status, e.body())
+    }
+
+    #[test]
+    fn a_full_disk_is_507_whichever_file_and_however_late() {
+        let log = LogError::io(Path::new("/d/log/1.seg"), full())
+            .during("write")
+            .at(4096);
+        assert!(matches!(
+            log,
+            LogError::DiskFull {
+                offset: Some(4096),
+                ..
+            }
+        ));
+        let text = log.to_string();
+        assert!(
+            text.contains("/d/log/1.seg at offset 4096: write failed, the disk is full"),
+            "{text}"
+        );
+        let store = StoreError::from(sled::Error::Io(io::Error::from(
+            io::ErrorKind::FileTooLarge,
+        )));
+        assert!(matches!(store, StoreError::DiskFull { .. }));
+        for e in [
+            LedgerError::Log(log.clone()),
+            LedgerError::Log(LogError::Poisoned(Box::new(log.clone()))),
+            LedgerError::Poisoned(Poison::Log(log)),
+            LedgerError::Store(store.clone()),
+            LedgerError::Poisoned(Poison::Store(StoreError::Failed(Box::new(store.clone())))),
+        ] {
+            let (s, body) = status(e);
+            assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+            assert_eq!(body["error"]["code"], "insufficient_storage");
+        }
+        let (s, _) = status(QueryError::Store(StoreError::Failed(Box::new(store))));
+        assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE);
+    }
+
+    #[test]
+    fn other_storage_failures_are_opaque_503_or_500() {
+        let eio = || io::Error::from_raw_os_error(5);
+        let log = LogError::io(Path::new("/d/log/1.seg"), eio()).during("fdatasync");
+        assert!(matches!(&log, LogError::Io { kind, .. } if *kind == eio().kind()));
+        for e in [
+            LedgerError::Log(LogError::Poisoned(Box::new(log.clone()))),
+            LedgerError::Poisoned(Poison::Log(log.clone())),
+            LedgerError::Poisoned(Poison::Store(StoreError::io(eio()))),
+        ] {
+            let (s, body) = status(e);
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert!(!body.to_string().contains("/d/log"), "{body}");
+        }
+        for e in [
+            ApiError::from(LedgerError::Store(StoreError::Damaged("bad bytes".into()))),
+            ApiError::from(QueryError::Store(StoreError::io(eio()))),
+            ApiError::from(QueryError::Log(log)),
+        ] {
+            assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(e.message, "internal error");
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod server;
 pub mod wire;
 
 use crate::ledger::Ledger;
+use crate::limits;
 use crate::projection::Projection;
 use crate::tokens::{Principal, TokenStore};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -29,7 +30,7 @@ use error::ApiError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Limits of the HTTP layer (the core's are in [`crate::limits`]).
+/// Limits of the HTTP layer, as configured; their defaults are in [`crate::limits`].
 #[derive(Clone, Debug)]
 pub struct HttpLimits {
     /// Largest accepted request body (`BODY_BYTES_MAX`).
@@ -63,24 +64,21 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            body_bytes_max: 4 * 1024 * 1024,
-            list_limit_max: 1000,
-            wait_ms_max: 60_000,
-            watchers_max: 1024,
-            connections_max: 4096,
-            watch_keepalive_ms: 15_000,
-            request_timeout_ms: 30_000,
-            drain_timeout_ms: 10_000,
-            header_read_timeout_ms: 10_000,
-            header_bytes_max: 64 * 1024,
+            body_bytes_max: limits::BODY_BYTES_MAX,
+            list_limit_max: limits::LIST_LIMIT_MAX,
+            wait_ms_max: limits::WAIT_MS_MAX,
+            watchers_max: limits::WATCHERS_MAX,
+            connections_max: limits::CONNECTIONS_MAX,
+            watch_keepalive_ms: limits::WATCH_KEEPALIVE_MS,
+            request_timeout_ms: limits::REQUEST_TIMEOUT_MS,
+            drain_timeout_ms: limits::DRAIN_TIMEOUT_MS,
+            header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS,
+            header_bytes_max: limits::HEADER_BYTES_MAX,
         }
     }
 }
 
-/// Default page size of the native list.
-pub const LIST_LIMIT_DEFAULT: usize = 50;
-/// Longest accepted `Idempotency-Key`, in bytes.
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+pub use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, LIST_LIMIT_DEFAULT};
 
 /// Everything a handler needs: one shared handle to [`Shared`], so the clones axum makes
 /// per request (the handler's state, the metrics middleware's) cost one reference count,

@@ -514,7 +514,7 @@ pub async fn wait(
 ) -> Result<Response, ApiError> {
     let max = state.limits.wait_ms_max;
     let timeout_ms = match params.timeout_ms.as_deref() {
-        None => max.min(30_000),
+        None => max.min(crate::limits::WAIT_MS_DEFAULT),
         Some(s) => {
             let v: u64 = s
                 .parse()
@@ -878,8 +878,7 @@ pub struct LogParams {
     limit: Option<String>,
 }
 
-/// Most records per `/api/v1/log` page (`LOG_PAGE_MAX`).
-pub const LOG_PAGE_MAX: usize = 1000;
+pub use crate::limits::LOG_PAGE_MAX;
 
 #[utoipa::path(get, path = "/api/v1/log",
     params(("after" = Option<u64>, Query), ("limit" = Option<u64>, Query, description = "max LOG_PAGE_MAX (1000)")),
@@ -896,7 +895,7 @@ pub async fn log_page(
             .map_err(|_| ApiError::field("after", "must be a log position"))?,
     };
     let limit: usize = match params.limit.as_deref() {
-        None => 100,
+        None => crate::limits::LOG_PAGE_DEFAULT,
         Some(s) => {
             let n: usize = s
                 .parse()

@@ -66,8 +66,8 @@ impl ServeConfig {
             listen,
             admin_token: None,
             segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
-            sled_cache_bytes: 64 * 1024 * 1024,
-            memo_bytes: crate::projection::SNAPSHOT_CACHE_BYTES_DEFAULT,
+            sled_cache_bytes: crate::limits::SLED_CACHE_BYTES_DEFAULT,
+            memo_bytes: crate::limits::MEMO_BYTES_DEFAULT,
             commit_batch_records_max: crate::limits::COMMIT_BATCH_RECORDS_MAX,
             commit_batch_bytes_max: crate::limits::COMMIT_BATCH_BYTES_MAX,
             append_queue_max: crate::limits::APPEND_QUEUE_MAX,
@@ -491,11 +491,7 @@ pub async fn start(
     })
 }
 
-/// Most refusal answers being written at once (see [`serve_listener`]).
-pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
-/// How long a refused connection's unread request is drained before closing, so the client
-/// reads the 503 rather than a reset.
-const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+use crate::limits::{REFUSALS_IN_FLIGHT_MAX, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER_MS};
 
 /// The body of the answer to a connection beyond the cap, in the native error shape; the
 /// Redis listener uses its own ([`super::dialect::redis::connections_refusal_body`]).
@@ -528,7 +524,7 @@ async fn refuse(mut stream: tokio::net::TcpStream, max: usize, refusal_body: Ref
         // before the client has read the answer.
         let mut sink = [0u8; 4096];
         let mut drained = 0usize;
-        while drained < 64 * 1024 {
+        while drained < REFUSAL_DRAIN_BYTES_MAX {
             match stream.read(&mut sink).await? {
                 0 => break,
                 n => drained += n,
@@ -536,11 +532,10 @@ async fn refuse(mut stream: tokio::net::TcpStream, max: usize, refusal_body: Ref
         }
         Ok::<(), std::io::Error>(())
     };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, answer).await;
+    let _ = tokio::time::timeout(Duration::from_millis(REFUSAL_LINGER_MS), answer).await;
 }
 
-/// Most header fields in one request (`HEADERS_MAX`; more → 431).
-pub const HEADERS_MAX: usize = 100;
+pub use crate::limits::HEADERS_MAX;
 
 /// Serves `app` on `listener` until `stop` resolves, then lets open connections finish
 /// (graceful: keep-alive connections close after their current request).

@@ -86,8 +86,9 @@ impl StateStore for MemoryStore {
             }
             let results =
                 fold::apply_entry(&c.entry, c.position, |id| inner.actions.get(&id).cloned())
-                    .map_err(|e| {
-                        StoreError(format!("record {} does not apply: {e}", c.position))
+                    .map_err(|e| StoreError::BadRecord {
+                        position: c.position,
+                        reason: e.to_string(),
                     })?;
             for a in &results {
                 if a.version == 1 {

@@ -17,7 +17,10 @@
 //! If the log fails, the writer is poisoned: the batch and everything after it fails, and a
 //! restart recovers from the disk. HTTP and CLI both go through this type.
 
+mod error;
 pub mod memory;
+
+pub use error::{LedgerError, Poison, StoreError};
 
 use crate::event::codec;
 use crate::event::fold::{self, Rejection};
@@ -30,7 +33,6 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A committed log entry with where it lives, as the store applies it.
@@ -50,10 +52,6 @@ pub struct IdempotentResult {
     pub recorded_at: Micros,
     pub actions: Vec<Action>,
 }
-
-#[derive(Debug, Error)]
-#[error("state store: {0}")]
-pub struct StoreError(pub String);
 
 /// What the writer needs from the derived state, and what keeps it current. Implemented by
 /// the sled projection and by [`memory::MemoryStore`].
@@ -91,7 +89,7 @@ pub trait StateStore: Send + Sync + 'static {
     }
     /// Why the store can take no more batches, once it cannot (checked before each batch:
     /// the writer then refuses every command, as after a failed `apply`).
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<StoreError> {
         None
     }
 }
@@ -99,27 +97,6 @@ pub trait StateStore: Send + Sync + 'static {
 /// How long the applier waits for the next batch before it asks the store to write out
 /// what `apply` left (see [`StateStore::write_back`]).
 pub const WRITE_BACK_IDLE: std::time::Duration = std::time::Duration::from_millis(5);
-
-#[derive(Debug, Error)]
-pub enum LedgerError {
-    /// The command was refused; nothing was written.
-    #[error("{0}")]
-    Rejected(#[from] Rejection),
-    /// Command `index` (from 0) of a submission of several commands was refused; nothing
-    /// was written. (A submission of one command reports its refusal as `Rejected`.)
-    #[error("command {index}: {rejection}")]
-    CommandRejected { index: usize, rejection: Rejection },
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A record in the log does not fold: the log or the code is wrong.
-    #[error("log record {position} does not apply: {reason}")]
-    BadRecord { position: u64, reason: String },
-    /// The ledger is shutting down or its writer has stopped.
-    #[error("the ledger is closed")]
-    Closed,
-}
 
 /// The answer to an accepted submission.
 #[derive(Clone, Debug, PartialEq)]
@@ -232,7 +209,7 @@ impl Ledger {
         })?;
         store.apply(&pending)?;
         if store.applied_position() > summary.last_position {
-            return Err(LedgerError::Store(StoreError(format!(
+            return Err(LedgerError::Store(StoreError::Damaged(format!(
                 "the projection has applied position {} but the log ends at {}; rebuild it",
                 store.applied_position(),
                 summary.last_position
@@ -254,7 +231,7 @@ impl Ledger {
         let applier = std::thread::Builder::new()
             .name("ledger-applier".into())
             .spawn(move || applier.run(apply_rx))
-            .map_err(|e| LogError::io(&config.log_dir, e))?;
+            .map_err(|e| LogError::io(&config.log_dir, e).during("start the applier thread for"))?;
         let state = WriterState {
             stats: stats.clone(),
             log: writer,
@@ -265,13 +242,14 @@ impl Ledger {
             in_flight: VecDeque::new(),
             applied,
             store_failure: failure,
+            poisoned: None,
             apply_tx,
             applier,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || state.run(rx))
-            .map_err(|e| LogError::io(&config.log_dir, e))?;
+            .map_err(|e| LogError::io(&config.log_dir, e).during("start the writer thread for"))?;
         Ok(Ledger {
             tx: Mutex::new(Some(tx)),
             store,
@@ -412,7 +390,9 @@ struct WriterState {
     /// The last position the applier has applied.
     applied: Arc<AtomicU64>,
     /// Set by the applier when the store failed; the writer then refuses everything.
-    store_failure: Arc<Mutex<Option<String>>>,
+    store_failure: Arc<Mutex<Option<StoreError>>>,
+    /// The first failure of the log or the store; from then on every submission is refused.
+    poisoned: Option<Poison>,
     apply_tx: std::sync::mpsc::SyncSender<Job>,
     applier: std::thread::JoinHandle<()>,
 }
@@ -437,7 +417,7 @@ struct Applier {
     store: Arc<dyn StateStore>,
     committed: watch::Sender<u64>,
     applied: Arc<AtomicU64>,
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl Applier {
@@ -498,20 +478,10 @@ impl Applier {
     /// further writes until a restart catches the store up from the log.
     fn fail(&self, e: StoreError) {
         tracing::error!(error = %e, "projection apply failed; refusing further writes");
-        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(format!("projection apply failed: {e}"));
-    }
-}
-
-impl LedgerError {
-    /// Whether the write failed because a file of the ledger could not grow: the log's, or
-    /// the store's (found while checking the command against it).
-    pub fn is_disk_full(&self) -> bool {
-        match self {
-            LedgerError::Log(e) => e.is_disk_full(),
-            LedgerError::Store(e) => crate::log::names_disk_full(&e.0),
-            _ => false,
-        }
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
     }
 }
 
@@ -595,12 +565,8 @@ impl WriterState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let failure = failure.or_else(|| {
-            let why = self.store.failure()?;
-            Some(format!("projection apply failed: {why}"))
-        });
-        if let (Some(reason), None) = (failure, self.log.poisoned()) {
-            self.log.poison_external(reason);
+        if let Some(e) = failure.or_else(|| self.store.failure()) {
+            self.poisoned.get_or_insert(Poison::Store(e));
         }
     }
 
@@ -628,8 +594,8 @@ impl WriterState {
     /// later batch.
     fn admit(&mut self, req: Request, overlay: &mut Overlay) -> Outcome {
         let Request { submission, reply } = req;
-        if let Some(reason) = self.log.poisoned() {
-            let _ = reply.send(Err(LogError::Poisoned(reason.to_string()).into()));
+        if let Some(cause) = &self.poisoned {
+            let _ = reply.send(Err(LedgerError::Poisoned(cause.clone())));
             return Outcome::Answered;
         }
         match self.validate(&submission, overlay) {
@@ -935,8 +901,10 @@ impl WriterState {
         };
         let appended = match appended {
             Ok(a) => a,
-            Err(reason) => {
-                let refuse = || Err(LedgerError::Log(LogError::Poisoned(reason.clone())));
+            Err(e) => {
+                // This batch's callers learn the log failed; later ones that it is poisoned.
+                self.poisoned.get_or_insert(Poison::Log(e.clone()));
+                let refuse = || Err(LedgerError::Log(LogError::Poisoned(Box::new(e.clone()))));
                 for p in accepted {
                     let _ = p.reply.send(refuse());
                 }
@@ -980,8 +948,11 @@ impl WriterState {
         let _ = self.apply_tx.send(Job { entries, answers });
     }
 
-    /// One write and one fdatasync for the batch; the error's text poisons every answer.
-    fn write(&mut self, accepted: &[Pending]) -> Result<Vec<crate::log::writer::Appended>, String> {
+    /// One write and one fdatasync for the batch; its failure poisons the ledger.
+    fn write(
+        &mut self,
+        accepted: &[Pending],
+    ) -> Result<Vec<crate::log::writer::Appended>, LogError> {
         let records: Vec<NewRecord<'_>> = accepted
             .iter()
             .map(|p| codec::entry_record(&p.payload))
@@ -994,7 +965,7 @@ impl WriterState {
         self.stats
             .fsync_micros_max
             .fetch_max(micros, Ordering::Relaxed);
-        let appended = appended.map_err(|e| e.to_string())?;
+        let appended = appended?;
         self.stats
             .records
             .fetch_add(appended.len() as u64, Ordering::Relaxed);

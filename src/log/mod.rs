@@ -16,14 +16,18 @@ pub mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 pub use scan::{ScanMode, ScanSummary, ScannedRecord, TornTail};
 pub use storage::{FsStorage, SimStorage, Storage};
 pub use writer::{Appended, LogConfig, LogWriter};
 
-/// Errors of the log. Every variant names the file it is about.
-#[derive(Debug, Error)]
+/// Errors of the log. Every variant names the file it is about; storage failures keep the
+/// operation, the offset when there is one, and the OS error (its [`io::ErrorKind`] decides
+/// [`LogError::DiskFull`] against [`LogError::Io`]). Cheap to clone, so one failure can
+/// answer every caller of a batch.
+#[derive(Clone, Debug, Error)]
 pub enum LogError {
     /// Damage that is not a torn tail. The log refuses to open.
     #[error("corrupt log: {file}: offset {offset}: {reason}")]
@@ -32,56 +36,93 @@ pub enum LogError {
         offset: u64,
         reason: String,
     },
-    #[error("I/O error on {path}: {source}")]
-    Io {
+    /// A file of the log could not grow: no space left (ENOSPC), a disk quota exceeded
+    /// (EDQUOT) or a file size limit reached (EFBIG, e.g. `RLIMIT_FSIZE`). See [`disk_full`].
+    #[error("{path}{}: {op} failed, the disk is full: {source}", at(*offset))]
+    DiskFull {
+        op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        offset: Option<u64>,
+        source: Arc<io::Error>,
     },
-    /// A write or fsync failed earlier; nothing more is accepted until a restart recovers
-    /// from what is really on disk.
-    #[error("the log writer is poisoned after an I/O failure ({0}); restart to recover")]
-    Poisoned(String),
+    /// Any other I/O failure.
+    #[error("{path}{}: {op} failed ({kind}): {source}", at(*offset))]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        offset: Option<u64>,
+        kind: io::ErrorKind,
+        source: Arc<io::Error>,
+    },
+    /// A write or fsync failed earlier (the cause, the first failure, is kept); nothing more
+    /// is accepted until a restart recovers from what is really on disk.
+    #[error("the log writer is poisoned; restart to recover (first failure: {0})")]
+    Poisoned(Box<LogError>),
     #[error("record payload of {actual} bytes exceeds RECORD_PAYLOAD_BYTES_MAX ({max})")]
     RecordTooLarge { actual: usize, max: usize },
 }
 
+fn at(offset: Option<u64>) -> String {
+    offset
+        .map(|o| format!(" at offset {o}"))
+        .unwrap_or_default()
+}
+
 impl LogError {
+    /// An I/O failure on `path`: [`LogError::DiskFull`] when [`disk_full`] says so,
+    /// [`LogError::Io`] otherwise. Name the operation with [`Self::during`] and the offset
+    /// with [`Self::at`].
     pub fn io(path: &Path, source: io::Error) -> LogError {
-        LogError::Io {
-            path: path.to_path_buf(),
-            source,
+        let path = path.to_path_buf();
+        if disk_full(&source) {
+            LogError::DiskFull {
+                op: "I/O",
+                path,
+                offset: None,
+                source: Arc::new(source),
+            }
+        } else {
+            LogError::Io {
+                op: "I/O",
+                path,
+                offset: None,
+                kind: source.kind(),
+                source: Arc::new(source),
+            }
         }
     }
 
-    /// True when the disk is full: no space left (ENOSPC), a disk quota exceeded (EDQUOT) or
-    /// a file size limit reached (EFBIG, e.g. `RLIMIT_FSIZE`). Callers report it as 507.
-    /// A poisoned writer keeps the first failure's text, so that is matched too (the
-    /// projection's store reports the same errors through it).
+    /// Names the operation that failed (`"write"`, `"fdatasync"`, ...).
+    pub fn during(mut self, what: &'static str) -> LogError {
+        if let LogError::DiskFull { op, .. } | LogError::Io { op, .. } = &mut self {
+            *op = what;
+        }
+        self
+    }
+
+    /// Names the offset in the file where the failed operation started.
+    pub fn at(mut self, at: u64) -> LogError {
+        if let LogError::DiskFull { offset, .. } | LogError::Io { offset, .. } = &mut self {
+            *offset = Some(at);
+        }
+        self
+    }
+
+    /// True for [`LogError::DiskFull`], and for a writer poisoned by one. Callers report
+    /// it as 507.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            LogError::Io { source, .. } => is_disk_full_io(source),
-            LogError::Poisoned(msg) => names_disk_full(msg),
+            LogError::DiskFull { .. } => true,
+            LogError::Poisoned(cause) => cause.is_disk_full(),
             _ => false,
         }
     }
 }
 
-/// Whether an error message (an I/O error passed on as text) says the disk is full.
-pub fn names_disk_full(msg: &str) -> bool {
-    [
-        "No space left",
-        "Disk quota exceeded",
-        "File too large",
-        "StorageFull",
-        "QuotaExceeded",
-        "FileTooLarge",
-    ]
-    .iter()
-    .any(|m| msg.contains(m))
-}
-
-fn is_disk_full_io(e: &io::Error) -> bool {
+/// Whether an I/O error means the disk is full: its kind is `StorageFull`, `QuotaExceeded`
+/// or `FileTooLarge`, or its OS code is ENOSPC, EDQUOT or EFBIG. The projection's store
+/// classifies its I/O errors with it too.
+pub fn disk_full(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge

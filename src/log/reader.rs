@@ -106,7 +106,7 @@ impl LogReader {
         let head = self
             .storage
             .read_at(&path, offset, REC_PAYLOAD)
-            .map_err(|e| LogError::io(&path, e))?;
+            .map_err(|e| LogError::io(&path, e).during("read").at(offset))?;
         let corrupt = |reason: String| LogError::Corrupt {
             file: path.clone(),
             offset,
@@ -123,7 +123,7 @@ impl LogReader {
         let bytes = self
             .storage
             .read_at(&path, offset, total)
-            .map_err(|e| LogError::io(&path, e))?;
+            .map_err(|e| LogError::io(&path, e).during("read").at(offset))?;
         let frame = decode_frame(&bytes, RECORD_PAYLOAD_BYTES_MAX).map_err(corrupt)?;
         Ok(OwnedRecord {
             position: frame.meta.position,
@@ -202,7 +202,7 @@ impl LogReader {
             let head = self
                 .storage
                 .read_at(path, 0, HEADER_LEN)
-                .map_err(|e| LogError::io(path, e))?;
+                .map_err(|e| LogError::io(path, e).during("read").at(0))?;
             let header = SegmentHeader::decode(&head).map_err(|reason| LogError::Corrupt {
                 file: path.clone(),
                 offset: 0,
@@ -229,14 +229,14 @@ impl LogReader {
         let len = self
             .storage
             .file_len(path)
-            .map_err(|e| LogError::io(path, e))?;
+            .map_err(|e| LogError::io(path, e).during("stat"))?;
         let mut off = from;
         let mut want = self.chunk_bytes;
         while off < len {
             let buf = self
                 .storage
                 .read_at(path, off, want.min((len - off) as usize))
-                .map_err(|e| LogError::io(path, e))?;
+                .map_err(|e| LogError::io(path, e).during("read").at(off))?;
             if buf.is_empty() {
                 break;
             }

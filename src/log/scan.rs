@@ -86,7 +86,7 @@ pub fn list_segments(
 ) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let names = storage
         .list(log_dir)
-        .map_err(|e| LogError::io(log_dir, e))?;
+        .map_err(|e| LogError::io(log_dir, e).during("list"))?;
     let mut seqs: Vec<u64> = names
         .iter()
         .filter_map(|n| parse_segment_file_name(n))
@@ -131,26 +131,30 @@ pub fn scan(
     };
     let names = storage
         .list(log_dir)
-        .map_err(|e| LogError::io(log_dir, e))?;
+        .map_err(|e| LogError::io(log_dir, e).during("list"))?;
     for name in names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)) {
         let path = log_dir.join(name);
         if mode == ScanMode::Recover {
             // A temporary segment was never renamed into place, so it never held an
             // acknowledged record.
-            storage.remove(&path).map_err(|e| LogError::io(&path, e))?;
+            storage
+                .remove(&path)
+                .map_err(|e| LogError::io(&path, e).during("remove"))?;
         }
         summary.stray_temp_files.push(path);
     }
     if mode == ScanMode::Recover && !summary.stray_temp_files.is_empty() {
         storage
             .sync_dir(log_dir)
-            .map_err(|e| LogError::io(log_dir, e))?;
+            .map_err(|e| LogError::io(log_dir, e).during("directory fsync"))?;
     }
 
     let count = segments.len();
     for (i, (seq, path)) in segments.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let bytes = storage.read(&path).map_err(|e| LogError::io(&path, e))?;
+        let bytes = storage
+            .read(&path)
+            .map_err(|e| LogError::io(&path, e).during("read"))?;
         let corrupt = |offset: usize, reason: String| LogError::Corrupt {
             file: path.clone(),
             offset: offset as u64,
@@ -309,7 +313,7 @@ fn save_and_truncate(
     let torn_dir = log_dir.join(TORN_DIR);
     storage
         .create_dir_all(&torn_dir)
-        .map_err(|e| LogError::io(&torn_dir, e))?;
+        .map_err(|e| LogError::io(&torn_dir, e).during("create directory"))?;
     let name = segment
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -317,15 +321,17 @@ fn save_and_truncate(
     let saved = torn_dir.join(format!("{name}.{off}.torn"));
     let mut f = storage
         .create(&saved)
-        .map_err(|e| LogError::io(&saved, e))?;
-    f.append(tail).map_err(|e| LogError::io(&saved, e))?;
-    f.sync_data().map_err(|e| LogError::io(&saved, e))?;
+        .map_err(|e| LogError::io(&saved, e).during("create"))?;
+    f.append(tail)
+        .map_err(|e| LogError::io(&saved, e).during("write").at(0))?;
+    f.sync_data()
+        .map_err(|e| LogError::io(&saved, e).during("fdatasync"))?;
     storage
         .sync_dir(&torn_dir)
-        .map_err(|e| LogError::io(&torn_dir, e))?;
+        .map_err(|e| LogError::io(&torn_dir, e).during("directory fsync"))?;
     storage
         .truncate(segment, off as u64)
-        .map_err(|e| LogError::io(segment, e))?;
+        .map_err(|e| LogError::io(segment, e).during("truncate").at(off as u64))?;
     tracing::warn!(
         file = %segment.display(),
         offset = off,

@@ -63,8 +63,8 @@ pub struct LogWriter {
     segment_len: u64,
     next_position: u64,
     last_digest: Digest,
-    /// Set on the first I/O error; from then on every append fails.
-    poisoned: Option<String>,
+    /// The first I/O error; from then on every append fails with it as the cause.
+    poisoned: Option<LogError>,
     /// Reused frame buffer, so appends do not allocate once warm.
     buf: Vec<u8>,
 }
@@ -79,7 +79,7 @@ impl LogWriter {
     ) -> Result<(LogWriter, ScanSummary), LogError> {
         storage
             .create_dir_all(&config.dir)
-            .map_err(|e| LogError::io(&config.dir, e))?;
+            .map_err(|e| LogError::io(&config.dir, e).during("create directory"))?;
         let summary = scan::scan(
             &*storage,
             &config.dir,
@@ -103,7 +103,7 @@ impl LogWriter {
                 let file = writer
                     .storage
                     .open_append(&last.path)
-                    .map_err(|e| LogError::io(&last.path, e))?;
+                    .map_err(|e| LogError::io(&last.path, e).during("open"))?;
                 writer.file = Some(file);
                 writer.sequence = last.sequence;
                 writer.segment_len = last.len;
@@ -127,16 +127,17 @@ impl LogWriter {
         &self.config.dir
     }
 
-    pub fn poisoned(&self) -> Option<&str> {
-        self.poisoned.as_deref()
+    /// The failure that poisoned the writer, if one did.
+    pub fn poisoned(&self) -> Option<&LogError> {
+        self.poisoned.as_ref()
     }
 
     /// Appends `records` as one fsync batch: one write, one fdatasync. Returns only when they
     /// are durable. On error nothing in the batch may be acknowledged and the writer is
     /// poisoned.
     pub fn append(&mut self, records: &[NewRecord<'_>]) -> Result<Vec<Appended>, LogError> {
-        if let Some(reason) = &self.poisoned {
-            return Err(LogError::Poisoned(reason.clone()));
+        if let Some(cause) = &self.poisoned {
+            return Err(LogError::Poisoned(Box::new(cause.clone())));
         }
         for r in records {
             if r.payload.len() > RECORD_PAYLOAD_BYTES_MAX {
@@ -180,10 +181,10 @@ impl LogWriter {
             .expect("active segment while not poisoned");
         let path = self.config.dir.join(segment_file_name(self.sequence));
         if let Err(e) = file.append(&self.buf) {
-            return Err(self.poison(&path, "write", e));
+            return Err(self.poison(&path, "write", Some(self.segment_len), e));
         }
         if let Err(e) = file.sync_data() {
-            return Err(self.poison(&path, "fdatasync", e));
+            return Err(self.poison(&path, "fdatasync", None, e));
         }
         self.segment_len += self.buf.len() as u64;
         self.next_position += records.len() as u64;
@@ -191,18 +192,21 @@ impl LogWriter {
         Ok(out)
     }
 
-    /// Poisons the writer for a failure outside the log (the projection could not apply a
-    /// committed batch): appends stay refused until a restart.
-    pub fn poison_external(&mut self, reason: String) {
-        self.poisoned = Some(reason);
-    }
-
-    fn poison(&mut self, path: &Path, op: &str, e: std::io::Error) -> LogError {
-        let reason = format!("{op} of {} failed: {e}", path.display());
-        tracing::error!(%reason, "log writer poisoned; refusing all further appends");
-        self.poisoned = Some(reason);
+    fn poison(
+        &mut self,
+        path: &Path,
+        op: &'static str,
+        offset: Option<u64>,
+        e: std::io::Error,
+    ) -> LogError {
+        let mut err = LogError::io(path, e).during(op);
+        if let Some(offset) = offset {
+            err = err.at(offset);
+        }
+        tracing::error!(error = %err, "log writer poisoned; refusing all further appends");
+        self.poisoned = Some(err.clone());
         self.file = None;
-        LogError::io(path, e)
+        err
     }
 
     /// Creates segment `sequence` starting at the next position: temp name, header, sync,
@@ -239,7 +243,7 @@ impl LogWriter {
                 tracing::debug!(segment = %path.display(), "started a new segment");
                 Ok(())
             }
-            Err((op, e)) => Err(self.poison(&path, op, e)),
+            Err((op, e)) => Err(self.poison(&path, op, None, e)),
         }
     }
 }

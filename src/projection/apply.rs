@@ -94,7 +94,7 @@ fn holder_of(value: Option<&[u8]>) -> Result<Option<ActionId>, StoreError> {
         None => Ok(None),
         Some(v) => keys::read_u64(v)
             .map(Some)
-            .ok_or_else(|| StoreError(format!("exclusive holder of {} bytes", v.len()))),
+            .ok_or_else(|| StoreError::Damaged(format!("exclusive holder of {} bytes", v.len()))),
     }
 }
 
@@ -197,7 +197,7 @@ impl<'t> Fold<'t> {
     pub fn fold_entry(&mut self, c: &CommittedEntry) -> Result<(), StoreError> {
         if let Some(last) = self.last_position {
             if c.position <= last {
-                return Err(StoreError(format!(
+                return Err(StoreError::Other(format!(
                     "record {} arrived after record {last}: entries must be in log order",
                     c.position
                 )));
@@ -210,7 +210,10 @@ impl<'t> Fold<'t> {
         let results = fold::apply_entry(&c.entry, c.position, |id| {
             now.get(&id).map(|a| Action::clone(a))
         })
-        .map_err(|e| StoreError(format!("record {} does not apply: {e}", c.position)))?;
+        .map_err(|e| StoreError::BadRecord {
+            position: c.position,
+            reason: e.to_string(),
+        })?;
 
         // Per operation, exactly what MemoryStore does.
         let mut touched: Vec<ActionId> = Vec::with_capacity(results.len());
@@ -299,7 +302,7 @@ impl<'t> Fold<'t> {
                 continue;
             }
             let action = codec::encode_unbounded(new)
-                .map_err(|e| StoreError(format!("cannot encode action {id}: {e}")))?;
+                .map_err(|e| StoreError::Other(format!("cannot encode action {id}: {e}")))?;
             debug_assert!(action.len() <= STORED_VALUE_BYTES_MAX);
             let mut tail = stored_tail.to_vec();
             tail.extend_from_slice(added);
@@ -365,7 +368,9 @@ impl<'t> Fold<'t> {
             let mut members: BTreeSet<u8> = match self.get(&key)? {
                 None => BTreeSet::new(),
                 Some(v) => keys::bucket_members(&v)
-                    .ok_or_else(|| StoreError(format!("index bucket {key:?} is malformed")))?
+                    .ok_or_else(|| {
+                        StoreError::Damaged(format!("index bucket {key:?} is malformed"))
+                    })?
                     .into_iter()
                     .collect(),
             };
@@ -388,11 +393,11 @@ impl<'t> Fold<'t> {
             let current = match self.get(&key)? {
                 None => 0,
                 Some(v) => keys::read_u64(&v)
-                    .ok_or_else(|| StoreError(format!("counter {key:?} is malformed")))?,
+                    .ok_or_else(|| StoreError::Damaged(format!("counter {key:?} is malformed")))?,
             };
             let next = current as i64 + delta;
             if next < 0 {
-                return Err(StoreError(format!(
+                return Err(StoreError::Damaged(format!(
                     "counter {key:?} would go below zero ({current} {delta:+})"
                 )));
             }
@@ -413,7 +418,7 @@ impl<'t> Fold<'t> {
         }
         for (key, answer) in self.idempotent {
             let value = codec::encode_unbounded(&answer)
-                .map_err(|e| StoreError(format!("cannot encode idempotent answer: {e}")))?;
+                .map_err(|e| StoreError::Other(format!("cannot encode idempotent answer: {e}")))?;
             writes.push((key, Some(value)));
         }
         writes.push((

@@ -14,6 +14,7 @@ use super::Projection;
 use crate::event::codec;
 use crate::event::fold;
 use crate::event::{Action, ActionId, Micros, Op, Position};
+use crate::ledger::StoreError;
 use crate::log::reader::LogReader;
 
 /// Where one record of an action's history lives in the log.
@@ -45,22 +46,19 @@ pub enum AsOf {
 }
 
 pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocation>, QueryError> {
-    let store = |e: String| QueryError::Store(e);
+    let damaged = |e: String| QueryError::Store(StoreError::Damaged(e));
     // The snapshot first, then the history keys: a run spilled by a write in between then
     // shows up twice (deduplicated below), never not at all.
     let tail = match p.settled()?.get(keys::snapshot_key(id)) {
-        Err(e) => return Err(store(format!("sled: {e}"))),
+        Err(e) => return Err(StoreError::from(e).into()),
         Ok(None) => return Ok(Vec::new()),
-        Ok(Some(v)) => super::decode_snapshot(id, &v)
-            .map_err(|e| store(e.0))?
-            .1
-            .to_vec(),
+        Ok(Some(v)) => super::decode_snapshot(id, &v)?.1.to_vec(),
     };
     let mut runs = Vec::new();
     for kv in p.settled()?.scan_prefix(keys::history_prefix(id)) {
-        let (k, v) = kv.map_err(|e| store(format!("sled: {e}")))?;
+        let (k, v) = kv.map_err(StoreError::from)?;
         let (_, run) = keys::history_run(&k, &v)
-            .ok_or_else(|| store(format!("history key {k:?} is malformed")))?;
+            .ok_or_else(|| damaged(format!("history key {k:?} is malformed")))?;
         runs.extend(run);
     }
     runs.extend(keys::locations(&tail).expect("decode_snapshot checked whole locations"));
@@ -78,17 +76,19 @@ pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocati
 
 /// Reads and decodes the record at `loc`, checking it is the one the index expects.
 fn read_entry(reader: &LogReader, loc: &RecordLocation) -> Result<crate::event::Entry, QueryError> {
-    let rec = reader
-        .read_at(loc.segment, loc.offset)
-        .map_err(|e| QueryError::Store(format!("log: {e}")))?;
+    let rec = reader.read_at(loc.segment, loc.offset)?;
     if rec.position != loc.position {
-        return Err(QueryError::Store(format!(
+        return Err(QueryError::Store(StoreError::Damaged(format!(
             "history index says record {} is at segment {} offset {}, but record {} is there; rebuild the projection",
             loc.position, loc.segment, loc.offset, rec.position
-        )));
+        ))));
     }
-    codec::decode_entry(rec.kind, rec.schema, &rec.payload)
-        .map_err(|e| QueryError::Store(format!("log record {}: {e}", rec.position)))
+    codec::decode_entry(rec.kind, rec.schema, &rec.payload).map_err(|e| {
+        QueryError::Store(StoreError::BadRecord {
+            position: rec.position,
+            reason: e.to_string(),
+        })
+    })
 }
 
 impl Projection {
@@ -139,16 +139,16 @@ impl Projection {
                     }
                     Op::Event { action, body } if *action == id => {
                         let a = state.as_mut().ok_or_else(|| {
-                            QueryError::Store(format!(
-                                "record {} has an event for action {id} before its creation",
-                                loc.position
-                            ))
+                            QueryError::Store(StoreError::BadRecord {
+                                position: loc.position,
+                                reason: format!("an event for action {id} before its creation"),
+                            })
                         })?;
                         fold::apply(a, body, entry.recorded_at, loc.position).map_err(|e| {
-                            QueryError::Store(format!(
-                                "record {} does not apply to action {id}: {e}",
-                                loc.position
-                            ))
+                            QueryError::Store(StoreError::BadRecord {
+                                position: loc.position,
+                                reason: format!("action {id}: {e}"),
+                            })
                         })?;
                     }
                     _ => {}

@@ -47,11 +47,15 @@ use crate::ledger::StoreError;
 use std::sync::Arc;
 
 fn store(e: StoreError) -> QueryError {
-    QueryError::Store(e.0)
+    QueryError::Store(e)
 }
 
 fn sled_q(e: sled::Error) -> QueryError {
-    QueryError::Store(format!("sled: {e}"))
+    QueryError::Store(e.into())
+}
+
+fn damaged(why: String) -> QueryError {
+    QueryError::Store(StoreError::Damaged(why))
 }
 
 /// Does `a` satisfy every filter of `q`? The single definition of the filter semantics;
@@ -131,9 +135,9 @@ impl IdStream for BucketScan {
             let bucket = k
                 .get(self.prefix_len..)
                 .and_then(keys::read_u64)
-                .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
+                .ok_or_else(|| damaged(format!("index key {k:?} is malformed")))?;
             self.pending = keys::bucket_ids(bucket, &v)
-                .ok_or_else(|| QueryError::Store(format!("index bucket {k:?} is malformed")))?;
+                .ok_or_else(|| damaged(format!("index bucket {k:?} is malformed")))?;
         }
     }
 }
@@ -152,7 +156,7 @@ impl IdStream for SnapshotScan {
                 let id = k
                     .get(1..)
                     .and_then(keys::read_u64)
-                    .ok_or_else(|| QueryError::Store(format!("snapshot key {k:?} is malformed")))?;
+                    .ok_or_else(|| damaged(format!("snapshot key {k:?} is malformed")))?;
                 Ok(Some((id, Some(v))))
             }
         }
@@ -226,7 +230,7 @@ fn first_id_created_at_or_after(p: &Projection, t: Micros) -> Result<ActionId, Q
         match next {
             Some((k, v)) => {
                 let id = keys::read_u64(&k[1..])
-                    .ok_or_else(|| QueryError::Store("snapshot key is malformed".into()))?;
+                    .ok_or_else(|| damaged("snapshot key is malformed".into()))?;
                 let a = super::decode_action(id, &v).map_err(store)?;
                 if a.created_at < t {
                     lo = id + 1;
@@ -325,7 +329,7 @@ fn resource_stream(
             break;
         }
         let (t, _) = keys::take_str(&k[all.len()..])
-            .ok_or_else(|| QueryError::Store(format!("index key {k:?} is malformed")))?;
+            .ok_or_else(|| damaged(format!("index key {k:?} is malformed")))?;
         let prefix = k[..all.len() + 4 + t.len()].to_vec();
         streams.push(Box::new(BucketScan::new(tree, &prefix, lo, hi)));
         match keys::prefix_end(&prefix) {
@@ -532,7 +536,7 @@ fn plan(
         let mut small = true;
         for kv in tree.range(start..end).rev() {
             let (k, v) = kv.map_err(sled_q)?;
-            let malformed = || QueryError::Store(format!("updated index key {k:?} is malformed"));
+            let malformed = || damaged(format!("updated index key {k:?} is malformed"));
             let rest = k
                 .get(prefix.len()..)
                 .filter(|r| r.len() == 16)

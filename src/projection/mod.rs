@@ -42,6 +42,7 @@ pub use rebuild::{rebuild, verify_projection, RebuildProgress, RebuildSummary, V
 use crate::event::codec;
 use crate::event::{Action, ActionId, ActionRef, Micros, Position, ResourceRef};
 use crate::ledger::{CommittedEntry, IdempotentResult, StateStore, StoreError};
+use crate::limits::{MEMO_BYTES_DEFAULT, SLED_CACHE_BYTES_DEFAULT};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,9 +51,6 @@ use thiserror::Error;
 
 /// Name of the projection directory inside a data directory (next to `log/`).
 pub const PROJECTION_DIR_NAME: &str = "projection";
-/// Default size of sled's page cache. sled 0.34 defaults to 1 GiB, which would blow the
-/// memory budget of a small server; the value is a soft target, not a hard cap.
-pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// Default for [`ProjectionConfig::batch_writes_max`]. sled 0.34 pins its epoch for a whole
 /// batch, so the garbage of every write in a batch stays allocated until it ends: measured
 /// here, 8k-write batches pushed RSS past 1 GB where 512-write batches stayed near 100 MB.
@@ -63,8 +61,6 @@ pub const WRITE_BACK_KEYS_MAX: usize = 4096;
 /// ...held at most this long while batches keep coming (the applier writes them out when
 /// none has come for as long).
 pub const WRITE_BACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
-/// Default for [`ProjectionConfig::snapshot_cache_bytes`].
-pub const SNAPSHOT_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Bytes the applier's memo of the snapshot values it wrote may hold (`Projection::written`):
 /// a few thousand recently changed actions.
 pub const WRITTEN_MEMO_BYTES: usize = 4 * 1024 * 1024;
@@ -79,7 +75,7 @@ pub fn projection_dir(data_dir: &Path) -> PathBuf {
 
 #[derive(Clone, Debug)]
 pub struct ProjectionConfig {
-    /// sled's page cache in bytes ([`CACHE_CAPACITY_BYTES_DEFAULT`]).
+    /// sled's page cache in bytes ([`SLED_CACHE_BYTES_DEFAULT`]).
     pub cache_capacity_bytes: u64,
     /// Soft bound on the writes of one sled batch ([`BATCH_WRITES_MAX_DEFAULT`]). A batch
     /// always holds whole log entries, so one huge entry may exceed it.
@@ -89,17 +85,17 @@ pub struct ProjectionConfig {
     /// catches up from the log whatever sled lost.
     pub flush_every_ms: Option<u64>,
     /// Bytes of decoded snapshots kept in memory, over sled's own cache
-    /// ([`SNAPSHOT_CACHE_BYTES_DEFAULT`]; 0 turns the memo off). See the `cache` module.
+    /// ([`MEMO_BYTES_DEFAULT`]; 0 turns the memo off). See the `cache` module.
     pub snapshot_cache_bytes: usize,
 }
 
 impl Default for ProjectionConfig {
     fn default() -> Self {
         ProjectionConfig {
-            cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT,
+            cache_capacity_bytes: SLED_CACHE_BYTES_DEFAULT,
             batch_writes_max: BATCH_WRITES_MAX_DEFAULT,
             flush_every_ms: Some(1000),
-            snapshot_cache_bytes: SNAPSHOT_CACHE_BYTES_DEFAULT,
+            snapshot_cache_bytes: MEMO_BYTES_DEFAULT,
         }
     }
 }
@@ -207,7 +203,7 @@ pub struct Projection {
     unwritten: AtomicBool,
     /// Why a write-back failed, once one has: its writes are lost to sled, so nothing may
     /// read sled or apply on top of it until a restart catches up from the log.
-    failed: std::sync::OnceLock<String>,
+    failed: std::sync::OnceLock<StoreError>,
     /// Decoded snapshots and resource id lists, kept current by `apply` (see `cache`).
     memos: cache::Memos,
     /// The applier's own memo: the snapshot values (action and history tail) it wrote last,
@@ -438,7 +434,7 @@ impl Projection {
     pub fn flush(&self) -> Result<usize, ProjectionError> {
         self.settle().map_err(|e| ProjectionError::Sled {
             dir: self.dir.clone(),
-            reason: e.0,
+            reason: e.to_string(),
         })?;
         self.db.flush().map_err(|e| sled_err(&self.dir, e))
     }
@@ -450,12 +446,12 @@ impl Projection {
 
     /// The snapshot of action `id`.
     pub fn get(&self, id: ActionId) -> Result<Option<Action>, QueryError> {
-        self.load(id).map_err(|e| QueryError::Store(e.0))
+        Ok(self.load(id)?)
     }
 
     /// The snapshot of the action with client uid `uid`.
     pub fn get_by_uid(&self, uid: &str) -> Result<Option<Action>, QueryError> {
-        match self.uid(uid).map_err(|e| QueryError::Store(e.0))? {
+        match self.uid(uid)? {
             Some(id) => self.get(id),
             None => Ok(None),
         }
@@ -524,7 +520,7 @@ impl Projection {
     /// Refuses to go on once a write-back has failed.
     fn check_failed(&self) -> Result<(), StoreError> {
         match self.failed.get() {
-            Some(why) => Err(StoreError(why.clone())),
+            Some(first) => Err(StoreError::Failed(Box::new(first.clone()))),
             None => Ok(()),
         }
     }
@@ -537,10 +533,10 @@ impl Projection {
         pending.since = None;
         if !writes.is_empty() {
             if let Err(e) = apply::write_atomically(&self.tree, writes) {
-                let why = format!("projection write-back failed: sled: {e}");
-                tracing::error!(reason = %why, "refusing writes and sled reads until a restart");
-                let _ = self.failed.set(why.clone());
-                return Err(StoreError(why));
+                let e = StoreError::from(e);
+                tracing::error!(error = %e, "projection write-back failed; refusing writes and sled reads until a restart");
+                let _ = self.failed.set(e.clone());
+                return Err(e);
             }
         }
         self.unwritten.store(false, Ordering::Release);
@@ -629,7 +625,7 @@ impl Projection {
     fn uid(&self, uid: &str) -> Result<Option<ActionId>, StoreError> {
         match self.settled()?.get(keys::uid_key(uid)).map_err(store_err)? {
             Some(v) => keys::read_u64(&v).map(Some).ok_or_else(|| {
-                StoreError(format!("uid {uid:?}: malformed id ({} bytes)", v.len()))
+                StoreError::Damaged(format!("uid {uid:?}: malformed id ({} bytes)", v.len()))
             }),
             None => match keys::generated_uid_id(uid) {
                 Some(id) => Ok(self.load(id)?.filter(|a| a.uid == uid).map(|a| a.id)),
@@ -643,7 +639,7 @@ impl Projection {
         match self.settled()?.get(key).map_err(store_err)? {
             None => Ok(0),
             Some(v) => keys::read_u64(&v)
-                .ok_or_else(|| StoreError(format!("counter of {} bytes", v.len()))),
+                .ok_or_else(|| StoreError::Damaged(format!("counter of {} bytes", v.len()))),
         }
     }
 
@@ -733,8 +729,10 @@ impl StateStore for Projection {
         else {
             return Ok(None);
         };
-        let s: StoredIdempotent = codec::decode_bounded(&v, STORED_VALUE_BYTES_MAX)
-            .map_err(|e| StoreError(format!("idempotent answer ({tenant:?}, {key:?}): {e}")))?;
+        let s: StoredIdempotent =
+            codec::decode_bounded(&v, STORED_VALUE_BYTES_MAX).map_err(|e| {
+                StoreError::Damaged(format!("idempotent answer ({tenant:?}, {key:?}): {e}"))
+            })?;
         Ok(Some(IdempotentResult {
             request_digest: s.request_digest,
             position: s.position,
@@ -748,8 +746,9 @@ impl StateStore for Projection {
             None => Ok(0),
             Some(kv) => {
                 let (k, _) = kv.map_err(store_err)?;
-                keys::read_u64(&k[1..])
-                    .ok_or_else(|| StoreError(format!("snapshot key of {} bytes", k.len())))
+                keys::read_u64(&k[1..]).ok_or_else(|| {
+                    StoreError::Damaged(format!("snapshot key of {} bytes", k.len()))
+                })
             }
         }
     }
@@ -770,7 +769,7 @@ impl StateStore for Projection {
         self.settle()
     }
 
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<StoreError> {
         self.failed.get().cloned()
     }
 }
@@ -783,15 +782,15 @@ pub(crate) fn decode_action(id: ActionId, value: &[u8]) -> Result<Action, StoreE
 /// Decodes a snapshot value into the action and its history tail (whole locations).
 pub(crate) fn decode_snapshot(id: ActionId, value: &[u8]) -> Result<(Action, &[u8]), StoreError> {
     let (bytes, tail) = keys::split_snapshot(value).ok_or_else(|| {
-        StoreError(format!(
+        StoreError::Damaged(format!(
             "snapshot of action {id}: a value of {} bytes is not an action and whole record locations",
             value.len()
         ))
     })?;
     let a: Action = codec::decode_bounded(bytes, STORED_VALUE_BYTES_MAX)
-        .map_err(|e| StoreError(format!("snapshot of action {id}: {e}")))?;
+        .map_err(|e| StoreError::Damaged(format!("snapshot of action {id}: {e}")))?;
     if a.id != id {
-        return Err(StoreError(format!(
+        return Err(StoreError::Damaged(format!(
             "snapshot stored under id {id} is action {}",
             a.id
         )));
@@ -800,7 +799,18 @@ pub(crate) fn decode_snapshot(id: ActionId, value: &[u8]) -> Result<(Action, &[u
 }
 
 pub(crate) fn store_err(e: sled::Error) -> StoreError {
-    StoreError(format!("sled: {e}"))
+    StoreError::from(e)
+}
+
+/// sled's I/O errors keep their kind (a disk full stays [`StoreError::DiskFull`]); its
+/// other failures are the engine's.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(e) => StoreError::io(e),
+            other => StoreError::Engine(other.to_string()),
+        }
+    }
 }
 
 fn sled_err(dir: &Path, e: sled::Error) -> ProjectionError {

@@ -3,14 +3,15 @@
 //! and render the [`Page`].
 
 use crate::event::{Action, ActionId, Kind, Micros, ResourceRef, Status};
+use crate::ledger::StoreError;
+use crate::log::LogError;
 use std::sync::Arc;
 use thiserror::Error;
 
 /// Largest accepted [`ActionQuery::limit`]; a larger page is refused with
-/// [`QueryError::BadRequest`] naming this limit (callers clamp to it or below).
-pub const LIST_LIMIT_MAX: usize = 1000;
-/// Most ids in one batch get ([`ActionQuery::ids`]).
-pub const LIST_IDS_MAX: usize = 1000;
+/// [`QueryError::BadRequest`] naming this limit (callers clamp to it or below). Most ids in
+/// one batch get ([`ActionQuery::ids`]).
+pub use crate::limits::{LIST_IDS_MAX, LIST_LIMIT_MAX};
 
 /// Which actions, in which order, how many.
 ///
@@ -59,7 +60,7 @@ pub struct Page {
     pub total: u64,
 }
 
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Error)]
 pub enum QueryError {
     /// The cursor does not decode, or was issued for other filters.
     #[error("bad cursor: {0}")]
@@ -67,18 +68,28 @@ pub enum QueryError {
     #[error("{0}")]
     BadRequest(String),
     #[error("projection store: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
+    /// Reading the log (an action's history) failed.
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+}
+
+/// Equal when of the same variant with the same text (an I/O cause compares by its
+/// message), so answers with their errors can be compared whole.
+impl PartialEq for QueryError {
+    fn eq(&self, other: &QueryError) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
 }
 
 impl QueryError {
     /// Whether the store failed because its disk is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, QueryError::Store(m) if crate::log::names_disk_full(m))
-    }
-}
-
-impl From<crate::ledger::StoreError> for QueryError {
-    fn from(e: crate::ledger::StoreError) -> QueryError {
-        QueryError::Store(e.0)
+        match self {
+            QueryError::Store(e) => e.is_disk_full(),
+            QueryError::Log(e) => e.is_disk_full(),
+            _ => false,
+        }
     }
 }

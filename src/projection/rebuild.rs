@@ -159,7 +159,9 @@ pub fn rebuild(
             .spawn_scoped(s, move || {
                 scan_windows(storage, log_dir, bytes_before, bytes_total, windows_tx)
             })
-            .map_err(|e| StoreError(format!("cannot start the rebuild's scanning thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::Other(format!("cannot start the rebuild's scanning thread: {e}"))
+            })?;
         let mut last = None;
         let mut applied = Ok(());
         // A failed fold ends the loop, which drops the receiver: the scanner stops at its
@@ -173,7 +175,7 @@ pub fn rebuild(
             last = Some(state);
         }
         let scanned = scanner.join().unwrap_or_else(|_| {
-            Err(RebuildError::Store(StoreError(
+            Err(RebuildError::Store(StoreError::Other(
                 "the rebuild's scanning thread panicked".into(),
             )))
         });

@@ -840,7 +840,7 @@ impl StateStore for DiesAfter {
         self.budget.store(left - n, Ordering::SeqCst);
         self.inner.apply(&entries[..n])?;
         if n < entries.len() {
-            return Err(StoreError("killed between append and apply".into()));
+            return Err(StoreError::Other("killed between append and apply".into()));
         }
         Ok(())
     }

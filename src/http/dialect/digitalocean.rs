@@ -48,10 +48,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-/// Default page size (DO: 20).
-pub const PER_PAGE_DEFAULT: u64 = 20;
-/// Largest page (DO: 200).
-pub const PER_PAGE_MAX: u64 = 200;
+use crate::limits::{DO_PER_PAGE_DEFAULT, DO_PER_PAGE_MAX};
 /// The resource type of droplet actions.
 pub const DROPLET: &str = "droplet";
 /// How many of a droplet's newest actions a POST looks through for its region.
@@ -282,7 +279,7 @@ struct Paging {
 fn paging(pairs: &[(String, String)]) -> Result<Paging, DoError> {
     let mut p = Paging {
         page: 1,
-        per_page: PER_PAGE_DEFAULT,
+        per_page: DO_PER_PAGE_DEFAULT,
         explicit_per_page: false,
     };
     for (k, v) in pairs {
@@ -304,10 +301,10 @@ fn paging(pairs: &[(String, String)]) -> Result<Paging, DoError> {
                     .trim()
                     .parse::<u64>()
                     .ok()
-                    .filter(|n| (1..=PER_PAGE_MAX).contains(n))
+                    .filter(|n| (1..=DO_PER_PAGE_MAX).contains(n))
                     .ok_or_else(|| {
                         DoError::bad_request(format!(
-                            "per_page must be an integer from 1 to {PER_PAGE_MAX}, got {v:?}"
+                            "per_page must be an integer from 1 to {DO_PER_PAGE_MAX}, got {v:?}"
                         ))
                     })?;
                 p.explicit_per_page = true;

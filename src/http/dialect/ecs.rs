@@ -55,8 +55,7 @@ use serde::Serialize;
 
 /// The resource type of the servers this dialect acts on (ECS answers `"resource_type": "ECS"`).
 pub const RESOURCE_TYPE: &str = "ECS";
-/// Default page size of the list (ECS documents "the last 50 actions").
-pub const LENGTH_DEFAULT: usize = 50;
+use crate::limits::ECS_LENGTH_DEFAULT;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -192,7 +191,7 @@ fn list_query(
     let mut q = ActionQuery {
         tenant: p.scope().map(str::to_string),
         resource_type: Some(RESOURCE_TYPE.to_string()),
-        limit: LENGTH_DEFAULT.min(length_max),
+        limit: ECS_LENGTH_DEFAULT.min(length_max),
         ..Default::default()
     };
     for (k, v) in pairs {

@@ -62,14 +62,7 @@ use microversion::stamp;
 
 /// The resource type of a Nova server.
 pub const RESOURCE_TYPE: &str = "server";
-/// Nova's `[api] max_limit` (default 1000): larger `limit`s are clamped, not refused, and a
-/// list without `limit` returns at most this many actions (also below 2.58, where Nova
-/// itself would return them all).
-pub const NOVA_LIMIT_MAX: usize = if LIST_LIMIT_MAX < 1000 {
-    LIST_LIMIT_MAX
-} else {
-    1000
-};
+pub use crate::limits::NOVA_LIMIT_MAX;
 
 pub fn routes() -> Router<AppState> {
     let actions = "servers/{server_id}/os-instance-actions";
