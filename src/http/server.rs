@@ -287,12 +287,41 @@ where
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
         use futures_util::future::Either;
+        strip_trailing_slash(req.uri_mut());
         match self.slot.get() {
             Some(app) => Either::Left(app.clone().call(req)),
             None => Either::Right(std::future::ready(Ok(Front::starting(req.uri().path())))),
         }
+    }
+}
+
+/// Rewrites `/v2/actions/` (or `/v2/actions//`) to `/v2/actions`, keeping the query, so
+/// every route answers the same with or without a trailing slash (public clients send
+/// both). Done once, before routing: the handlers, `OriginalUri` and the metrics' route
+/// templates all see the path without the slash. `/` stays `/`.
+fn strip_trailing_slash(uri: &mut axum::http::Uri) {
+    let path = uri.path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return;
+    }
+    let trimmed = match path.trim_end_matches('/') {
+        "" => "/",
+        t => t,
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    // A prefix of a valid path is valid; should it ever not be, the request is routed as sent.
+    let Ok(pq) = axum::http::uri::PathAndQuery::try_from(path_and_query) else {
+        return;
+    };
+    parts.path_and_query = Some(pq);
+    if let Ok(stripped) = axum::http::Uri::from_parts(parts) {
+        *uri = stripped;
     }
 }
 

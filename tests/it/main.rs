@@ -10,6 +10,7 @@ mod dialect_do;
 mod dialect_ecs;
 mod dialect_nova;
 mod dialect_redis;
+mod edges;
 mod diskfull;
 mod fuzz;
 mod golden;
