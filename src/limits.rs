@@ -32,3 +32,10 @@ pub const COMMIT_BATCH_RECORDS_MAX: usize = 4096;
 pub const COMMIT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Most submissions waiting for the writer; senders wait (back-pressure) beyond it.
 pub const APPEND_QUEUE_MAX: usize = 16 * 1024;
+/// Most bytes of an oversized request body read (and discarded) after its 413 is answered,
+/// so a client that writes its whole body before reading gets the 413 rather than a reset.
+/// A longer body is cut off there (the connection closes).
+pub const BODY_DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest time an oversized request body is drained after its 413 is answered (see
+/// [`BODY_DRAIN_BYTES_MAX`]); the connection closes then.
+pub const BODY_DRAIN_TIMEOUT_MS: u64 = 10_000;

@@ -114,3 +114,78 @@ async fn every_route_answers_the_same_with_a_trailing_slash() {
     );
     assert!(!metrics.contains(r#"/",status"#), "{metrics}");
 }
+
+/// Writes a whole POST (head and `body_len` bytes of body, declared by `Content-Length` or
+/// sent chunked) before reading anything, then reads the answer until the server closes.
+/// A write or read error (the server closed before reading the body) is returned as `Err`.
+async fn post_all_then_read(
+    addr: &str,
+    path: &str,
+    body_len: usize,
+    chunked: bool,
+) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_string()
+    } else {
+        format!("content-length: {body_len}")
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\n{framing}\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await?;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        if chunked {
+            s.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+        }
+        s.write_all(&chunk[..n]).await?;
+        if chunked {
+            s.write_all(b"\r\n").await?;
+        }
+        sent += n;
+    }
+    if chunked {
+        s.write_all(b"0\r\n\r\n").await?;
+    }
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test]
+async fn a_client_that_writes_its_whole_oversized_body_first_reads_the_413() {
+    let app = spawn_app().await;
+    let addr = app.base.strip_prefix("http://").unwrap().to_string();
+    // 5 MB, far above the test server's 64 KiB limit (and the default 4 MiB).
+    let len = 5 * 1024 * 1024;
+    for path in ["/api/v1/actions", "/api/v1/batch", "/v2/droplets/1/actions"] {
+        for chunked in [false, true] {
+            let answer = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                post_all_then_read(&addr, path, len, chunked),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{path} (chunked {chunked}): no answer"))
+            .unwrap_or_else(|e| panic!("{path} (chunked {chunked}): {e}"));
+            let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+            assert!(head.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+            let body: Value = serde_json::from_str(body)
+                .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {answer}"));
+            let limit = if path.starts_with("/v2/") {
+                // DigitalOcean's error shape.
+                body["message"].as_str().unwrap_or_default().to_string()
+            } else {
+                assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+                body["error"]["limit"].as_str().unwrap_or_default().to_string()
+            };
+            assert!(limit.contains("BODY_BYTES_MAX"), "{path}: {body}");
+        }
+    }
+    // The server still answers on new connections.
+    let (s, _) = app.get("/api/v1/actions", ADMIN).await;
+    assert_eq!(s, StatusCode::OK);
+}
