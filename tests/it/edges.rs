@@ -189,3 +189,63 @@ async fn a_client_that_writes_its_whole_oversized_body_first_reads_the_413() {
     let (s, _) = app.get("/api/v1/actions", ADMIN).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// Checks the Prometheus text: every sample's family has exactly one HELP and one TYPE line,
+/// both before its first sample, and no HELP or TYPE names a family without samples.
+fn check_metrics_text(text: &str) {
+    use std::collections::BTreeMap;
+    let mut help: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut kind: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut sampled: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            *help.entry(name).or_default() += 1;
+            assert!(!sampled.contains_key(name), "HELP after samples: {line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split(' ');
+            let (name, t) = (words.next().unwrap(), words.next().unwrap());
+            assert!(kind.insert(name, t).is_none(), "a second TYPE: {line}\n{text}");
+            assert!(!sampled.contains_key(name), "TYPE after samples: {line}");
+        } else {
+            assert!(!line.starts_with('#'), "{line}");
+            let name = line.split(['{', ' ']).next().unwrap();
+            // A histogram's samples are `_bucket`, `_sum` and `_count` of its family.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|f| kind.get(f) == Some(&"histogram"))
+                })
+                .unwrap_or(name);
+            assert!(kind.contains_key(family), "no TYPE before {line}\n{text}");
+            *sampled.entry(family.to_string()).or_default() += 1;
+        }
+    }
+    for (name, n) in &help {
+        assert_eq!(*n, 1, "{name}: {n} HELP lines\n{text}");
+        assert!(sampled.contains_key(*name), "HELP for {name}, which has no samples");
+    }
+    for name in kind.keys() {
+        assert!(help.contains_key(name), "{name} has a TYPE but no HELP\n{text}");
+        assert!(sampled.contains_key(*name), "TYPE for {name}, which has no samples");
+    }
+}
+
+#[tokio::test]
+async fn every_metric_family_has_its_own_help_and_type() {
+    let app = spawn_app().await;
+    let metrics = format!("{}/metrics", app.base);
+    // The first scrape: no request counted yet.
+    let (s, first) = get(&app.client, &metrics, ADMIN).await;
+    assert_eq!(s, StatusCode::OK);
+    check_metrics_text(first.as_str().unwrap());
+    app.create(ADMIN, "3164450").await;
+    let (_, text) = get(&app.client, &metrics, ADMIN).await;
+    let text = text.as_str().unwrap();
+    check_metrics_text(text);
+    assert!(
+        text.contains("# TYPE action_ledger_http_request_duration_seconds histogram"),
+        "{text}"
+    );
+}
