@@ -249,3 +249,52 @@ async fn every_metric_family_has_its_own_help_and_type() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_second_serve_on_a_data_dir_in_use_fails_before_listening_with_one_line() {
+    use crate::binserver;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = binserver::start(
+        &data,
+        &dir.path().join("first.out"),
+        &binserver::Options::default(),
+    )
+    .await
+    .unwrap();
+    let mut second = std::process::Command::new(binserver::bin())
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--redis-listen", "127.0.0.1:0"])
+        .env("ACTION_LEDGER_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second serve on a data directory in use did not exit");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    first.kill();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!stderr.contains("listening"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let expected = format!(
+        "error: data directory {} is in use by a running server (pid {})",
+        data.display(),
+        first.child.id()
+    );
+    assert!(lines[0].starts_with(&expected), "{stderr}");
+    assert!(!stderr.contains("Os {"), "{stderr}");
+}
