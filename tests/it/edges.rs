@@ -60,16 +60,28 @@ async fn every_route_answers_the_same_with_a_trailing_slash() {
         (format!("{main}/healthz"), StatusCode::OK),
         (format!("{main}/api/v1/actions"), StatusCode::OK),
         (format!("{main}/api/v1/actions/{native_id}"), StatusCode::OK),
-        (format!("{main}/api/v1/actions/{native_id}/history"), StatusCode::OK),
+        (
+            format!("{main}/api/v1/actions/{native_id}/history"),
+            StatusCode::OK,
+        ),
         (format!("{main}/api/v1/tokens"), StatusCode::OK),
         (format!("{main}/v2/actions"), StatusCode::OK),
         (format!("{main}/v2/actions/{do_id}"), StatusCode::OK),
         (format!("{main}/v2/droplets/1/actions"), StatusCode::OK),
-        (format!("{main}/v2/droplets/1/actions/{do_id}"), StatusCode::OK),
+        (
+            format!("{main}/v2/droplets/1/actions/{do_id}"),
+            StatusCode::OK,
+        ),
         (format!("{main}/ecs/v2/actions"), StatusCode::OK),
-        (format!("{main}/ecs/v2/actions?resource=ec200285"), StatusCode::OK),
+        (
+            format!("{main}/ecs/v2/actions?resource=ec200285"),
+            StatusCode::OK,
+        ),
         (format!("{main}/v2.1"), StatusCode::OK),
-        (format!("{main}/v2.1/servers/srv-1/os-instance-actions"), StatusCode::OK),
+        (
+            format!("{main}/v2.1/servers/srv-1/os-instance-actions"),
+            StatusCode::OK,
+        ),
         (
             format!("{main}/v2.1/servers/srv-1/os-instance-actions/req-edges-1"),
             StatusCode::OK,
@@ -180,7 +192,10 @@ async fn a_client_that_writes_its_whole_oversized_body_first_reads_the_413() {
                 body["message"].as_str().unwrap_or_default().to_string()
             } else {
                 assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
-                body["error"]["limit"].as_str().unwrap_or_default().to_string()
+                body["error"]["limit"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
             };
             assert!(limit.contains("BODY_BYTES_MAX"), "{path}: {body}");
         }
@@ -205,7 +220,10 @@ fn check_metrics_text(text: &str) {
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut words = rest.split(' ');
             let (name, t) = (words.next().unwrap(), words.next().unwrap());
-            assert!(kind.insert(name, t).is_none(), "a second TYPE: {line}\n{text}");
+            assert!(
+                kind.insert(name, t).is_none(),
+                "a second TYPE: {line}\n{text}"
+            );
             assert!(!sampled.contains_key(name), "TYPE after samples: {line}");
         } else {
             assert!(!line.starts_with('#'), "{line}");
@@ -224,11 +242,20 @@ fn check_metrics_text(text: &str) {
     }
     for (name, n) in &help {
         assert_eq!(*n, 1, "{name}: {n} HELP lines\n{text}");
-        assert!(sampled.contains_key(*name), "HELP for {name}, which has no samples");
+        assert!(
+            sampled.contains_key(*name),
+            "HELP for {name}, which has no samples"
+        );
     }
     for name in kind.keys() {
-        assert!(help.contains_key(name), "{name} has a TYPE but no HELP\n{text}");
-        assert!(sampled.contains_key(*name), "TYPE for {name}, which has no samples");
+        assert!(
+            help.contains_key(name),
+            "{name} has a TYPE but no HELP\n{text}"
+        );
+        assert!(
+            sampled.contains_key(*name),
+            "TYPE for {name}, which has no samples"
+        );
     }
 }
 
@@ -286,7 +313,11 @@ async fn a_second_serve_on_a_data_dir_in_use_fails_before_listening_with_one_lin
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     first.kill();
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(!stderr.contains("listening"), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
@@ -297,4 +328,124 @@ async fn a_second_serve_on_a_data_dir_in_use_fails_before_listening_with_one_lin
     );
     assert!(lines[0].starts_with(&expected), "{stderr}");
     assert!(!stderr.contains("Os {"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_body_of_the_wrong_json_type_is_named_in_api_terms() {
+    let app = spawn_app().await;
+    let created = app.create(ADMIN, "3164450").await;
+    let id = created["id"].as_u64().unwrap();
+    let resource = json!({"type": "droplet", "id": "1"});
+    // (path, body, what the message must say)
+    let cases: Vec<(String, Value, &[&str])> = vec![
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": "droplet-1"}),
+            &[
+                "`resource` must be an object {",
+                "type",
+                "id",
+                "got a string",
+            ],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": 5, "resource": resource}),
+            &["`type` must be a string; got 5"],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": {"type": "droplet", "id": true}}),
+            &["`resource.id` must be a string or an integer"],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": resource, "labels": {"env": 1}}),
+            &["`labels.env` must be a string; got 1"],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": resource, "related": {}}),
+            &["`related` must be an array; got an object"],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": resource, "exclusive": "yes"}),
+            &["`exclusive` must be true or false"],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": resource, "kind": 3}),
+            &["`kind` must be a string"],
+        ),
+        (
+            "/api/v1/actions".into(),
+            json!({"type": "snapshot", "resource": {"type": "droplet"}}),
+            &["`resource.id` is required"],
+        ),
+        (
+            format!("/api/v1/actions/{id}/events"),
+            json!({"type": "failed", "error": "boom"}),
+            &["`error` must be an object {code, message}; got a string"],
+        ),
+        (
+            format!("/api/v1/actions/{id}/events"),
+            json!({"type": "progress", "progress": "half"}),
+            &["`progress` must be a number 0-100; got a string"],
+        ),
+        (
+            format!("/api/v1/actions/{id}/events"),
+            json!({"type": "progress", "expected_version": -1}),
+            &["`expected_version` must be a non-negative integer; got -1"],
+        ),
+        (
+            format!("/api/v1/actions/{id}/events"),
+            json!({"type": "progress", "pending_ops": {"s1": 7}}),
+            &[
+                "`pending_ops.s1` must be an object {",
+                "op_name",
+                "progress",
+            ],
+        ),
+        (
+            "/api/v1/batch".into(),
+            json!({"commands": {}}),
+            &["`commands` must be an array; got an object"],
+        ),
+        (
+            "/api/v1/batch".into(),
+            json!({"commands": [{"create": {"type": "t", "resource": resource}},
+                                {"event": {"type": "progress", "action": 1, "progress": [1]}}]}),
+            &["`commands[1].event.progress` must be a number 0-100; got an array"],
+        ),
+        (
+            "/api/v1/batch".into(),
+            json!({"commands": [{"event": {"type": "progress", "action": true}}]}),
+            &["`commands[0].event.action` must be an action id (integer) or uid (string)"],
+        ),
+        (
+            "/api/v1/batch".into(),
+            json!("commands"),
+            &["the body must be an object {commands}; got a string"],
+        ),
+    ];
+    for (path, body, needles) in cases {
+        let (s, v) = app.post(&path, ADMIN, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "{path} {body}: {message:?} lacks {needle:?}"
+            );
+        }
+        for rust in [
+            "struct", "f64", "u64", "i64", "usize", "Json", "enum", "sequence", "map",
+        ] {
+            assert!(
+                !message.contains(rust),
+                "{path} {body}: {message:?} names {rust:?}"
+            );
+        }
+    }
 }
