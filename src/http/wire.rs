@@ -723,6 +723,79 @@ pub fn op_json(op: &Op) -> Value {
     }
 }
 
+/// What a field must be, in JSON terms, from serde's `expected` (a Rust type: `f64`, `struct
+/// ErrorInfoJson`, `a sequence`...) and the field's name: "a number 0-100", "an object
+/// {code, message}". An object's fields come from the OpenAPI schema of its type, so they
+/// stay in step with the wire types.
+pub fn expected_json(field: &str, expected: &str) -> String {
+    let expected = expected.trim();
+    let words = match expected {
+        "f64" | "f32" if field == "progress" => "a number 0-100",
+        "f64" | "f32" => "a number",
+        "u64" | "u32" | "u16" | "u8" | "usize" => "a non-negative integer",
+        "i64" | "i32" | "i16" | "i8" | "isize" => "an integer",
+        "a string" | "a borrowed string" | "string" | "a character" | "char" => "a string",
+        "a boolean" | "bool" => "true or false",
+        "a sequence" => "an array",
+        "a map" => "an object",
+        // A unit-variant enum (`kind`, `status`): its values are strings.
+        "variant identifier" => "a string",
+        // The untagged enums: a resource id, and an action in a batch.
+        "Id" => "a string or an integer",
+        "IdOrUid" => "an action id (integer) or uid (string)",
+        _ => {
+            if expected.starts_with("enum ") {
+                return "a string".to_string();
+            }
+            return match expected.strip_prefix("struct ") {
+                Some(name) => schema_shape(name).unwrap_or_else(|| "an object".to_string()),
+                None => "a value of another JSON type".to_string(),
+            };
+        }
+    };
+    words.to_string()
+}
+
+/// What serde saw (`string "x"`, `integer `5``, `map`...), in JSON terms.
+pub fn got_json(got: &str) -> String {
+    let literal = |prefix: &str| {
+        got.strip_prefix(prefix)
+            .map(|v| v.trim().trim_matches('`').to_string())
+    };
+    if got.starts_with("string") {
+        "a string".into()
+    } else if let Some(v) = literal("integer").or_else(|| literal("floating point")) {
+        v
+    } else if let Some(v) = literal("boolean") {
+        v
+    } else {
+        match got {
+            "map" => "an object".into(),
+            "sequence" => "an array".into(),
+            "unit value" | "null" => "null".into(),
+            "unit variant" | "newtype variant" | "tuple variant" | "struct variant" => {
+                "another value".into()
+            }
+            other => other.into(),
+        }
+    }
+}
+
+/// The JSON shape of a wire type named `name`, from its OpenAPI schema: an object with its
+/// fields (`an object {code, message}`).
+fn schema_shape(name: &str) -> Option<String> {
+    use utoipa::openapi::{schema::Schema, RefOr};
+    use utoipa::OpenApi as _;
+    let doc = super::openapi::ApiDoc::openapi();
+    match doc.components?.schemas.get(name)? {
+        RefOr::T(Schema::Object(o)) => {
+            let fields: Vec<&str> = o.properties.keys().map(String::as_str).collect();
+            Some(format!("an object {{{}}}", fields.join(", ")))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
