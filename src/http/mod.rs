@@ -124,8 +124,9 @@ impl Shared {
     }
 }
 
-/// Loads an action the caller may see, by id or uid. Another tenant's action is "not
-/// found", exactly like one that does not exist. Blocking: call inside [`blocking`].
+/// Loads an action the caller may see, by id or uid: the projection applies the caller's
+/// tenant scope ([`Projection::get_ref_scoped`]), so another tenant's action is "not found",
+/// exactly like one that does not exist. Blocking: call inside [`blocking`].
 pub fn load_action(
     state: &AppState,
     p: &Principal,
@@ -133,22 +134,14 @@ pub fn load_action(
 ) -> Result<crate::event::Action, ApiError> {
     let action = state
         .projection
-        .get_ref(&crate::event::ActionRef::parse(id))?
-        .ok_or_else(|| ApiError::not_found(format!("action {id}")))?;
+        .get_ref_scoped(&crate::event::ActionRef::parse(id), p.scope())?;
     auth::still_valid(p)?;
-    visible(p, action, id)
+    action.ok_or_else(|| not_found(id))
 }
 
-/// `action` (named `id`) when the caller may see it; another tenant's is "not found".
-pub fn visible<A: std::borrow::Borrow<crate::event::Action>>(
-    p: &Principal,
-    action: A,
-    id: &str,
-) -> Result<A, ApiError> {
-    match p.scope() {
-        Some(t) if action.borrow().tenant != t => Err(ApiError::not_found(format!("action {id}"))),
-        _ => Ok(action),
-    }
+/// The answer for an action the caller may not see or that does not exist (the same).
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("action {id}"))
 }
 
 /// Adds `Retry-After` to the answer about an unfinished action, so pollers back off. Every
