@@ -15,9 +15,11 @@
 //! Not here yet: the follower loop (LISTEN on a dedicated connection + polling), forwarding,
 //! and the wiring into `serve`.
 
+pub mod leader;
 pub mod schema;
 pub mod store;
 
+pub use leader::{Leadership, Role, StepDown, StepDownReason, Term};
 pub use store::{
     check_chain, Acquire, Appended, ClusterLog, ClusterOptions, ClusterRecord, Head, Lease,
     LeaseInfo, NOTIFY_CHANNEL,

@@ -4,7 +4,8 @@
 use crate::pg;
 use action_ledger::cluster::schema::SCHEMA_VERSION;
 use action_ledger::cluster::{
-    check_chain, Acquire, ClusterError, ClusterLog, ClusterOptions, Head, Lease, NOTIFY_CHANNEL,
+    check_chain, Acquire, ClusterError, ClusterLog, ClusterOptions, Head, Leadership, Lease, Role,
+    StepDown, StepDownReason, NOTIFY_CHANNEL,
 };
 use action_ledger::event::codec::entry_record;
 use action_ledger::log::format::GENESIS_DIGEST;
@@ -553,4 +554,221 @@ async fn a_bad_or_unreachable_cluster_log_is_a_clear_typed_error() {
     let mut o = options(&pg::fresh_db(), "a");
     o.lease_ttl = Duration::from_millis(1);
     assert!(matches!(guard(o).await.err(), Some(ClusterError::Limit(_))));
+}
+
+// ---------------------------------------------------------------------------------------
+// Leadership: acquire, renew, step down.
+
+/// The lease of the leadership tests: short, so a takeover waits well under a second.
+const LEADER_TTL: Duration = Duration::from_millis(300);
+
+fn options_ttl(url: &str, node: &str, ttl: Duration) -> ClusterOptions {
+    let mut o = options(url, node);
+    o.lease_ttl = ttl;
+    o
+}
+
+async fn wait_role(l: &Leadership, pred: impl Fn(&Role) -> bool) -> Role {
+    let mut rx = l.role();
+    let role = tokio::time::timeout(HANG_GUARD, rx.wait_for(|r| pred(r)))
+        .await
+        .expect("the role did not change")
+        .expect("the leadership task ended");
+    role.clone()
+}
+
+async fn wait_leader(l: &Leadership) -> u64 {
+    match wait_role(l, |r| matches!(r, Role::Leader { .. })).await {
+        Role::Leader { epoch } => epoch,
+        other => unreachable!("{other:?}"),
+    }
+}
+
+async fn wait_step_down(l: &Leadership) -> StepDown {
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            if let Some(sd) = l.last_step_down() {
+                return sd;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the leader never stepped down")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_leads_and_another_takes_over_with_the_next_epoch_after_it_dies() {
+    let url = pg::fresh_db();
+    let a = Leadership::start(options_ttl(&url, "a", LEADER_TTL));
+    let epoch = wait_leader(&a).await;
+    let b = Leadership::start(options_ttl(&url, "b", LEADER_TTL));
+    let seen = wait_role(&b, |r| {
+        matches!(
+            r,
+            Role::Follower {
+                leader: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Role::Follower {
+            leader: Some(("a".into(), "http://a.invalid:8080".into())),
+            epoch
+        }
+    );
+    assert!(b.term().is_none());
+
+    // a keeps the lease across several lease times: it renews, b never gets in.
+    tokio::time::sleep(LEADER_TTL * 4).await;
+    assert_eq!(*a.role().borrow(), Role::Leader { epoch });
+    assert_eq!(a.step_downs(), 0, "{:?}", a.last_step_down());
+    assert_eq!(a.term().map(|t| t.lease.epoch), Some(epoch));
+    assert!(matches!(*b.role().borrow(), Role::Follower { .. }));
+    let probe = connect(&url, "probe").await;
+    let lease = probe.lease().await.unwrap();
+    assert_eq!((lease.epoch, lease.holder.as_deref()), (epoch, Some("a")));
+
+    // a dies without a word (its lease is not released).
+    let last = a.stop().await.expect("a led");
+    let b_epoch = wait_leader(&b).await;
+    let observed = std::time::Instant::now();
+    assert_eq!(b_epoch, epoch + 1);
+    // b could only take over once a's lease ran out on PostgreSQL's clock, which is after
+    // the deadline a itself kept to.
+    assert!(observed > last.lease.valid_until);
+    let term = b.term().expect("b leads");
+    assert_eq!(
+        term.head,
+        Head {
+            epoch: b_epoch,
+            ..probe.head().await.unwrap()
+        }
+    );
+    let lease = probe.lease().await.unwrap();
+    assert_eq!((lease.epoch, lease.holder.as_deref()), (b_epoch, Some("b")));
+}
+
+/// A leader whose connection to PostgreSQL is cut steps down at once, while its lease is
+/// still valid (so PostgreSQL's fence alone would still let it append), and its writer,
+/// which takes the term before every append, appends nothing with that epoch afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_connection_is_cut_steps_down_before_its_lease_expires() {
+    let ttl = Duration::from_secs(2);
+    let url = pg::fresh_db();
+    let a = Arc::new(Leadership::start(options_ttl(&url, "a", ttl)));
+    let epoch = wait_leader(&a).await;
+
+    // a's writer: its own connection (same node id, another application name).
+    let writer_log = ClusterLog::connect(options_ttl(
+        &format!("{url}?application_name=a-writer"),
+        "a",
+        ttl,
+    ))
+    .await
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (a, stop) = (a.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut appended = Vec::new();
+            let mut head: Option<Head> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let before = std::time::Instant::now();
+                if let Some(term) = a.term() {
+                    let h = match head {
+                        Some(h) if h.epoch == term.lease.epoch => h,
+                        _ => term.head,
+                    };
+                    let p = payloads("w", 2);
+                    if let Ok(done) = writer_log.append(&term.lease, &h, &records(&p)).await {
+                        let last = done.last().unwrap();
+                        head = Some(Head {
+                            position: last.position,
+                            digest: last.digest,
+                            epoch: term.lease.epoch,
+                        });
+                        appended.push((term.lease.epoch, before));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            appended
+        })
+    };
+    while count_rows(&connect(&url, "probe").await).await < 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let probe = connect(&url, "probe").await;
+    let killed: i64 = probe
+        .client()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE application_name = 'action-ledger a' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+
+    let sd = wait_step_down(&a).await;
+    assert_eq!(sd.epoch, epoch);
+    assert!(
+        matches!(sd.reason, StepDownReason::ConnectionLost(_)),
+        "{sd:?}"
+    );
+    // Before the deadline, which is before the lease's end on PostgreSQL's clock.
+    assert!(sd.at < sd.deadline, "stepped down only at the deadline");
+    assert!(a.term().is_none_or(|t| t.lease.epoch > epoch));
+
+    // Let the writer run on for a while (a may lead again, with a new epoch), then check:
+    // every append of the old epoch took its term before the step-down.
+    tokio::time::sleep(ttl / 2).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = tokio::time::timeout(HANG_GUARD, writer)
+        .await
+        .unwrap()
+        .unwrap();
+    let old: Vec<_> = appended.iter().filter(|(e, _)| *e == epoch).collect();
+    assert!(!old.is_empty());
+    assert!(old.iter().all(|(_, before)| *before < sd.at));
+    assert!(appended.iter().all(|(e, _)| *e >= epoch));
+    let all = probe.read_after(0, 4096).await.unwrap();
+    check_chain(0, GENESIS_DIGEST, &all).unwrap();
+    assert!(all.windows(2).all(|w| w[0].epoch <= w[1].epoch));
+}
+
+/// A renewal that cannot complete (here: the lease row is locked by another transaction,
+/// as a stalled PostgreSQL would leave it) makes the leader step down at its local
+/// deadline instead of waiting on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_renewal_hangs_steps_down_at_its_deadline() {
+    let url = pg::fresh_db();
+    let a = Leadership::start(options_ttl(&url, "a", LEADER_TTL));
+    let epoch = wait_leader(&a).await;
+
+    let (mut raw, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tx = raw.transaction().await.unwrap();
+    tx.batch_execute("SELECT 1 FROM ledger_lease WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+
+    let sd = wait_step_down(&a).await;
+    assert_eq!(sd.epoch, epoch);
+    assert_eq!(sd.reason, StepDownReason::RenewalTimedOut);
+    assert!(a.term().is_none());
+    assert!(matches!(*a.role().borrow(), Role::Follower { .. }));
+
+    // Once PostgreSQL answers again, a node leads again, with a new epoch.
+    tx.rollback().await.unwrap();
+    let again = wait_leader(&a).await;
+    assert!(again > epoch);
 }
