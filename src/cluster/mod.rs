@@ -16,10 +16,12 @@
 //! and the wiring into `serve`.
 
 pub mod leader;
+pub mod replica;
 pub mod schema;
 pub mod store;
 
 pub use leader::{Leadership, Role, StepDown, StepDownReason, Term};
+pub use replica::{Replica, ReplicaError, ReplicaHead, ReplicaOptions};
 pub use store::{
     check_chain, Acquire, Appended, ClusterLog, ClusterOptions, ClusterRecord, Head, Lease,
     LeaseInfo, NOTIFY_CHANNEL,
