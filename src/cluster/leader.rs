@@ -233,10 +233,11 @@ async fn lead(
     tx.send_replace(Role::Leader { epoch });
 
     let step_down = |reason: StepDownReason, deadline: Instant| {
-        let at = Instant::now();
         {
             let mut s = shared.lock().expect("leadership state");
             s.term = None;
+            // Taken once no term can be handed out any more: a term taken before `at`.
+            let at = Instant::now();
             s.step_downs += 1;
             s.last_step_down = Some(StepDown {
                 epoch,

@@ -11,9 +11,11 @@
 //!
 //! - [`schema`]: the tables, their creation and the schema version.
 //! - [`store`]: [`ClusterLog`], the connection: lease, fenced append, reads.
+//! - [`leader`]: [`Leadership`], the task that acquires, renews and gives up the lease and
+//!   publishes the node's [`Role`].
+//! - [`replica`]: [`Replica`], a follower's verified local copy of the log (LISTEN + polling).
 //!
-//! Not here yet: the follower loop (LISTEN on a dedicated connection + polling), forwarding,
-//! and the wiring into `serve`.
+//! Not here yet: forwarding, and the wiring into `serve`.
 
 pub mod leader;
 pub mod replica;
