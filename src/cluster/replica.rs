@@ -268,10 +268,7 @@ impl Replica {
                 let done = guard.append(&new)?;
                 for (r, d) in batch.iter().zip(&done) {
                     if (r.position, r.digest) != (d.position, d.digest) {
-                        guard.poison_external(format!(
-                            "replica diverged at position {}",
-                            r.position
-                        ));
+                        guard.poison_diverged(r.position);
                         return Err(ReplicaError::Diverged {
                             position: r.position,
                             reason: format!(

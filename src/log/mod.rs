@@ -60,6 +60,10 @@ pub enum LogError {
     Poisoned(Box<LogError>),
     #[error("record payload of {actual} bytes exceeds RECORD_PAYLOAD_BYTES_MAX ({max})")]
     RecordTooLarge { actual: usize, max: usize },
+    /// A replica's local log stopped matching the log of record (cluster mode) at
+    /// `position`; its writer is poisoned with this cause.
+    #[error("the local log diverged from the log of record at position {position}")]
+    Diverged { position: u64 },
 }
 
 fn at(offset: Option<u64>) -> String {

@@ -127,6 +127,13 @@ impl LogWriter {
         &self.config.dir
     }
 
+    /// Poisons the writer because what it wrote diverged from the log of record at
+    /// `position` (a cluster replica's check after an append): nothing more is appended
+    /// until a restart. A writer already poisoned keeps its first cause.
+    pub fn poison_diverged(&mut self, position: u64) {
+        self.poisoned.get_or_insert(LogError::Diverged { position });
+    }
+
     /// The failure that poisoned the writer, if one did.
     pub fn poisoned(&self) -> Option<&LogError> {
         self.poisoned.as_ref()
