@@ -2,7 +2,7 @@
 //! even after a failed start, `token create|revoke` refuse a data directory a server owns,
 //! revoking a token ends what it holds open, and the last admin token stays.
 
-use crate::http::{spawn_app, TestApp, ADMIN};
+use crate::app::{spawn_app, TestApp, ADMIN};
 use action_ledger::http::server::{self, ServeConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -199,7 +199,7 @@ async fn token_create_and_revoke_refuse_a_data_dir_a_server_owns() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let secret = stdout(&o).trim().to_string();
-    let app = crate::http::spawn_on(app.dir).await;
+    let app = crate::app::spawn_on(app.dir).await;
     let (st, _) = app.get("/api/v1/actions", &secret).await;
     assert_eq!(
         st,
