@@ -20,6 +20,8 @@
 //! - [`tokens`]: API tokens (only hashes stored), roles and principals.
 //! - [`http`]: the axum server — native API, auth, errors, metrics, OpenAPI, start-up and
 //!   graceful shutdown.
+//! - [`json`]: the JSON form of actions, log operations and times, shared by the native
+//!   API and the CLI.
 //! - [`limits`]: every named limit.
 //! - [`config`]: `serve`'s layered configuration; [`cli`]: the command line.
 //!
@@ -30,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod json;
 pub mod ledger;
 pub mod limits;
 pub mod log;

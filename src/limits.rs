@@ -85,6 +85,13 @@ pub const NOVA_LIMIT_MAX: usize = if LIST_LIMIT_MAX < 1000 {
 pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Smallest `body_bytes_max` the configuration accepts.
 pub const BODY_BYTES_MIN: usize = 1024;
+/// Most bytes of an oversized request body read (and discarded) after its 413 is answered,
+/// so a client that writes its whole body before reading gets the 413 rather than a reset.
+/// A longer body is cut off there (the connection closes).
+pub const BODY_DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest time an oversized request body is drained after its 413 is answered (see
+/// [`BODY_DRAIN_BYTES_MAX`]); the connection closes then.
+pub const BODY_DRAIN_TIMEOUT_MS: u64 = 10_000;
 /// Longest accepted `Idempotency-Key`, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 /// Longest wait a request may ask for, in milliseconds (the `wait_ms_max` key).

@@ -14,7 +14,7 @@
 use super::check::{bytes_before, log_error, segment_sizes};
 use super::{line, progress_bar, CliResult, DataDir, Failure};
 use crate::event::{codec, fold, Action, ActionId, ActionRef, Micros, Op, ResourceRef};
-use crate::http::wire::{op_json, parse_time, rfc3339, ActionOut, RecordOut};
+use crate::json::{op_json, parse_time, rfc3339, ActionOut, RecordOut};
 use crate::log::{self, FsStorage};
 use clap::Args;
 use std::collections::{BTreeMap, HashMap};

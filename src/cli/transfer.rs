@@ -13,7 +13,7 @@ use super::check::{bytes_before, log_error, segment_sizes};
 use super::{hex, line, progress_bar, CliResult, DataDir, Failure};
 use crate::event::codec::{self, ENTRY_SCHEMA_CURRENT};
 use crate::event::{fold, Action, ActionId, Entry, IdempotencyStamp, Op};
-use crate::http::wire::{parse_time, rfc3339};
+use crate::json::{parse_time, rfc3339};
 use crate::log::writer::NewRecord;
 use crate::log::{self, FsStorage, LogConfig, LogWriter, Storage};
 use crate::projection::{self, ProjectionConfig};

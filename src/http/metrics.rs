@@ -154,11 +154,9 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
     if !state.public_metrics && super::auth::authenticate(&headers, &state.tokens).is_err() {
         return super::error::ApiError::unauthorized().into_response();
     }
+    // Every family has one HELP and one TYPE line, before its samples; a family without
+    // samples (the request histogram before the first request is counted) has neither.
     let mut out = String::new();
-    out.push_str(
-        "# HELP action_ledger_http_requests_total HTTP requests by method, route and status.\n",
-    );
-    out.push_str("# TYPE action_ledger_http_request_duration_seconds histogram\n");
     {
         let map = state
             .metrics
@@ -174,6 +172,12 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
             })
             .collect();
         rows.sort_by_key(|&(method, route, status, _)| (method, route, status));
+        if !rows.is_empty() {
+            out.push_str(
+                "# HELP action_ledger_http_request_duration_seconds HTTP requests by method, route template and status: count and latency.\n\
+                 # TYPE action_ledger_http_request_duration_seconds histogram\n",
+            );
+        }
         for (method, route, status, s) in rows {
             let labels = format!(
                 "method=\"{}\",route=\"{}\",status=\"{status}\"",

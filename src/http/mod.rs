@@ -124,8 +124,9 @@ impl Shared {
     }
 }
 
-/// Loads an action the caller may see, by id or uid. Another tenant's action is "not
-/// found", exactly like one that does not exist. Blocking: call inside [`blocking`].
+/// Loads an action the caller may see, by id or uid: the projection applies the caller's
+/// tenant scope ([`Projection::get_ref_scoped`]), so another tenant's action is "not found",
+/// exactly like one that does not exist. Blocking: call inside [`blocking`].
 pub fn load_action(
     state: &AppState,
     p: &Principal,
@@ -133,22 +134,14 @@ pub fn load_action(
 ) -> Result<crate::event::Action, ApiError> {
     let action = state
         .projection
-        .get_ref(&crate::event::ActionRef::parse(id))?
-        .ok_or_else(|| ApiError::not_found(format!("action {id}")))?;
+        .get_ref_scoped(&crate::event::ActionRef::parse(id), p.scope())?;
     auth::still_valid(p)?;
-    visible(p, action, id)
+    action.ok_or_else(|| not_found(id))
 }
 
-/// `action` (named `id`) when the caller may see it; another tenant's is "not found".
-pub fn visible<A: std::borrow::Borrow<crate::event::Action>>(
-    p: &Principal,
-    action: A,
-    id: &str,
-) -> Result<A, ApiError> {
-    match p.scope() {
-        Some(t) if action.borrow().tenant != t => Err(ApiError::not_found(format!("action {id}"))),
-        _ => Ok(action),
-    }
+/// The answer for an action the caller may not see or that does not exist (the same).
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("action {id}"))
 }
 
 /// Adds `Retry-After` to the answer about an unfinished action, so pollers back off. Every
@@ -195,28 +188,82 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The raw request body, with the size limit reported in the native error shape.
+///
+/// An oversized body is answered 413 at once (from its declared `Content-Length`, else as
+/// soon as more than the limit has arrived), and its rest is then read and discarded in the
+/// background, bounded by [`crate::limits::BODY_DRAIN_BYTES_MAX`] and
+/// [`crate::limits::BODY_DRAIN_TIMEOUT_MS`]: a client that writes its whole body before
+/// reading (most HTTP libraries, without `Expect: 100-continue`) reads the 413 instead of a
+/// reset. A client that sent `Expect: 100-continue` was never told to send, so nothing is
+/// drained.
 pub struct Body(pub axum::body::Bytes);
 
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        use futures_util::StreamExt as _;
         let max = state.limits.body_bytes_max;
         let declared = req
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let expects_continue = req
+            .headers()
+            .get(axum::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let mut body = req.into_body().into_data_stream();
         if let Some(len) = declared {
             if len > max as u64 {
+                if !expects_continue {
+                    drain(body);
+                }
                 return Err(too_large(max, len));
             }
         }
-        let bytes = axum::body::to_bytes(req.into_body(), max)
-            .await
-            .map_err(|_| too_large(max, max as u64 + 1))?;
-        Ok(Body(bytes))
+        // One chunk (the common case) is returned as it came; more are gathered.
+        let mut first: Option<axum::body::Bytes> = None;
+        let mut gathered: Vec<u8> = Vec::new();
+        let mut len = 0usize;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            len += chunk.len();
+            if len > max {
+                drain(body);
+                return Err(too_large(max, len as u64));
+            }
+            match first.take() {
+                None if gathered.is_empty() => first = Some(chunk),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        gathered.extend_from_slice(&earlier);
+                    }
+                    gathered.extend_from_slice(&chunk);
+                }
+            }
+        }
+        Ok(Body(first.unwrap_or_else(|| gathered.into())))
     }
+}
+
+/// Reads and discards the rest of an oversized body in the background (see [`Body`]).
+fn drain(mut body: axum::body::BodyDataStream) {
+    use futures_util::StreamExt as _;
+    tokio::spawn(async move {
+        let discard = async {
+            let mut drained = 0usize;
+            while let Some(Ok(chunk)) = body.next().await {
+                drained += chunk.len();
+                if drained >= crate::limits::BODY_DRAIN_BYTES_MAX {
+                    break;
+                }
+            }
+        };
+        let limit = std::time::Duration::from_millis(crate::limits::BODY_DRAIN_TIMEOUT_MS);
+        let _ = tokio::time::timeout(limit, discard).await;
+    });
 }
 
 fn too_large(max: usize, actual: u64) -> ApiError {
@@ -230,13 +277,80 @@ fn too_large(max: usize, actual: u64) -> ApiError {
     .with("actual", actual)
 }
 
-/// Parses a JSON body, turning serde's complaint into a 400 that says where and what.
+/// Parses a JSON body, turning serde's complaint into a 400 that says where and what, in
+/// the API's terms: the field's JSON path and the JSON it must be (never a Rust type name;
+/// see [`wire::expected_json`]).
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request(
             "request body is empty; a JSON object is required",
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let e = e.inner();
+        let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        if e.classify() == serde_json::error::Category::Syntax && path != "." && well_formed() {
+            // serde_json reports a string-valued enum (`kind`, `status`) given another JSON
+            // type as a syntax error ("expected value"), though the JSON is well formed.
+            return ApiError::bad_request(format!(
+                "`{path}` must be a string (one of its documented values)"
+            ));
+        }
+        ApiError::bad_request(json_error(&path, e))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// The message of a body that is not the JSON a route takes; `path` is where (`.` for the
+/// body itself, else `error.code`, `commands[2].event.progress`...).
+fn json_error(path: &str, e: &serde_json::Error) -> String {
+    if e.classify() != serde_json::error::Category::Data {
+        return format!("invalid JSON body: {e}");
+    }
+    let full = e.to_string();
+    let text = match full.rfind(" at line ") {
+        Some(i) => &full[..i],
+        None => &full,
+    };
+    let at_root = path == "." || path.is_empty();
+    let field = if at_root {
+        "the body".to_string()
+    } else {
+        format!("`{path}`")
+    };
+    let last = path.rsplit(['.', '[']).next().unwrap_or(path);
+    if let Some(rest) = text
+        .strip_prefix("invalid type: ")
+        .or_else(|| text.strip_prefix("invalid value: "))
+    {
+        if let Some((got, expected)) = rest.rsplit_once(", expected ") {
+            return format!(
+                "{field} must be {}; got {}",
+                wire::expected_json(last, expected),
+                wire::got_json(got)
+            );
+        }
+    }
+    if let Some(name) = text.strip_prefix("data did not match any variant of untagged enum ") {
+        return format!("{field} must be {}", wire::expected_json(last, name));
+    }
+    if let Some(name) = text
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        return if at_root {
+            format!("`{name}` is required")
+        } else {
+            format!("`{path}.{name}` is required")
+        };
+    }
+    if at_root {
+        format!("invalid JSON body: {text}")
+    } else {
+        format!("{field}: {text}")
+    }
 }

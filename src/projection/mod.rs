@@ -457,12 +457,25 @@ impl Projection {
         }
     }
 
-    /// The action named by an id or a uid.
+    /// The action named by an id or a uid, whatever its tenant (the core's own reads; a
+    /// read for a caller is [`get_ref_scoped`](Self::get_ref_scoped)).
     pub fn get_ref(&self, r: &ActionRef) -> Result<Option<Action>, QueryError> {
         match r {
             ActionRef::Id(id) => self.get(*id),
             ActionRef::Uid(uid) => self.get_by_uid(uid),
         }
+    }
+
+    /// The action named by an id or a uid, as a caller scoped to `tenant` sees it (`None`:
+    /// every tenant, an admin). Another tenant's action is `None`, exactly like one that
+    /// does not exist: every read by id or uid for a caller goes through here (or
+    /// [`get_in_memory_scoped`](Self::get_in_memory_scoped)), so none can forget the check.
+    pub fn get_ref_scoped(
+        &self,
+        r: &ActionRef,
+        tenant: Option<&str>,
+    ) -> Result<Option<Action>, QueryError> {
+        Ok(self.get_ref(r)?.filter(|a| in_scope(a, tenant)))
     }
 
     /// Runs a query: newest first, filtered, paged. See [`ActionQuery`] and the `list`
@@ -473,7 +486,7 @@ impl Projection {
 
     /// [`get_ref`](Self::get_ref) from memory alone (no sled work), when the snapshot memo
     /// holds the action; `None` otherwise (which says nothing about whether it exists).
-    pub fn get_in_memory(&self, r: &ActionRef) -> Option<Arc<Action>> {
+    fn get_in_memory(&self, r: &ActionRef) -> Option<Arc<Action>> {
         match r {
             ActionRef::Id(id) => self.memos.snapshots.get(*id),
             ActionRef::Uid(uid) => {
@@ -481,6 +494,13 @@ impl Projection {
                 (a.uid == *uid).then_some(a)
             }
         }
+    }
+
+    /// [`get_ref_scoped`](Self::get_ref_scoped) from memory alone (no sled work): the
+    /// action when the snapshot memo holds it and `tenant` may see it; `None` otherwise,
+    /// which says nothing about whether it exists (the caller asks `get_ref_scoped`).
+    pub fn get_in_memory_scoped(&self, r: &ActionRef, tenant: Option<&str>) -> Option<Arc<Action>> {
+        self.get_in_memory(r).filter(|a| in_scope(a, tenant))
     }
 
     /// [`list`](Self::list) from memory alone — no sled work, so an async worker may call
@@ -698,6 +718,11 @@ impl Projection {
         }
         Ok(())
     }
+}
+
+/// Whether a caller scoped to `tenant` (`None`: every tenant) may see `a`.
+fn in_scope(a: &Action, tenant: Option<&str>) -> bool {
+    tenant.is_none_or(|t| a.tenant == t)
 }
 
 impl StateStore for Projection {

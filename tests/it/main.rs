@@ -13,6 +13,7 @@ mod dialect_ecs;
 mod dialect_nova;
 mod dialect_redis;
 mod diskfull;
+mod edges;
 mod fuzz;
 mod golden;
 mod http;

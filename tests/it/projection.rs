@@ -147,6 +147,37 @@ fn read_your_writes_and_basic_queries() {
 }
 
 #[test]
+fn reads_by_id_or_uid_are_scoped_to_the_callers_tenant() {
+    // Goal: the core owns tenant isolation for reads by id or uid: a caller scoped to one
+    // tenant gets nothing for another tenant's action (by id or uid, from memory or sled),
+    // exactly as for one that does not exist; an unscoped caller (admin) sees every one.
+    let tmp = tempfile::tempdir().unwrap();
+    let sim = SimStorage::new();
+    let p = open_projection(&tmp.path().join("p"));
+    let l = open_sim_with(&sim, 1 << 20, p.clone()).unwrap();
+    let acme = submit(&l, create("acme", "1")).unwrap().actions[0].clone();
+    let globex = submit(&l, create("globex", "1")).unwrap().actions[0].clone();
+    for a in [&acme, &globex] {
+        for r in [ActionRef::Id(a.id), ActionRef::Uid(a.uid.clone())] {
+            let mine = Some(a.tenant.as_str());
+            let other = Some(if a.tenant == "acme" { "globex" } else { "acme" });
+            assert_eq!(p.get_ref_scoped(&r, mine).unwrap().unwrap().id, a.id);
+            assert_eq!(p.get_ref_scoped(&r, None).unwrap().unwrap().id, a.id);
+            assert_eq!(p.get_ref_scoped(&r, other).unwrap(), None, "{r:?}");
+            // From memory: never another tenant's action (None also means "not in memory").
+            assert!(p.get_in_memory_scoped(&r, other).is_none(), "{r:?}");
+            if let Some(m) = p.get_in_memory_scoped(&r, mine) {
+                assert_eq!(m.id, a.id);
+            }
+        }
+    }
+    for r in [ActionRef::Id(999), ActionRef::Uid("al-999".into())] {
+        assert_eq!(p.get_ref_scoped(&r, Some("acme")).unwrap(), None);
+        assert_eq!(p.get_ref_scoped(&r, None).unwrap(), None);
+    }
+}
+
+#[test]
 fn store_semantics_match_memory_store() {
     // Goal: the projection answers the writer's questions (uid, exclusive holder,
     // idempotent answer, max id, applied position) exactly like MemoryStore, on the same log.

@@ -521,3 +521,97 @@ fn readme_tour_runs_in_order_on_a_fresh_data_dir() {
         show(&o)
     );
 }
+
+/// README's limits table holds each limit's value as `src/limits.rs` defines it: every row
+/// names a constant of `action_ledger::limits`, and its value column says that constant's
+/// value (bytes as B/KiB/MiB, times in ms, counts plain).
+#[test]
+fn readme_limits_table_matches_the_constants() {
+    use action_ledger::limits as l;
+    let constants: &[(&str, u64)] = &[
+        ("BODY_BYTES_MAX", l::BODY_BYTES_MAX as u64),
+        ("UID_BYTES_MAX", l::UID_BYTES_MAX as u64),
+        ("NAME_BYTES_MAX", l::NAME_BYTES_MAX as u64),
+        ("TEXT_BYTES_MAX", l::TEXT_BYTES_MAX as u64),
+        ("LABELS_MAX", l::LABELS_MAX as u64),
+        ("RELATED_MAX", l::RELATED_MAX as u64),
+        ("SUB_EVENTS_MAX", l::SUB_EVENTS_MAX as u64),
+        ("PENDING_OPS_MAX", l::PENDING_OPS_MAX as u64),
+        ("BATCH_COMMANDS_MAX", l::BATCH_COMMANDS_MAX as u64),
+        (
+            "RECORD_PAYLOAD_BYTES_MAX",
+            l::RECORD_PAYLOAD_BYTES_MAX as u64,
+        ),
+        ("SEGMENT_BYTES_DEFAULT", l::SEGMENT_BYTES_DEFAULT),
+        (
+            "COMMIT_BATCH_RECORDS_MAX",
+            l::COMMIT_BATCH_RECORDS_MAX as u64,
+        ),
+        ("COMMIT_BATCH_BYTES_MAX", l::COMMIT_BATCH_BYTES_MAX as u64),
+        ("APPEND_QUEUE_MAX", l::APPEND_QUEUE_MAX as u64),
+        ("LIST_LIMIT_MAX", l::LIST_LIMIT_MAX as u64),
+        ("LOG_PAGE_MAX", l::LOG_PAGE_MAX as u64),
+        ("WAIT_MS_MAX", l::WAIT_MS_MAX),
+        ("WATCHERS_MAX", l::WATCHERS_MAX as u64),
+        ("CONNECTIONS_MAX", l::CONNECTIONS_MAX as u64),
+        ("REQUEST_TIMEOUT_MS", l::REQUEST_TIMEOUT_MS),
+        ("HEADER_READ_TIMEOUT_MS", l::HEADER_READ_TIMEOUT_MS),
+        ("HEADER_BYTES_MAX", l::HEADER_BYTES_MAX as u64),
+        ("HEADERS_MAX", l::HEADERS_MAX as u64),
+        (
+            "IDEMPOTENCY_KEY_BYTES_MAX",
+            l::IDEMPOTENCY_KEY_BYTES_MAX as u64,
+        ),
+        ("TOKEN_NAME_BYTES_MAX", l::TOKEN_NAME_BYTES_MAX as u64),
+        ("TOKENS_MAX", l::TOKENS_MAX as u64),
+    ];
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Limits\n")
+        .nth(1)
+        .expect("README has a ## Limits section");
+    let section = section.split("\n## ").next().unwrap();
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.ends_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let name = cells.last()?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_string(), cells[cells.len() - 2].to_string()))
+        })
+        .collect();
+    assert!(rows.len() >= 20, "README's limits table has rows: {rows:?}");
+    for (name, value) in &rows {
+        let expected = constants
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| {
+                panic!("README names `{name}`: add it to this test's table of limits")
+            })
+            .1;
+        let (number, unit) = value
+            .rsplit_once(' ')
+            .filter(|(n, _)| n.chars().any(|c| c.is_ascii_digit()))
+            .map_or((value.as_str(), ""), |(n, u)| (n, u));
+        let (number, unit) = if unit.chars().any(|c| c.is_ascii_digit()) {
+            (value.as_str(), "")
+        } else {
+            (number, unit)
+        };
+        let n: u64 = number
+            .replace([' ', '\u{202f}'], "")
+            .parse()
+            .unwrap_or_else(|e| panic!("README's value for `{name}`, {value:?}: {e}"));
+        let scale = match unit {
+            "" | "bytes" | "ms" => 1,
+            "KiB" => 1024,
+            "MiB" => 1024 * 1024,
+            other => panic!("README's value for `{name}` has an unknown unit {other:?}"),
+        };
+        assert_eq!(
+            n * scale,
+            expected,
+            "README says {value} for `{name}`, src/limits.rs says {expected}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Routes that answer without a token, by design (docs/api.md): health, readiness
 /// and Nova's version documents. `/metrics` is private unless `--public-metrics`.
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/", "/v2.1", "/v2.1/", "/v2", "/v2/"];
+const PUBLIC: &[&str] = &["/healthz", "/readyz", "/", "/v2.1", "/v2"];
 
 /// Every method a route could be registered for.
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

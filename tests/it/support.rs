@@ -104,16 +104,17 @@ pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
     }
 }
 
-/// Sends only the head of a POST declaring a `len`-byte JSON body to `addr` (`host:port`)
-/// and returns the raw answer, read until the server closes the connection (a reset after
-/// the answer counts as closed). An oversized body is refused from its declared length;
-/// sending the head alone checks that deterministically, where uploading the whole body
-/// races the server's answer-then-close (the client may see a reset while still writing).
+/// Sends only the head of a POST declaring a `len`-byte JSON body to `addr` (`host:port`),
+/// with `Expect: 100-continue` (a client that waits to be told to send), and returns the
+/// raw answer, read until the server closes the connection (a reset after the answer counts
+/// as closed). An oversized body is refused from its declared length, and a client that
+/// never sends it is not waited for. (A client that writes its whole body before reading:
+/// tests/it/edges.rs.)
 pub async fn post_head_only(addr: &str, path: &str, token: &str, len: usize) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut out = Vec::new();

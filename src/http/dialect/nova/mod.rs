@@ -67,12 +67,12 @@ pub use crate::limits::NOVA_LIMIT_MAX;
 pub fn routes() -> Router<AppState> {
     let actions = "servers/{server_id}/os-instance-actions";
     let action = "servers/{server_id}/os-instance-actions/{request_id}";
+    // A trailing slash is removed before routing (`server::Front`), so `/v2.1/` and
+    // `/v2.1/{project_id}/` are these routes too.
     Router::new()
         .route("/", only_get(get(versions::versions)))
         .route("/v2.1", only_get(get(versions::version_v21)))
-        .route("/v2.1/", only_get(get(versions::version_v21)))
         .route("/v2", only_get(get(versions::version_v20)))
-        .route("/v2/", only_get(get(versions::version_v20)))
         .route(&format!("/v2.1/{actions}"), only_get(get(list_unscoped)))
         .route(&format!("/v2.1/{action}"), only_get(get(show_unscoped)))
         .route(
@@ -93,10 +93,6 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v2.1/{project_id}",
-            only_get(get(versions::version_v21_scoped)),
-        )
-        .route(
-            "/v2.1/{project_id}/",
             only_get(get(versions::version_v21_scoped)),
         )
 }

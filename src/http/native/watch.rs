@@ -1,0 +1,299 @@
+//! Holding a connection open: the watch stream (SSE of every new operation the caller may
+//! see, resumable by log position) and the wait for one action to finish.
+
+use super::{action_response, parse_list_params};
+use crate::event::*;
+use crate::http::error::ApiError;
+use crate::http::wire::*;
+use crate::http::{blocking, AppState, Caller};
+use crate::projection::query::ActionQuery;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Deserialize, Default)]
+pub struct WaitParams {
+    timeout_ms: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/actions/{id}/wait",
+    params(("id" = String, Path, description = "action id or uid"),
+        ("timeout_ms" = Option<u64>, Query, description = "at most WAIT_MS_MAX (60000)")),
+    responses((status = 200, body = ActionOut, description = "terminal, or current state at the timeout (with Retry-After)"),
+        (status = 400), (status = 404)))]
+pub async fn wait(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+    Query(params): Query<WaitParams>,
+) -> Result<Response, ApiError> {
+    let max = state.limits.wait_ms_max;
+    let timeout_ms = match params.timeout_ms.as_deref() {
+        None => max.min(crate::limits::WAIT_MS_DEFAULT),
+        Some(s) => {
+            let v: u64 = s
+                .parse()
+                .map_err(|_| ApiError::field("timeout_ms", "must be a non-negative integer"))?;
+            if v > max {
+                return Err(ApiError::limit("WAIT_MS_MAX", max, v, "timeout_ms"));
+            }
+            v
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    // Subscribe before the first read, so a commit between read and wait still wakes us.
+    let mut commits = state.ledger.subscribe();
+    let revoked = p.revocation.revoked();
+    tokio::pin!(revoked);
+    loop {
+        let (st, p2, id2) = (state.clone(), p.clone(), id.clone());
+        let action = blocking(move || crate::http::load_action(&st, &p2, &id2)).await?;
+        if action.status.is_terminal() {
+            return action_response(&state, StatusCode::OK, &action);
+        }
+        tokio::select! {
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    return Err(ApiError::unavailable("the ledger is shutting down"));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return action_response(&state, StatusCode::OK, &action);
+            }
+            _ = crate::http::shutting_down(state.shutdown.clone()) => {
+                return action_response(&state, StatusCode::OK, &action);
+            }
+            // The caller's token was revoked: the wait ends now, refused.
+            _ = &mut revoked => return Err(crate::http::auth::revoked(&p)),
+        }
+    }
+}
+
+/// Whether an action's identity matches the immutable filters of a watch.
+fn watch_matches(q: &ActionQuery, a: &Action) -> bool {
+    q.tenant.as_ref().is_none_or(|t| &a.tenant == t)
+        && q.resource
+            .as_ref()
+            .is_none_or(|r| &a.resource == r || a.related.contains(r))
+        && q.resource_type
+            .as_ref()
+            .is_none_or(|t| &a.resource.resource_type == t)
+        && q.action_type.as_ref().is_none_or(|t| &a.action_type == t)
+        && q.user.as_ref().is_none_or(|u| a.user.as_ref() == Some(u))
+        && q.kind.is_none_or(|k| a.kind == k)
+        && (q.ids.is_empty() || q.ids.contains(&a.id))
+}
+
+/// Records read per log read of a watch stream.
+const WATCH_READ_CHUNK: usize = 256;
+/// Events buffered per watcher; a client that does not drain them within
+/// [`WATCH_SEND_TIMEOUT`] is dropped (and can resume with `Last-Event-ID`).
+const WATCH_BUFFER: usize = 512;
+const WATCH_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[utoipa::path(get, path = "/api/v1/watch",
+    params(("after" = Option<u64>, Query, description = "resume after this position (or Last-Event-ID)"),
+        ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
+        ("type" = Option<String>, Query), ("user" = Option<String>, Query), ("kind" = Option<String>, Query)),
+    responses((status = 200, description = "text/event-stream: id = log position, data = {position, event, action}"),
+        (status = 503, description = "WATCHERS_MAX reached")))]
+pub async fn watch(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let params = parse_list_params(pairs, &p, state.limits.list_limit_max)?;
+    if !params.query.statuses.is_empty() || params.query.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "watch filters on what does not change (resource, type, user, kind, id, tenant); status and cursor do not apply",
+        ));
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::field("Last-Event-ID", "must be a log position"))
+        })
+        .transpose()?;
+    let start = last_event_id
+        .or(params.after)
+        .unwrap_or_else(|| state.ledger.committed_position());
+
+    let max = state.limits.watchers_max;
+    if state.watchers.fetch_add(1, Ordering::AcqRel) >= max {
+        state.watchers.fetch_sub(1, Ordering::AcqRel);
+        return Err(
+            ApiError::unavailable(format!("WATCHERS_MAX ({max}) watch streams are open"))
+                .with("limit", "WATCHERS_MAX"),
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(WATCH_BUFFER);
+    let st = state.clone();
+    let query = params.query;
+    // Revoking the caller's token ends the stream at once, wherever the task is waiting;
+    // a last `revoked` event tells the client why (when its buffer has room).
+    let revoked = p.revocation.revoked();
+    let revoked_tx = tx.clone();
+    let stream_task = async move {
+        let _guard = WatcherGuard(st.clone());
+        let mut after = start;
+        // Where the last read stopped: each later read starts there (O(new records)); only
+        // the first one reads the segment holding `start` from its beginning.
+        let mut mark = None;
+        let mut commits = st.ledger.subscribe();
+        let mut identities: HashMap<ActionId, Option<Arc<Action>>> = HashMap::new();
+        loop {
+            let st2 = st.clone();
+            let records = match blocking(move || {
+                st2.ledger
+                    .read_records_from(mark, after, WATCH_READ_CHUNK)
+                    .map_err(ApiError::internal)
+            })
+            .await
+            {
+                Ok((r, m)) => {
+                    mark = m;
+                    r
+                }
+                Err(_) => return,
+            };
+            let caught_up = records.len() < WATCH_READ_CHUNK;
+            if learn_identities(&st, &mut identities, &records)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            for (rec, entry) in records {
+                after = rec.position;
+                for op in &entry.ops {
+                    let id = op.action_id();
+                    let Some(a) = identities.get(&id).and_then(|a| a.as_ref()) else {
+                        continue;
+                    };
+                    if !watch_matches(&query, a) {
+                        continue;
+                    }
+                    let data = serde_json::json!({
+                        "position": rec.position,
+                        "recorded_at": rfc3339(entry.recorded_at),
+                        "event": op_json(op),
+                        "action": {"id": a.id, "uid": a.uid, "tenant": a.tenant,
+                                   "type": a.action_type, "resource": ResourceJson::from(&a.resource)},
+                    });
+                    let ev = SseEvent::default()
+                        .id(rec.position.to_string())
+                        .event(op_json(op)["type"].as_str().unwrap_or("event"))
+                        .data(data.to_string());
+                    match tokio::time::timeout(WATCH_SEND_TIMEOUT, tx.send(ev)).await {
+                        Ok(Ok(())) => {}
+                        // Client gone, or too slow to drain its buffer: drop it; it can
+                        // resume from the last id it saw.
+                        _ => return,
+                    }
+                }
+            }
+            if caught_up {
+                tokio::select! {
+                    changed = commits.changed() => if changed.is_err() { return },
+                    // The client went away while nothing was committed: give its place
+                    // under WATCHERS_MAX back now, not at the next commit.
+                    _ = tx.closed() => return,
+                    _ = crate::http::shutting_down(st.shutdown.clone()) => return,
+                }
+            }
+        }
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stream_task => {}
+            () = revoked => {
+                let _ = revoked_tx.try_send(
+                    SseEvent::default()
+                        .event("revoked")
+                        .data(r#"{"code":"unauthorized","message":"the token was revoked"}"#),
+                );
+            }
+        }
+    });
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_millis(
+            state.limits.watch_keepalive_ms.max(10),
+        )))
+        .into_response())
+}
+
+/// Most action identities a watch stream remembers; past it the memory starts over.
+const WATCH_IDENTITIES_MAX: usize = 10_000;
+
+/// Makes `identities` hold every action the operations of `records` touch (`None`: not
+/// found). From the snapshot memo when it has them, here on the async worker; the rest in
+/// one read of the store off it (a memo miss reads sled). The stream then sends the
+/// records' events in order from `identities`.
+async fn learn_identities(
+    st: &AppState,
+    identities: &mut HashMap<ActionId, Option<Arc<Action>>>,
+    records: &crate::ledger::Records,
+) -> Result<(), ApiError> {
+    let mut touched: Vec<ActionId> = records
+        .iter()
+        .flat_map(|(_, entry)| entry.ops.iter().map(Op::action_id))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let unknown = touched.iter().filter(|id| !identities.contains_key(id));
+    if identities.len() + unknown.count() > WATCH_IDENTITIES_MAX {
+        identities.clear(); // bounded memory of identities
+    }
+    let mut missed = Vec::new();
+    for id in touched {
+        if identities.contains_key(&id) {
+            continue;
+        }
+        // Identity fields never change, so any snapshot of the action will do.
+        match st.projection.get_in_memory_scoped(&ActionRef::Id(id), None) {
+            Some(a) => {
+                identities.insert(id, Some(a));
+            }
+            None => missed.push(id),
+        }
+    }
+    if !missed.is_empty() {
+        let st = st.clone();
+        let loaded = blocking(move || {
+            Ok(missed
+                .into_iter()
+                .map(|id| {
+                    (
+                        id,
+                        st.ledger.store().action(id).ok().flatten().map(Arc::new),
+                    )
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+        identities.extend(loaded);
+    }
+    Ok(())
+}
+
+use futures_util::StreamExt as _;
+
+struct WatcherGuard(AppState);
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
