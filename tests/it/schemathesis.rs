@@ -139,7 +139,7 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     assert!(operations >= 13, "{operations} operations in the document");
     let schema = dir.path().join("openapi.json");
     std::fs::write(&schema, doc.to_string()).unwrap();
-    let (before, _) = served(&client, &base).await;
+    let (before, _) = served(client, base).await;
 
     let examples = env_cases("SCHEMATHESIS_EXAMPLES", 25).to_string();
     let timeout = REQUEST_TIMEOUT.as_secs().to_string();
@@ -176,7 +176,7 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let (after, errors) = served(&client, &base).await;
+    let (after, errors) = served(client, base).await;
     let cases = after - before;
     eprintln!("schemathesis: {cases} requests served\n{stdout}");
     assert!(
