@@ -23,6 +23,7 @@
 //! - [`json`]: the JSON form of actions, log operations and times, shared by the native
 //!   API and the CLI.
 //! - [`limits`]: every named limit.
+//! - [`datadir`]: the data directory's lock (one process changes it at a time).
 //! - [`config`]: `serve`'s layered configuration; [`cli`]: the command line.
 //!
 //! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
@@ -30,6 +31,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod datadir;
 pub mod event;
 pub mod http;
 pub mod json;

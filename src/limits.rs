@@ -167,3 +167,11 @@ pub const CLUSTER_LEASE_TTL_MS_MIN: u64 = 100;
 pub const CLUSTER_LEASE_TTL_MS_MAX: u64 = 600_000;
 /// Most records one read of the cluster log returns (catch-up reads page by this).
 pub const CLUSTER_READ_RECORDS_MAX: usize = 4096;
+/// The leader stops acting as leader this share of its lease time before the lease ends as
+/// measured on its own monotonic clock (from the start of its last successful renewal), so
+/// clock-rate differences and a late timer cannot let it append after another node could
+/// take over.
+pub const CLUSTER_LEASE_LOCAL_MARGIN_PERCENT: u32 = 10;
+/// How often a follower reads the cluster log even when no notification arrived (the
+/// fallback for a lost NOTIFY or a broken LISTEN connection), in milliseconds.
+pub const CLUSTER_POLL_INTERVAL_MS: u64 = 500;

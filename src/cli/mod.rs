@@ -18,7 +18,6 @@ pub mod serve;
 pub mod token;
 pub mod transfer;
 
-use crate::projection::{self, Projection, ProjectionConfig, ProjectionError};
 use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -96,27 +95,22 @@ impl DataDir {
     }
 }
 
-/// Takes the lock a running server holds on `data_dir` (sled's, on the projection), or
-/// refuses with "DIR is in use by a running server; stop it before DOING". Offline commands
-/// that change what a server serves from call it first and keep the returned guard while
-/// they write, so a server cannot start in between. `None` when the directory has no
-/// projection yet (no server has run on it).
-pub fn lock_unserved(data_dir: &Path, doing: &str) -> Result<Option<Projection>, Failure> {
-    let projection_dir = projection::projection_dir(data_dir);
-    if !projection_dir.exists() {
+/// Takes the lock a running server holds on `data_dir` ([`crate::datadir`]), or refuses with
+/// "DIR is in use by a running server (pid N); stop it before DOING". Offline commands that
+/// change what a server serves from call it first and keep the returned guard while they
+/// write, so a server cannot start in between. `None` when the directory does not exist yet.
+pub fn lock_unserved(
+    data_dir: &Path,
+    doing: &str,
+) -> Result<Option<crate::datadir::DataDirLock>, Failure> {
+    if !data_dir.exists() {
         return Ok(None);
     }
-    let config = ProjectionConfig {
-        flush_every_ms: None,
-        cache_capacity_bytes: 1 << 20,
-        ..Default::default()
-    };
-    match Projection::open(&projection_dir, config) {
-        Ok(p) => Ok(Some(p)),
-        Err(ProjectionError::Locked { .. }) => Err(Failure::error(format!(
-            "{} is in use by a running server; stop it before {doing}",
-            data_dir.display()
-        ))),
+    match crate::datadir::lock(data_dir) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e @ crate::datadir::LockError::InUse { .. }) => {
+            Err(Failure::error(format!("{e}; stop it before {doing}")))
+        }
         Err(e) => Err(Failure::error(e.to_string())),
     }
 }

@@ -199,9 +199,10 @@ impl<R: std::io::Read> std::io::Read for Counting<R> {
     }
 }
 
-/// Refuses unless `data_dir`'s log holds no record and no server uses it.
-fn check_empty(data_dir: &Path) -> Result<(), Failure> {
-    drop(super::lock_unserved(data_dir, "importing")?);
+/// Refuses unless `data_dir`'s log holds no record and no server uses it; the data
+/// directory's lock when it exists already (the caller keeps it while it imports).
+fn check_empty(data_dir: &Path) -> Result<Option<crate::datadir::DataDirLock>, Failure> {
+    let lock = super::lock_unserved(data_dir, "importing")?;
     let log_dir = data_dir.join("log");
     if log_dir.exists() {
         let summary = log::verify(&FsStorage, &log_dir, &mut |_| Ok(())).map_err(log_error)?;
@@ -213,7 +214,7 @@ fn check_empty(data_dir: &Path) -> Result<(), Failure> {
             )));
         }
     }
-    Ok(())
+    Ok(lock)
 }
 
 /// Imports JSON lines from `input` into the empty ledger at `data_dir` (created if missing).
@@ -223,10 +224,15 @@ pub fn import_from(
     name: &str,
     input: impl BufRead,
 ) -> Result<ImportSummary, Failure> {
-    check_empty(data_dir)?;
+    let lock = check_empty(data_dir)?;
     // Owner-only, like `serve` creates it.
     crate::log::storage::create_private_dir_all(data_dir)
         .map_err(|e| Failure::error(format!("cannot create {}: {e}", data_dir.display())))?;
+    // Held until the import is done, so no server starts on a half-imported log.
+    let _lock = match lock {
+        Some(lock) => Some(lock),
+        None => super::lock_unserved(data_dir, "importing")?,
+    };
     let staging = data_dir.join("import.tmp");
     let _ = std::fs::remove_dir_all(&staging);
     let staged_log = staging.join("log");

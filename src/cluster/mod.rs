@@ -11,13 +11,19 @@
 //!
 //! - [`schema`]: the tables, their creation and the schema version.
 //! - [`store`]: [`ClusterLog`], the connection: lease, fenced append, reads.
+//! - [`leader`]: [`Leadership`], the task that acquires, renews and gives up the lease and
+//!   publishes the node's [`Role`].
+//! - [`replica`]: [`Replica`], a follower's verified local copy of the log (LISTEN + polling).
 //!
-//! Not here yet: the follower loop (LISTEN on a dedicated connection + polling), forwarding,
-//! and the wiring into `serve`.
+//! Not here yet: forwarding, and the wiring into `serve`.
 
+pub mod leader;
+pub mod replica;
 pub mod schema;
 pub mod store;
 
+pub use leader::{Leadership, Role, StepDown, StepDownReason, Term};
+pub use replica::{Replica, ReplicaError, ReplicaHead, ReplicaOptions};
 pub use store::{
     check_chain, Acquire, Appended, ClusterLog, ClusterOptions, ClusterRecord, Head, Lease,
     LeaseInfo, NOTIFY_CHANNEL,

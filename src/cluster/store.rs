@@ -37,7 +37,9 @@ use crate::log::writer::NewRecord;
 use chrono::{DateTime, Utc};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio::sync::watch;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{Client, Config, Connection, NoTls, Row, Socket, Statement};
 
 /// The channel a commit notifies, with the new head position as payload.
 pub const NOTIFY_CHANNEL: &str = "ledger_log";
@@ -230,6 +232,8 @@ pub struct ClusterLog {
     append: Statement,
     read: Statement,
     connection: tokio::task::JoinHandle<()>,
+    /// Set to true when the connection task ends.
+    closed: watch::Receiver<bool>,
 }
 
 impl Drop for ClusterLog {
@@ -276,52 +280,58 @@ fn describe(config: &Config) -> String {
     )
 }
 
+/// A raw connection of this node to the cluster log, configured as every cluster
+/// connection is (bounded connect, TCP keepalives, application name): the caller drives the
+/// [`Connection`]. The listener uses it to receive notifications.
+pub async fn connect_raw(
+    options: &ClusterOptions,
+) -> Result<(Client, Connection<Socket, NoTlsStream>), ClusterError> {
+    let lease_ms = options.lease_ttl.as_millis();
+    if lease_ms < CLUSTER_LEASE_TTL_MS_MIN as u128 || lease_ms > CLUSTER_LEASE_TTL_MS_MAX as u128 {
+        return Err(ClusterError::Limit(format!(
+            "lease time {lease_ms} ms is outside CLUSTER_LEASE_TTL_MS_MIN..=MAX \
+             ({CLUSTER_LEASE_TTL_MS_MIN}..={CLUSTER_LEASE_TTL_MS_MAX})"
+        )));
+    }
+    let mut config =
+        Config::from_str(&options.url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+    if config.get_hosts().is_empty() {
+        return Err(ClusterError::BadUrl(
+            "no host (expected postgres://user@host:port/database)".into(),
+        ));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(format!("action-ledger {}", options.node_id));
+    }
+    config
+        .connect_timeout(options.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(CLUSTER_KEEPALIVE_IDLE_SECS))
+        .keepalives_interval(Duration::from_secs(CLUSTER_KEEPALIVE_IDLE_SECS))
+        .keepalives_retries(3);
+    let target = describe(&config);
+    match tokio::time::timeout(options.connect_timeout, config.connect(NoTls)).await {
+        Err(_) => Err(ClusterError::ConnectTimeout {
+            target,
+            timeout_ms: options.connect_timeout.as_millis() as u64,
+        }),
+        Ok(Err(source)) => Err(ClusterError::Connect { target, source }),
+        Ok(Ok(pair)) => Ok(pair),
+    }
+}
+
 impl ClusterLog {
     /// Connects (bounded by `connect_timeout`), turns `synchronous_commit` on for this
     /// session, and creates or checks the schema. Must run inside a Tokio runtime: the
     /// connection's I/O runs on a spawned task.
     pub async fn connect(options: ClusterOptions) -> Result<ClusterLog, ClusterError> {
-        let lease_ms = options.lease_ttl.as_millis();
-        if lease_ms < CLUSTER_LEASE_TTL_MS_MIN as u128
-            || lease_ms > CLUSTER_LEASE_TTL_MS_MAX as u128
-        {
-            return Err(ClusterError::Limit(format!(
-                "lease time {lease_ms} ms is outside CLUSTER_LEASE_TTL_MS_MIN..=MAX \
-                 ({CLUSTER_LEASE_TTL_MS_MIN}..={CLUSTER_LEASE_TTL_MS_MAX})"
-            )));
-        }
-        let mut config =
-            Config::from_str(&options.url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
-        if config.get_hosts().is_empty() {
-            return Err(ClusterError::BadUrl(
-                "no host (expected postgres://user@host:port/database)".into(),
-            ));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(format!("action-ledger {}", options.node_id));
-        }
-        config
-            .connect_timeout(options.connect_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(CLUSTER_KEEPALIVE_IDLE_SECS))
-            .keepalives_interval(Duration::from_secs(CLUSTER_KEEPALIVE_IDLE_SECS))
-            .keepalives_retries(3);
-        let target = describe(&config);
-        let connected = tokio::time::timeout(options.connect_timeout, config.connect(NoTls)).await;
-        let (mut client, connection) = match connected {
-            Err(_) => {
-                return Err(ClusterError::ConnectTimeout {
-                    target,
-                    timeout_ms: options.connect_timeout.as_millis() as u64,
-                })
-            }
-            Ok(Err(source)) => return Err(ClusterError::Connect { target, source }),
-            Ok(Ok(pair)) => pair,
-        };
+        let (mut client, connection) = connect_raw(&options).await?;
+        let (closed_tx, closed) = watch::channel(false);
         let connection = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "cluster log connection closed");
             }
+            let _ = closed_tx.send(true);
         });
         client
             .batch_execute("SET synchronous_commit TO on")
@@ -342,7 +352,21 @@ impl ClusterLog {
             append,
             read,
             connection,
+            closed,
         })
+    }
+
+    /// Resolves once this connection has ended (the server closed it, the network failed,
+    /// or it was dropped). A node uses it to react at once, not at its next statement.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        // An error means the connection task is gone: closed too.
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow() || self.client.is_closed()
     }
 
     pub fn options(&self) -> &ClusterOptions {

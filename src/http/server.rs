@@ -206,50 +206,6 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", dir.display()))
 }
 
-/// The lock file in the data directory, held (`flock`, exclusive) by the running server for
-/// its whole life and released when it stops or dies.
-pub const DATA_DIR_LOCK_FILE: &str = "lock";
-
-/// Locks `data_dir` for this server, or fails with one line naming the directory and the pid
-/// of the server that holds it (written into the lock file).
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    use fs2::FileExt as _;
-    use std::io::{Read as _, Seek as _, Write as _};
-    let path = data_dir.join(DATA_DIR_LOCK_FILE);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        // Owner-only, like the rest of the data directory.
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut file = opts
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    if let Err(e) = file.try_lock_exclusive() {
-        if e.kind() != fs2::lock_contended_error().kind() {
-            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-        }
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let pid = match holder.trim().parse::<u32>() {
-            Ok(pid) => format!(" (pid {pid})"),
-            Err(_) => String::new(),
-        };
-        anyhow::bail!(
-            "data directory {} is in use by a running server{pid}; stop it first or use another data directory",
-            data_dir.display()
-        );
-    }
-    // Who holds it, for the message above (best effort: the lock is what counts).
-    let _ = file
-        .set_len(0)
-        .and_then(|()| file.rewind())
-        .and_then(|()| writeln!(file, "{}", std::process::id()));
-    Ok(file)
-}
-
 /// Opens the token store; on a first start with no token at all, creates an admin token
 /// and returns its secret (to be shown once; only its hash is stored).
 ///
@@ -381,7 +337,12 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     create_private_dir(&config.data_dir)?;
     // Before anything else touches the directory or a port: a second server fails here.
-    let data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let data_dir_lock = crate::datadir::lock(&config.data_dir).map_err(|e| match e {
+        e @ crate::datadir::LockError::InUse { .. } => {
+            anyhow::anyhow!("{e}; stop it first or use another data directory")
+        }
+        e => anyhow::Error::new(e),
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

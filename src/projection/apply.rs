@@ -11,8 +11,8 @@
 //! touched many times in the run is written once, and each bucket or counter once — which
 //! is what makes bulk catch-up and rebuild cheaper than one write per event.
 
-use super::cache::{IdHash, Memo};
 use super::keys;
+use super::written::{Stored, Written};
 use super::{store_err, CreatedMeta, StoredIdempotent, STORED_VALUE_BYTES_MAX};
 use crate::event::codec;
 use crate::event::fold;
@@ -47,14 +47,6 @@ pub(crate) struct Changed {
     /// Created by this run.
     pub created: bool,
 }
-
-/// An action as sled holds it, and the history tail of its snapshot value: what a snapshot
-/// value decodes to, shared (the applier's memo of what it wrote hands out clones).
-pub(crate) type Stored = (Arc<Action>, Arc<[u8]>);
-
-/// What the applier wrote last for each recently changed action (see
-/// [`super::Projection::written`]).
-pub(crate) type Written = Memo<ActionId, Stored, IdHash>;
 
 /// Applied writes not yet in sled, by key (`None`: a delete); see `Projection::pending`.
 pub(crate) type Unwritten = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -151,7 +143,7 @@ impl<'t> Fold<'t> {
         // stored yet (every create folded so far is noted in `created`), so a create — most
         // of what a rebuild folds — costs no sled read.
         let stored = if id > self.created.last_id {
-            debug_assert!(self.written.get(&id).is_none());
+            debug_assert!(self.written.get(id).is_none());
             debug_assert!(matches!(self.get(&keys::snapshot_key(id)), Ok(None)));
             None
         } else {
@@ -166,7 +158,7 @@ impl<'t> Fold<'t> {
 
     /// What the applier's memo or sled holds for action `id`.
     fn stored(&self, id: ActionId) -> Result<Option<Stored>, StoreError> {
-        Ok(match self.written.get(&id) {
+        Ok(match self.written.get(id) {
             Some(stored) => Some(stored),
             None => match self.get(&keys::snapshot_key(id))? {
                 None => None,

@@ -21,7 +21,10 @@
 //! - [`query`]: the query types; `list`: planning and running them; [`cursor`]: keyset
 //!   cursors bound to their filters;
 //! - [`rebuild`]: rebuild from the log with progress, and `verify_projection`;
-//! - [`history`]: an action's log records and its state as of a position or time.
+//! - `written`: the applier's memo of the snapshot values it wrote (`cache` holds the read
+//!   memos);
+//! - [`history`]: where each log record of an action lives (the index the ledger's history
+//!   and as-of reads go through).
 //!
 //! Blocking: every method is synchronous sled work. The writer thread calls the
 //! [`StateStore`] methods; async callers must use `spawn_blocking` for the rest.
@@ -34,10 +37,12 @@ pub mod keys;
 mod list;
 pub mod query;
 pub mod rebuild;
+mod written;
 
 pub use history::{AsOf, HistoryRecord, RecordLocation};
 pub use query::{ActionQuery, Page, QueryError};
 pub use rebuild::{rebuild, verify_projection, RebuildProgress, RebuildSummary, VerifyReport};
+pub use written::WRITTEN_MEMO_BYTES;
 
 use crate::event::codec;
 use crate::event::{Action, ActionId, ActionRef, Micros, Position, ResourceRef};
@@ -61,9 +66,6 @@ pub const WRITE_BACK_KEYS_MAX: usize = 4096;
 /// ...held at most this long while batches keep coming (the applier writes them out when
 /// none has come for as long).
 pub const WRITE_BACK_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
-/// Bytes the applier's memo of the snapshot values it wrote may hold (`Projection::written`):
-/// a few thousand recently changed actions.
-pub const WRITTEN_MEMO_BYTES: usize = 4 * 1024 * 1024;
 /// Largest stored snapshot or idempotent answer the projection will decode; a bound for
 /// damaged bytes, far above what the input limits allow an action to reach.
 pub const STORED_VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -206,13 +208,9 @@ pub struct Projection {
     failed: std::sync::OnceLock<StoreError>,
     /// Decoded snapshots and resource id lists, kept current by `apply` (see `cache`).
     memos: cache::Memos,
-    /// The applier's own memo: the snapshot values (action and history tail) it wrote last,
-    /// decoded, for the actions it changed most recently ([`WRITTEN_MEMO_BYTES`]). The next
-    /// record on such an action — the common case: events arrive while an action runs —
-    /// starts from it instead of a sled read and a decode. Written and read only under
-    /// `write`, after the batch that wrote a value is applied, so it never differs from
-    /// what sled holds once the write-back is empty.
-    written: apply::Written,
+    /// The applier's own memo of the snapshot values it wrote last (see `written`). Written
+    /// and read only under `write`.
+    written: written::Written,
     opened: OpenReport,
 }
 
@@ -401,7 +399,7 @@ impl Projection {
             db,
             tree,
             memos: cache::Memos::new(config.snapshot_cache_bytes),
-            written: apply::Written::new(WRITTEN_MEMO_BYTES),
+            written: written::Written::new(),
             config,
             applied: AtomicU64::new(applied),
             created_monotone: AtomicBool::new(created.monotone),
@@ -512,7 +510,7 @@ impl Projection {
 
     /// Where each log record that touched action `id` lives, in log order.
     pub fn history(&self, id: ActionId) -> Result<Vec<RecordLocation>, QueryError> {
-        history::locations(self, id)
+        Ok(history::locations(self, id)?)
     }
 
     /// The raw sled tree, for tests that damage it on purpose. Not an API.
@@ -587,8 +585,7 @@ impl Projection {
                 }
             }
             let action = Arc::new(c.action);
-            let held = cache::footprint(c.encoded_len) + c.tail.len();
-            self.written.put(action.id, (action.clone(), c.tail), held);
+            self.written.put(action.clone(), c.tail, c.encoded_len);
             self.memos.snapshots.put(action, c.encoded_len);
         }
     }
@@ -610,8 +607,8 @@ impl Projection {
     }
 
     /// What the applier's memo of written values holds for action `id` (for `verify`).
-    pub(crate) fn written(&self, id: ActionId) -> Option<apply::Stored> {
-        self.written.get(&id)
+    pub(crate) fn written(&self, id: ActionId) -> Option<written::Stored> {
+        self.written.get(id)
     }
 
     /// What the snapshot memo holds for action `id` (for `verify`).

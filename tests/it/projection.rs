@@ -6,7 +6,6 @@ use crate::projection_model::{with_seed, World};
 use crate::support::*;
 use action_ledger::event::*;
 use action_ledger::ledger::{CommittedEntry, LedgerError, StateStore, StoreError};
-use action_ledger::log::reader::LogReader;
 use action_ledger::log::SimStorage;
 use action_ledger::projection::{self, ActionQuery, AsOf, Page, Projection, QueryError};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -236,7 +235,6 @@ fn history_and_as_of_fold_the_records() {
     let p3 = submit(&l, event(1, progress(50.0))).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2));
     let p4 = submit(&l, event(1, EventBody::Completed { message: None })).unwrap();
-    let reader: &LogReader = l.reader();
 
     let locations = p.history(1).unwrap();
     assert_eq!(
@@ -247,7 +245,7 @@ fn history_and_as_of_fold_the_records() {
         locations.iter().map(|r| r.segment).max() > Some(1),
         "segments rotated"
     );
-    let records = p.history_records(reader, 1).unwrap();
+    let records = l.history(&*p, 1).unwrap();
     assert_eq!(records.len(), 4);
     assert_eq!(
         records[1].ops.len(),
@@ -264,31 +262,26 @@ fn history_and_as_of_fold_the_records() {
     assert_eq!(p.history(2).unwrap().len(), 1);
     assert!(p.history(99).unwrap().is_empty());
 
-    assert_eq!(p.action_as_of(reader, 2, AsOf::Position(1)).unwrap(), None);
+    assert_eq!(l.action_as_of(&*p, 2, AsOf::Position(1)).unwrap(), None);
     assert_eq!(
-        p.action_as_of(reader, 1, AsOf::Position(2))
-            .unwrap()
-            .as_ref(),
+        l.action_as_of(&*p, 1, AsOf::Position(2)).unwrap().as_ref(),
         Some(&batch.actions[1])
     );
     assert_eq!(
-        p.action_as_of(reader, 1, AsOf::Position(3))
+        l.action_as_of(&*p, 1, AsOf::Position(3)).unwrap().as_ref(),
+        Some(&p3.actions[0])
+    );
+    assert_eq!(
+        l.action_as_of(&*p, 1, AsOf::Time(p4.recorded_at - 1))
             .unwrap()
             .as_ref(),
         Some(&p3.actions[0])
     );
     assert_eq!(
-        p.action_as_of(reader, 1, AsOf::Time(p4.recorded_at - 1))
-            .unwrap()
-            .as_ref(),
-        Some(&p3.actions[0])
-    );
-    assert_eq!(
-        p.action_as_of(reader, 1, AsOf::Time(p4.recorded_at))
-            .unwrap(),
+        l.action_as_of(&*p, 1, AsOf::Time(p4.recorded_at)).unwrap(),
         p.get(1).unwrap()
     );
-    assert_eq!(p.action_as_of(reader, 1, AsOf::Time(0)).unwrap(), None);
+    assert_eq!(l.action_as_of(&*p, 1, AsOf::Time(0)).unwrap(), None);
 }
 
 #[test]
@@ -432,7 +425,7 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
     };
     assert_eq!(positions(&p), expected);
     assert_eq!(p.history(other).unwrap().len(), 2);
-    let records = p.history_records(l.reader(), id).unwrap();
+    let records = l.history(&*p, id).unwrap();
     assert_eq!(records.len(), expected.len());
     let tree = p.tree_for_tests();
     let spilled: Vec<_> = tree

@@ -223,8 +223,8 @@ pub async fn get_action(
                 match as_of {
                     None => Ok(Arc::new(current)),
                     Some(as_of) => st
-                        .projection
-                        .action_as_of(st.ledger.reader(), current.id, as_of)?
+                        .ledger
+                        .action_as_of(&*st.projection, current.id, as_of)?
                         .map(Arc::new)
                         .ok_or_else(|| ApiError::not_found(format!("action {id} at that point"))),
                 }
@@ -247,10 +247,7 @@ pub async fn history(
     blocking(move || {
         let action = crate::http::load_action(&st, &p, &id)?;
         let mut records = Vec::new();
-        for rec in st
-            .projection
-            .history_records(st.ledger.reader(), action.id)?
-        {
+        for rec in st.ledger.history(&*st.projection, action.id)? {
             for op in &rec.ops {
                 records.push(RecordOut {
                     position: rec.position,
