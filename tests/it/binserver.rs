@@ -2,11 +2,11 @@
 //! damage tests: start it on port 0, learn its address from its stderr, wait until ready,
 //! SIGKILL it.
 
+use crate::app::{Api, ADMIN};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ADMIN: &str = "binserver-admin-token";
 /// The binary under test: cargo's build of it, or `ACTION_LEDGER_TEST_BIN` (for example a
 /// release build: `ACTION_LEDGER_TEST_BIN=target/release/action-ledger`).
 pub fn bin() -> String {
@@ -40,7 +40,14 @@ impl Default for Options {
 
 pub struct BinServer {
     pub child: Child,
-    pub base: String,
+    pub api: Api,
+}
+
+impl std::ops::Deref for BinServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// Starts the binary on `data_dir`; its stdout and stderr go to `output`.
@@ -103,7 +110,10 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
 pub async fn start(data_dir: &Path, output: &Path, opts: &Options) -> Result<BinServer, String> {
     let mut child = spawn(data_dir, output, opts);
     match wait_ready(&mut child, output).await {
-        Ok(base) => Ok(BinServer { child, base }),
+        Ok(base) => Ok(BinServer {
+            child,
+            api: Api::new(base),
+        }),
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();

@@ -6,9 +6,9 @@
 //! The binary is `CARGO_BIN_EXE_action-ledger`; `ACTION_LEDGER_TEST_BIN=path` runs another
 //! build of it (useful when several checkouts share one target directory).
 
-use crate::http::ADMIN;
+use crate::app::{Api, ADMIN};
 use action_ledger::event::*;
-use action_ledger::http::server::{self, ServeConfig};
+use action_ledger::http::server::Running;
 use action_ledger::log::format::HEADER_LEN;
 use action_ledger::log::writer::NewRecord;
 use action_ledger::log::{FsStorage, LogConfig, LogWriter};
@@ -457,39 +457,34 @@ async fn sample_imports_verifies_and_answers_in_every_dialect() {
 // Serving a data directory through the library, for comparing answers.
 
 struct Served {
-    app: crate::http::TestApp,
+    api: Api,
+    running: Running,
 }
 
 impl std::ops::Deref for Served {
-    type Target = crate::http::TestApp;
-    fn deref(&self) -> &crate::http::TestApp {
-        &self.app
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 
 impl Served {
-    async fn stop(mut self) {
-        self.app.running.take().unwrap().stop().await.unwrap();
+    async fn stop(self) {
+        self.running.stop().await.unwrap();
     }
 }
 
 async fn serve_dir(data: &Path) -> Served {
-    let mut config = ServeConfig::new(data, "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
-    let running = server::start(config, std::future::pending()).await.unwrap();
+    let running = crate::app::start(data, crate::app::config()).await;
     Served {
-        app: crate::http::TestApp {
-            base: format!("http://{}", running.addr),
-            client: reqwest::Client::new(),
-            dir: tempfile::tempdir().unwrap(),
-            running: Some(running),
-        },
+        api: Api::new(format!("http://{}", running.addr)),
+        running,
     }
 }
 
 /// A ledger written through the HTTP API: creates, events, a batch, an idempotent repeat,
 /// two tenants, sub-events, pending ops, a failure and a cancel.
-async fn populate(app: &crate::http::TestApp) {
+async fn populate(app: &Api) {
     for i in 0..12u32 {
         let tenant = if i % 3 == 0 { "globex" } else { "acme" };
         let (st, v) = app
@@ -581,7 +576,7 @@ fn queries(actions: u64) -> Vec<String> {
     q
 }
 
-async fn answers(app: &crate::http::TestApp, qs: &[String]) -> Vec<(u16, Value)> {
+async fn answers(app: &Api, qs: &[String]) -> Vec<(u16, Value)> {
     let mut out = Vec::new();
     for q in qs {
         let (st, v) = app.get(q, ADMIN).await;

@@ -16,7 +16,8 @@
 //! `CRASH_SEED=S` replays a seed's kill schedule and request mix (the interleaving of the
 //! writers is the scheduler's).
 
-use super::binserver::{self, BinServer, Options, ADMIN};
+use super::binserver::{self, BinServer, Options};
+use crate::app::{try_send, ADMIN};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Client, StatusCode};
@@ -149,13 +150,8 @@ async fn send(client: &Client, base: &str, req: &Req) -> Result<(StatusCode, Val
     if let Some(k) = &req.key {
         r = r.header("Idempotency-Key", k);
     }
-    let resp = r.send().await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
+    let (status, _, body) = try_send(r).await.map_err(|e| e.to_string())?;
+    Ok((status, body))
 }
 
 fn acks(what: &str, body: &Value) -> Option<Vec<(u64, u64)>> {
@@ -248,17 +244,9 @@ struct Stats {
 }
 
 async fn get(client: &Client, url: String) -> Result<Value, String> {
-    let resp = client
-        .get(&url)
-        .bearer_auth(ADMIN)
-        .send()
+    let (status, _, body) = try_send(client.get(&url).bearer_auth(ADMIN))
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}: body: {e}"))?;
     if status != StatusCode::OK {
         return Err(format!("GET {url} -> {status} {body}"));
     }

@@ -12,11 +12,10 @@
 //! The tests on many offsets use the library's scan (the one policy recovery and `verify`
 //! share); a sample of each kind also goes through the real binary's start.
 
-use super::binserver::{self, Options, ADMIN};
-use action_ledger::http::server::{self, ServeConfig};
+use super::binserver::{self, Options};
+use crate::app::{Api, ADMIN};
 use action_ledger::log::format::{HDR_PREV_DIGEST, HEADER_LEN};
 use action_ledger::log::{self, FsStorage, LogError, ScanSummary};
-use reqwest::Client;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -62,52 +61,37 @@ fn template() -> &'static Template {
     })
 }
 
-async fn post(client: &Client, base: &str, path: &str, body: Value) -> Value {
-    let r = client
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let v: Value = r.json().await.unwrap();
+async fn post(api: &Api, path: &str, body: Value) -> Value {
+    let (status, v) = api.post(path, ADMIN, body.clone()).await;
     assert!(status.is_success(), "POST {path} {body} -> {status} {v}");
     v
 }
 
-async fn get(client: &Client, base: &str, path: &str) -> Value {
-    let r = client
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let v: Value = r.json().await.unwrap();
+async fn get(api: &Api, path: &str) -> Value {
+    let (status, v) = api.get(path, ADMIN).await;
     assert!(status.is_success(), "GET {path} -> {status} {v}");
     v
 }
 
-/// Every answer a reader could get about the ledger.
-async fn answers(base: &str) -> Answers {
-    let client = Client::new();
+/// Every record of the log, page by page.
+async fn whole_log(api: &Api) -> Vec<Value> {
     let mut log = Vec::new();
     let mut after = 0;
     loop {
-        let page = get(
-            &client,
-            base,
-            &format!("/api/v1/log?after={after}&limit=1000"),
-        )
-        .await;
+        let page = get(api, &format!("/api/v1/log?after={after}&limit=1000")).await;
         log.extend(page["records"].as_array().unwrap().iter().cloned());
         match page["next_after"].as_u64() {
             Some(n) => after = n,
             None => break,
         }
     }
-    let actions = get(&client, base, "/api/v1/actions?limit=1000").await;
+    log
+}
+
+/// Every answer a reader could get about the ledger.
+async fn answers(api: &Api) -> Answers {
+    let log = whole_log(api).await;
+    let actions = get(api, "/api/v1/actions?limit=1000").await;
     let mut each = Vec::new();
     for a in actions["actions"]
         .as_array()
@@ -116,41 +100,31 @@ async fn answers(base: &str) -> Answers {
     {
         let id = a["id"].as_u64().unwrap();
         each.push((
-            get(&client, base, &format!("/api/v1/actions/{id}")).await,
-            get(&client, base, &format!("/api/v1/actions/{id}/history")).await,
+            get(api, &format!("/api/v1/actions/{id}")).await,
+            get(api, &format!("/api/v1/actions/{id}/history")).await,
         ));
     }
     Answers { log, actions, each }
 }
 
 async fn produce() -> Template {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
+    let mut config = crate::app::config();
     config.segment_bytes = SEGMENT_BYTES;
-    let running = server::start(config, std::future::pending()).await.unwrap();
-    let base = format!("http://{}", running.addr);
-    let client = Client::new();
+    let mut app = crate::app::spawn_app_with(config).await;
     // Concurrent writers so some fsync batches hold several records.
     let mut tasks = Vec::new();
     for w in 0..4 {
-        let (client, base) = (client.clone(), base.clone());
+        let api = app.api.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..12 {
-                let a = post(
-                    &client,
-                    &base,
-                    "/api/v1/actions",
+                let a = post(&api, "/api/v1/actions",
                     json!({"type": "snapshot", "resource": {"type": "droplet", "id": format!("{w}-{i}")},
                            "status": "running", "description": format!("writer {w} action {i}")}),
                 )
                 .await;
                 let id = a["id"].as_u64().unwrap();
                 for p in [10, 50, 90] {
-                    post(
-                        &client,
-                        &base,
-                        &format!("/api/v1/actions/{id}/events"),
+                    post(&api, &format!("/api/v1/actions/{id}/events"),
                         json!({"type": "progress", "progress": p, "message": format!("at {p}")}),
                     )
                     .await;
@@ -161,10 +135,7 @@ async fn produce() -> Template {
                     json!({"type": "completed", "message": "done"})
                 };
                 if i % 2 == 0 {
-                    post(
-                        &client,
-                        &base,
-                        "/api/v1/batch",
+                    post(&api, "/api/v1/batch",
                         json!({"commands": [
                             {"event": {"action": id, "type": "event_started", "name": "step"}},
                             {"event": {"action": id, "type": "event_finished", "name": "step", "result": "success"}},
@@ -173,15 +144,16 @@ async fn produce() -> Template {
                     )
                     .await;
                 }
-                post(&client, &base, &format!("/api/v1/actions/{id}/events"), last).await;
+                post(&api, &format!("/api/v1/actions/{id}/events"), last).await;
             }
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let answers = answers(&base).await;
-    running.stop().await.unwrap();
+    let answers = answers(&app).await;
+    app.stop().await;
+    let dir = app.dir;
 
     let data = dir.path().join("data");
     let mut records = Vec::new();
@@ -413,22 +385,7 @@ async fn the_binary_serves_the_prefix_after_a_cut_and_a_rebuild() {
     let mut s = binserver::start(&data, &out, &Options::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let client = Client::new();
-    let mut log = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = get(
-            &client,
-            &s.base,
-            &format!("/api/v1/log?after={after}&limit=1000"),
-        )
-        .await;
-        log.extend(page["records"].as_array().unwrap().iter().cloned());
-        match page["next_after"].as_u64() {
-            Some(n) => after = n,
-            None => break,
-        }
-    }
+    let log = whole_log(&s).await;
     let expected: Vec<Value> = t
         .answers
         .log
@@ -439,8 +396,7 @@ async fn the_binary_serves_the_prefix_after_a_cut_and_a_rebuild() {
     assert_eq!(log, expected);
     // And it accepts writes again, at the next position.
     let a = post(
-        &client,
-        &s.base,
+        &s,
         "/api/v1/actions",
         json!({"type": "after-cut", "resource": {"type": "vm", "id": "1"}}),
     )
@@ -609,7 +565,7 @@ async fn a_deleted_projection_is_rebuilt_with_identical_answers() {
     let mut s = binserver::start(&data, &out, &Options::default())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let rebuilt = answers(&s.base).await;
+    let rebuilt = answers(&s).await;
     s.kill();
     assert_eq!(rebuilt.log.len(), t.answers.log.len());
     assert_eq!(rebuilt.actions, t.answers.actions);

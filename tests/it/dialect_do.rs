@@ -3,33 +3,17 @@
 //! absolute page links and meta.total, the exclusive POST and its 422, status mapping,
 //! region, errors, Bearer auth, roles and tenancy; and the official `pydo` client against it.
 
+use crate::app::{spawn_app, TestApp, ADMIN};
 use crate::clients::run_script;
-use crate::dialect_ecs::{assert_fixture, ids, native_action, one_per_status, request};
-use crate::http::{spawn_app, TestApp, ADMIN};
+use crate::dialect_ecs::{assert_fixture, ids, native_action, one_per_status};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const BUSY: &str = "Droplet already has a pending event.";
 
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, HeaderMap, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| ("Authorization", a))
-        .into_iter()
-        .collect();
-    request(app, method, &format!("{}{path}", app.base), &headers, body).await
-}
-
 async fn get(app: &TestApp, path: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
-    call(app, Method::GET, path, Some(token), None).await
+    app.request_as(Method::GET, path, Some(token), None).await
 }
 
 async fn post(
@@ -39,7 +23,8 @@ async fn post(
     body: Value,
 ) -> (StatusCode, HeaderMap, Value) {
     let path = format!("/v2/droplets/{droplet}/actions");
-    call(app, Method::POST, &path, Some(token), Some(body)).await
+    app.request_as(Method::POST, &path, Some(token), Some(body))
+        .await
 }
 
 fn link_names(list: &Value) -> Vec<&str> {
@@ -249,14 +234,14 @@ async fn do_pages_have_absolute_links_and_meta_total() {
     let mut seen = Vec::new();
     let mut url = format!("{base}/v2/actions?per_page=2");
     loop {
-        let (s, _, v) = request(
-            &app,
-            Method::GET,
-            &url,
-            &[("Authorization", &format!("Bearer {w}"))],
-            None,
-        )
-        .await;
+        let (s, _, v) = app
+            .request(
+                Method::GET,
+                &url,
+                &[("Authorization", &format!("Bearer {w}"))],
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{url}: {v}");
         seen.extend(ids(&v));
         match v["links"]["pages"]["next"].as_str() {
@@ -287,18 +272,18 @@ async fn do_pages_have_absolute_links_and_meta_total() {
     let u = page("/v2/actions?per_page=2&sort=asc&foo=bar&resource_type=x&page=1").await;
     assert_eq!(u, p1);
     // A proxy's X-Forwarded-Proto makes the links https.
-    let (_, _, tls) = request(
-        &app,
-        Method::GET,
-        &format!("{base}/v2/actions?per_page=2"),
-        &[
-            ("Authorization", &format!("Bearer {w}")),
-            ("X-Forwarded-Proto", "https"),
-            ("Host", "api.example.com"),
-        ],
-        None,
-    )
-    .await;
+    let (_, _, tls) = app
+        .request(
+            Method::GET,
+            &format!("{base}/v2/actions?per_page=2"),
+            &[
+                ("Authorization", &format!("Bearer {w}")),
+                ("X-Forwarded-Proto", "https"),
+                ("Host", "api.example.com"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(
         tls["links"]["pages"]["next"],
         "https://api.example.com/v2/actions?page=2&per_page=2"
@@ -423,10 +408,14 @@ async fn do_auth_roles_tenancy_and_bad_input() {
         (Method::POST, "/v2/droplets/3164450/actions"),
     ] {
         let body = Some(json!({"type": "reboot"}));
-        let (s, _, e) = call(&app, method.clone(), path, None, body.clone()).await;
+        let (s, _, e) = app
+            .request_as(method.clone(), path, None, body.clone())
+            .await;
         assert_fixture(&e, &app.base, "digitalocean", "error-401");
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
-        let (s, _, e) = call(&app, method, path, Some("not-a-token"), body).await;
+        let (s, _, e) = app
+            .request_as(method, path, Some("not-a-token"), body)
+            .await;
         assert_do_error(s, &e, StatusCode::UNAUTHORIZED, "unauthorized");
     }
     // A reader reads but may not POST.
@@ -486,17 +475,17 @@ async fn do_auth_roles_tenancy_and_bad_input() {
         let (s, _, e) = post(&app, "3164460", &w, body.clone()).await;
         assert_do_error(s, &e, StatusCode::BAD_REQUEST, "bad_request");
     }
-    let (s, _, e) = request(
-        &app,
-        Method::POST,
-        &format!("{}/v2/droplets/3164460/actions", app.base),
-        &[
-            ("Authorization", &format!("Bearer {w}")),
-            ("Content-Type", "application/json"),
-        ],
-        None,
-    )
-    .await;
+    let (s, _, e) = app
+        .request(
+            Method::POST,
+            &format!("{}/v2/droplets/3164460/actions", app.base),
+            &[
+                ("Authorization", &format!("Bearer {w}")),
+                ("Content-Type", "application/json"),
+            ],
+            None,
+        )
+        .await;
     assert_do_error(s, &e, StatusCode::BAD_REQUEST, "bad_request");
     let (_, _, dl) = get(&app, "/v2/droplets/3164460/actions", &w).await;
     assert_eq!(dl["meta"]["total"], 0);
@@ -508,32 +497,17 @@ async fn do_auth_roles_tenancy_and_bad_input() {
         ("Authorization", bearer.as_str()),
         ("Idempotency-Key", "do-1"),
     ];
-    let (s1, _, first) = request(
-        &app,
-        Method::POST,
-        &url,
-        &key,
-        Some(json!({"type": "reboot"})),
-    )
-    .await;
-    let (s2, _, repeat) = request(
-        &app,
-        Method::POST,
-        &url,
-        &key,
-        Some(json!({"type": "reboot"})),
-    )
-    .await;
+    let (s1, _, first) = app
+        .request(Method::POST, &url, &key, Some(json!({"type": "reboot"})))
+        .await;
+    let (s2, _, repeat) = app
+        .request(Method::POST, &url, &key, Some(json!({"type": "reboot"})))
+        .await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first, repeat);
-    let (s, _, e) = request(
-        &app,
-        Method::POST,
-        &url,
-        &key,
-        Some(json!({"type": "shutdown"})),
-    )
-    .await;
+    let (s, _, e) = app
+        .request(Method::POST, &url, &key, Some(json!({"type": "shutdown"})))
+        .await;
     assert_do_error(
         s,
         &e,

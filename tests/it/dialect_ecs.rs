@@ -3,7 +3,7 @@
 //!
 //! Also holds the fixture helpers the other dialect tests share ([`fixture`], [`normalize`]).
 
-use crate::http::{spawn_app, TestApp, ADMIN};
+use crate::app::{spawn_app, TestApp, ADMIN};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -86,29 +86,6 @@ pub fn normalize(v: &Value, base: &str) -> Value {
     walk(None, v, base, now)
 }
 
-/// A raw request with the given headers; the body parsed as JSON (or kept as a string).
-pub async fn request(
-    app: &TestApp,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> (StatusCode, HeaderMap, Value) {
-    let mut req = app.client.request(method, url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, headers, value)
-}
-
 /// Creates an action through the native API (`body` is a native create body) and records
 /// `events` on it; returns the native action after the last one.
 pub async fn native_action(app: &TestApp, token: &str, body: Value, events: &[Value]) -> Value {
@@ -164,7 +141,7 @@ async fn ecs(
     body: Option<Value>,
 ) -> (StatusCode, HeaderMap, Value) {
     let headers: Vec<(&str, &str)> = token.map(|t| ("X-APITOKEN", t)).into_iter().collect();
-    request(app, method, &format!("{}{path}", app.base), &headers, body).await
+    app.request(method, path, &headers, body).await
 }
 
 fn method_again(path: &str) -> Method {
@@ -273,32 +250,17 @@ async fn ecs_post_records_a_running_action_with_idempotency_and_roles() {
     // Idempotency-Key: the repeat answers the first action and records nothing.
     let key = [("X-APITOKEN", w.as_str()), ("Idempotency-Key", "ecs-key-1")];
     let url = format!("{}/ecs/v2/servers/ec000009/actions", app.base);
-    let (s1, _, first) = request(
-        &app,
-        Method::POST,
-        &url,
-        &key,
-        Some(json!({"type": "power_off"})),
-    )
-    .await;
-    let (s2, _, again) = request(
-        &app,
-        Method::POST,
-        &url,
-        &key,
-        Some(json!({"type": "power_off"})),
-    )
-    .await;
+    let (s1, _, first) = app
+        .request(Method::POST, &url, &key, Some(json!({"type": "power_off"})))
+        .await;
+    let (s2, _, again) = app
+        .request(Method::POST, &url, &key, Some(json!({"type": "power_off"})))
+        .await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first, again);
-    let (s, _, other) = request(
-        &app,
-        Method::POST,
-        &url,
-        &key,
-        Some(json!({"type": "power_on"})),
-    )
-    .await;
+    let (s, _, other) = app
+        .request(Method::POST, &url, &key, Some(json!({"type": "power_on"})))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{other}");
     assert_eq!(other["status"], "error");
     let (_, _, list) = ecs_get(&app, "/ecs/v2/actions", &r).await;

@@ -9,8 +9,8 @@
 //! Nova is read-only: the actions are recorded through the native API (resource type
 //! `server`, uid = the `req-...` request id, sub-events via `event_started`/`event_finished`).
 
-use crate::dialect_ecs::{fixture, native_action, request};
-use crate::http::{spawn_app, TestApp, ADMIN};
+use crate::app::{spawn_app, TestApp, ADMIN};
+use crate::dialect_ecs::{fixture, native_action};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
@@ -98,14 +98,7 @@ async fn nova_at(
         }
         Ver::Legacy(v) => headers.push(("X-OpenStack-Nova-API-Version", v)),
     }
-    request(
-        app,
-        Method::GET,
-        &format!("{}{path}", app.base),
-        &headers,
-        None,
-    )
-    .await
+    app.request(Method::GET, path, &headers, None).await
 }
 
 /// GET at microversion `v` (new header) with `token`; asserts 200.
@@ -507,31 +500,31 @@ async fn nova_microversions_from_both_headers_are_echoed_with_vary() {
     }
     // The new header wins over the legacy one; other services' entries are skipped.
     let url = format!("{}{show}", app.base);
-    let (_, h, _) = request(
-        &app,
-        Method::GET,
-        &url,
-        &[
-            ("X-Auth-Token", &t.reader),
-            ("OpenStack-API-Version", "volume 3.0, compute 2.60"),
-            ("X-OpenStack-Nova-API-Version", "2.3"),
-        ],
-        None,
-    )
-    .await;
+    let (_, h, _) = app
+        .request(
+            Method::GET,
+            &url,
+            &[
+                ("X-Auth-Token", &t.reader),
+                ("OpenStack-API-Version", "volume 3.0, compute 2.60"),
+                ("X-OpenStack-Nova-API-Version", "2.3"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(h["openstack-api-version"], "compute 2.60");
-    let (_, h, _) = request(
-        &app,
-        Method::GET,
-        &url,
-        &[
-            ("X-Auth-Token", &t.reader),
-            ("OpenStack-API-Version", "volume 3.0"),
-            ("X-OpenStack-Nova-API-Version", "2.3"),
-        ],
-        None,
-    )
-    .await;
+    let (_, h, _) = app
+        .request(
+            Method::GET,
+            &url,
+            &[
+                ("X-Auth-Token", &t.reader),
+                ("OpenStack-API-Version", "volume 3.0"),
+                ("X-OpenStack-Nova-API-Version", "2.3"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(h["openstack-api-version"], "compute 2.3");
 
     // Out of range → 406 computeFault; malformed → 400 badRequest (Nova's
@@ -960,14 +953,14 @@ async fn nova_faults_tenancy_and_project_mismatch() {
     }
     // Nova is read-only: other methods → 405 badMethod, nothing recorded.
     for method in [Method::POST, Method::PUT, Method::DELETE] {
-        let (s, _, e) = request(
-            &app,
-            method.clone(),
-            &format!("{}{}", app.base, list_path(&v21)),
-            &[("X-Auth-Token", &t.writer)],
-            Some(json!({})),
-        )
-        .await;
+        let (s, _, e) = app
+            .request(
+                method.clone(),
+                &format!("{}{}", app.base, list_path(&v21)),
+                &[("X-Auth-Token", &t.writer)],
+                Some(json!({})),
+            )
+            .await;
         assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{method}: {e}");
         assert_eq!(e["badMethod"]["code"], 405, "{e}");
     }

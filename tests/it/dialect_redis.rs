@@ -5,8 +5,8 @@
 //! the Redis listener at the documented root paths and under `/redis` on the main listener,
 //! and both answers must be the same.
 
+use crate::app::{send, spawn_app, TestApp, ADMIN};
 use crate::dialect_ecs::{assert_fixture, native_action, one_per_status};
-use crate::http::{spawn_app, TestApp, ADMIN};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -39,12 +39,7 @@ async fn raw(
     if let Auth::Basic(user, password) = auth {
         req = req.basic_auth(user, Some(password));
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, headers, value)
+    send(req).await
 }
 
 /// `method path` on the Redis listener and as `/redis{path}` on the main listener; asserts
@@ -364,14 +359,10 @@ async fn redis_auth_errors_and_tenancy_on_both_listeners() {
         assert_redis_error(s, &e, StatusCode::UNAUTHORIZED, "unauthorized");
         for header in ["Basic !!!", "Basic", "Digest abc"] {
             let url = format!("{}{path}", redis_base(&app));
-            let resp = app
-                .client
-                .get(&url)
-                .header("Authorization", header)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{header}");
+            let (s, _, _) = app
+                .request(Method::GET, &url, &[("Authorization", header)], None)
+                .await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{header}");
         }
     }
     // The Basic user name is not checked; the password is the token.
@@ -416,13 +407,12 @@ async fn redis_auth_errors_and_tenancy_on_both_listeners() {
     .await;
     assert_redis_error(s, &e, StatusCode::NOT_FOUND, "not_found");
     // And /v2/actions on the main listener is DigitalOcean's, not Redis's.
-    let resp = app
-        .client
-        .get(format!("{}/v2/actions", app.base))
-        .basic_auth("w", Some(&w))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = resp.json().await.unwrap();
+    let (_, _, v) = raw(
+        &app,
+        Method::GET,
+        &format!("{}/v2/actions", app.base),
+        Auth::Basic("w", &w),
+    )
+    .await;
     assert_eq!(v["meta"]["total"], 3, "{v}");
 }

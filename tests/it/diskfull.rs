@@ -11,8 +11,9 @@
 //! a new action, so the projection's write-back has no repeated key to merge. Failed fsync and
 //! ENOSPC at the storage seam are in powerloss.rs (SimStorage).
 
-use super::binserver::{self, Options, ADMIN};
-use reqwest::{Client, StatusCode};
+use super::binserver::{self, Options};
+use crate::app::{Api, ADMIN};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,16 +31,8 @@ enum Shape {
 /// marker → (action id, version) of every acknowledged operation.
 type Acked = Arc<Mutex<HashMap<String, (u64, u64)>>>;
 
-async fn post(client: &Client, base: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-    let r = client
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-    let status = r.status();
-    (status, r.json().await.unwrap())
+async fn post(api: &Api, path: &str, body: &Value) -> (StatusCode, Value) {
+    api.post(path, ADMIN, body.clone()).await
 }
 
 fn assert_disk_full(status: StatusCode, body: &Value) {
@@ -53,12 +46,8 @@ fn assert_disk_full(status: StatusCode, body: &Value) {
 }
 
 /// Writes until the server refuses; returns the refusals seen.
-async fn fill(base: String, w: usize, shape: Shape, acked: Acked) -> usize {
-    let client = Client::new();
-    let (s, a) = post(
-        &client,
-        &base,
-        "/api/v1/actions",
+async fn fill(api: Api, w: usize, shape: Shape, acked: Acked) -> usize {
+    let (s, a) = post(&api, "/api/v1/actions",
         &json!({"type": "fill", "uid": format!("fill-{w}"), "resource": {"type": "vm", "id": w.to_string()},
                 "status": "running"}),
     )
@@ -96,7 +85,7 @@ async fn fill(base: String, w: usize, shape: Shape, acked: Acked) -> usize {
                 )
             }
         };
-        let (status, answer) = post(&client, &base, &path, &body).await;
+        let (status, answer) = post(&api, &path, &body).await;
         if status.is_success() {
             let results = match shape {
                 Shape::BigBatches => answer["results"].as_array().unwrap().clone(),
@@ -111,23 +100,17 @@ async fn fill(base: String, w: usize, shape: Shape, acked: Acked) -> usize {
         }
         assert_disk_full(status, &answer);
         // Refused for good until a restart, creates included; reads still answer.
-        let (s, b) = post(&client, &base, &path, &body).await;
+        let (s, b) = post(&api, &path, &body).await;
         assert_disk_full(s, &b);
         let (s, b) = post(
-            &client,
-            &base,
+            &api,
             "/api/v1/actions",
             &json!({"type": "more", "resource": {"type": "vm", "id": "x"}}),
         )
         .await;
         assert_disk_full(s, &b);
-        let r = client
-            .get(format!("{base}/api/v1/actions/{id}"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
+        let (s, _) = api.get(&format!("/api/v1/actions/{id}"), ADMIN).await;
+        assert_eq!(s, StatusCode::OK);
         return n;
     }
     unreachable!()
@@ -152,7 +135,7 @@ async fn fill_and_recover(shape: Shape) {
     );
     let acked: Acked = Default::default();
     let writers: Vec<_> = (0..3)
-        .map(|w| tokio::spawn(fill(server.base.clone(), w, shape, acked.clone())))
+        .map(|w| tokio::spawn(fill(server.api.clone(), w, shape, acked.clone())))
         .collect();
     for w in writers {
         w.await.unwrap();
@@ -182,15 +165,15 @@ async fn fill_and_recover(shape: Shape) {
     let mut server = binserver::start(&data, &dir.path().join("after.out"), &opts)
         .await
         .unwrap_or_else(|e| panic!("{shape:?}: restart with space back failed: {e}"));
-    let client = Client::new();
     let acked = acked.lock().unwrap().clone();
     let mut histories: HashMap<u64, Vec<String>> = HashMap::new();
     for &(id, _) in acked.values() {
         if histories.contains_key(&id) {
             continue;
         }
-        let url = format!("{}/api/v1/actions/{id}/history", server.base);
-        let h = crate::support::get_json(&client, &url, ADMIN).await;
+        let (_, h) = server
+            .get(&format!("/api/v1/actions/{id}/history"), ADMIN)
+            .await;
         let markers = h["records"]
             .as_array()
             .unwrap()
@@ -229,8 +212,7 @@ async fn fill_and_recover(shape: Shape) {
     assert!(total >= acked.len());
     // Usable again.
     let (s, b) = post(
-        &client,
-        &server.base,
+        &server,
         "/api/v1/actions",
         &json!({"type": "after", "resource": {"type": "vm", "id": "after"}}),
     )
@@ -267,14 +249,12 @@ async fn a_full_projection_file_refuses_writes_with_507_and_loses_nothing() {
 async fn sim_server(
     dir: &std::path::Path,
     sim: &action_ledger::log::SimStorage,
-) -> (action_ledger::http::server::Running, String) {
-    use action_ledger::http::server::{self, LogStorage, ServeConfig};
-    let mut config = ServeConfig::new(dir.join("data"), "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
-    config.log_storage = LogStorage(Arc::new(sim.clone()));
-    let running = server::start(config, std::future::pending()).await.unwrap();
-    let base = format!("http://{}", running.addr);
-    (running, base)
+) -> (action_ledger::http::server::Running, Api) {
+    let mut config = crate::app::config();
+    config.log_storage = action_ledger::http::server::LogStorage(Arc::new(sim.clone()));
+    let running = crate::app::start(&dir.join("data"), config).await;
+    let api = Api::new(format!("http://{}", running.addr));
+    (running, api)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,25 +264,23 @@ async fn failed_fsync_and_enospc_over_http_refuse_writes_and_lose_nothing() {
     use std::io::ErrorKind;
     let dir = tempfile::tempdir().unwrap();
     let sim = SimStorage::new();
-    let client = Client::new();
     let event = |m: &str| json!({"type": "progress", "message": m});
 
     // 1. A failed fdatasync: 503, for that write and every later one, until a restart.
-    let (running, base) = sim_server(dir.path(), &sim).await;
+    let (running, api) = sim_server(dir.path(), &sim).await;
     let (s, a) = post(
-        &client,
-        &base,
+        &api,
         "/api/v1/actions",
         &json!({"type": "t", "resource": {"type": "vm", "id": "1"}, "status": "running"}),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{a}");
     let path = format!("/api/v1/actions/{}/events", a["id"]);
-    let (s, b) = post(&client, &base, &path, &event("acked-1")).await;
+    let (s, b) = post(&api, &path, &event("acked-1")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     sim.fail_op(2, ErrorKind::Other, false); // the write succeeds, its fdatasync fails
     for m in ["lost-1", "lost-2"] {
-        let (s, b) = post(&client, &base, &path, &event(m)).await;
+        let (s, b) = post(&api, &path, &event(m)).await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
         assert_eq!(b["error"]["code"], "unavailable", "{b}");
         assert!(
@@ -318,9 +296,8 @@ async fn failed_fsync_and_enospc_over_http_refuse_writes_and_lose_nothing() {
     sim.power_loss(|_, _| Tear::DropAll);
     sim.restart();
     sim.heal();
-    let (running, base) = sim_server(dir.path(), &sim).await;
-    let url = format!("{base}{}", path.replace("/events", "/history"));
-    let h = crate::support::get_json(&client, &url, ADMIN).await;
+    let (running, api) = sim_server(dir.path(), &sim).await;
+    let (_, h) = api.get(&path.replace("/events", "/history"), ADMIN).await;
     let messages: Vec<&str> = h["records"]
         .as_array()
         .unwrap()
@@ -328,20 +305,20 @@ async fn failed_fsync_and_enospc_over_http_refuse_writes_and_lose_nothing() {
         .filter_map(|r| r["event"]["message"].as_str())
         .collect();
     assert_eq!(messages, ["acked-1"], "{h}");
-    let (s, b) = post(&client, &base, &path, &event("acked-2")).await;
+    let (s, b) = post(&api, &path, &event("acked-2")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["version"], 3, "{b}");
 
     // 2. ENOSPC: 507 insufficient_storage, until a restart with space back.
     sim.fail_op(1, ErrorKind::StorageFull, true);
     for m in ["full-1", "full-2"] {
-        let (s, b) = post(&client, &base, &path, &event(m)).await;
+        let (s, b) = post(&api, &path, &event(m)).await;
         assert_disk_full(s, &b);
     }
     sim.heal();
     running.stop().await.unwrap();
-    let (running, base) = sim_server(dir.path(), &sim).await;
-    let (s, b) = post(&client, &base, &path, &event("acked-3")).await;
+    let (running, api) = sim_server(dir.path(), &sim).await;
+    let (s, b) = post(&api, &path, &event("acked-3")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["version"], 4, "{b}");
     running.stop().await.unwrap();

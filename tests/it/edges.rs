@@ -1,20 +1,9 @@
 //! Edges a new user hit: trailing slashes, oversized bodies written in full, wrong JSON
 //! types, the metrics text, a second server on a data directory in use.
 
-use crate::http::{spawn_app, ADMIN};
+use crate::app::{spawn_app, ADMIN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-
-/// GET `url` with `token`: status and body (JSON when it parses, else the text).
-async fn get(client: &reqwest::Client, url: &str, token: &str) -> (StatusCode, Value) {
-    let resp = client.get(url).bearer_auth(token).send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 #[tokio::test]
 async fn every_route_answers_the_same_with_a_trailing_slash() {
@@ -104,21 +93,21 @@ async fn every_route_answers_the_same_with_a_trailing_slash() {
     .into_iter()
     .collect();
     for (url, expected) in routes {
-        let (s, without) = get(&app.client, &url, ADMIN).await;
+        let (s, without) = app.get(&url, ADMIN).await;
         assert_eq!(s, expected, "{url}: {without}");
         let with = match url.split_once('?') {
             Some((path, query)) => format!("{path}/?{query}"),
             None => format!("{url}/"),
         };
-        let (s, with_slash) = get(&app.client, &with, ADMIN).await;
+        let (s, with_slash) = app.get(&with, ADMIN).await;
         assert_eq!(s, expected, "{with}: {with_slash}");
         assert_eq!(with_slash, without, "{with} answers differently from {url}");
     }
     // The ECS list shows the action posted with the slash.
-    let (_, ecs) = get(&app.client, &format!("{main}/ecs/v2/actions/"), ADMIN).await;
+    let (_, ecs) = app.get(&format!("{main}/ecs/v2/actions/"), ADMIN).await;
     assert!(ecs.to_string().contains("ec200285"), "{ecs}");
     // Requests with the slash are counted under their route template.
-    let (_, metrics) = get(&app.client, &format!("{main}/metrics"), ADMIN).await;
+    let (_, metrics) = app.get(&format!("{main}/metrics"), ADMIN).await;
     let metrics = metrics.as_str().unwrap().to_string();
     assert!(
         metrics.contains(r#"method="POST",route="/v2/droplets/{droplet_id}/actions",status="201""#),
@@ -264,11 +253,11 @@ async fn every_metric_family_has_its_own_help_and_type() {
     let app = spawn_app().await;
     let metrics = format!("{}/metrics", app.base);
     // The first scrape: no request counted yet.
-    let (s, first) = get(&app.client, &metrics, ADMIN).await;
+    let (s, first) = app.get(&metrics, ADMIN).await;
     assert_eq!(s, StatusCode::OK);
     check_metrics_text(first.as_str().unwrap());
     app.create(ADMIN, "3164450").await;
-    let (_, text) = get(&app.client, &metrics, ADMIN).await;
+    let (_, text) = app.get(&metrics, ADMIN).await;
     let text = text.as_str().unwrap();
     check_metrics_text(text);
     assert!(

@@ -13,6 +13,7 @@
 //! and security" has the long-run commands. The HTTP fuzzing over real sockets is in
 //! `schemathesis.rs`.
 
+use crate::app::ADMIN;
 use action_ledger::event::codec::{decode_bounded, decode_entry, ENTRY_SCHEMA_V1, KIND_ENTRY};
 use action_ledger::event::*;
 use action_ledger::http::wire::{BatchBody, CreateBody, EventJson};
@@ -486,8 +487,6 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         }),
     ]
 }
-
-const ADMIN: &str = "fuzz-admin";
 
 struct App {
     rt: tokio::runtime::Runtime,

@@ -1,101 +1,11 @@
 //! The native HTTP API on a real socket: every route, bad input of every kind, the tenant
 //! isolation matrix, wait, watch, and graceful shutdown.
 
-use action_ledger::http::server::{self, Running, ServeConfig};
+use crate::app::{spawn_app, spawn_on, ADMIN};
+use action_ledger::http::server;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-pub const ADMIN: &str = "test-admin-token";
-
-pub struct TestApp {
-    pub base: String,
-    pub client: Client,
-    pub dir: tempfile::TempDir,
-    pub running: Option<Running>,
-}
-
-/// A server on port 0 over a fresh data directory, with `ADMIN` as an admin token.
-pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    spawn_on(dir).await
-}
-
-pub async fn spawn_on(dir: tempfile::TempDir) -> TestApp {
-    let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
-    config.limits.body_bytes_max = 64 * 1024;
-    config.redis_listen = Some("127.0.0.1:0".parse().unwrap());
-    let running = server::start(config, std::future::pending()).await.unwrap();
-    TestApp {
-        base: format!("http://{}", running.addr),
-        client: Client::new(),
-        dir,
-        running: Some(running),
-    }
-}
-
-impl TestApp {
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
-    }
-
-    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        self.call(Method::GET, path, Some(token), None).await
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, path, Some(token), Some(body)).await
-    }
-
-    /// Creates a token and returns its secret.
-    pub async fn token(&self, name: &str, tenant: &str, role: &str) -> String {
-        let (s, v) = self
-            .post(
-                "/api/v1/tokens",
-                ADMIN,
-                json!({"name": name, "tenant": tenant, "role": role}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    pub async fn create(&self, token: &str, resource_id: &str) -> Value {
-        let (s, v) = self
-            .post(
-                "/api/v1/actions",
-                token,
-                json!({"type": "snapshot", "resource": {"type": "droplet", "id": resource_id}}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v
-    }
-
-    pub async fn stop(&mut self) {
-        self.running.take().unwrap().stop().await.unwrap();
-    }
-}
 
 fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
     assert_eq!(status, expected, "{body}");
@@ -186,14 +96,10 @@ async fn lifecycle_over_http_matches_the_contract_shape() {
     assert_eq!((s, &by_uid["id"]), (StatusCode::OK, &json!(1)));
 
     // Unfinished → Retry-After.
-    let resp = app
-        .client
-        .get(format!("{}/api/v1/actions/1", app.base))
-        .bearer_auth(&w)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["retry-after"], "1");
+    let (_, headers, _) = app
+        .request_as(Method::GET, "/api/v1/actions/1", Some(&w), None)
+        .await;
+    assert_eq!(headers["retry-after"], "1");
 
     let (s, a) = app
         .post(
@@ -206,14 +112,10 @@ async fn lifecycle_over_http_matches_the_contract_shape() {
         (s, &a["status"], &a["progress"]),
         (StatusCode::OK, &json!("completed"), &json!(100.0))
     );
-    let resp = app
-        .client
-        .get(format!("{}/api/v1/actions/1", app.base))
-        .bearer_auth(&w)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.headers().get("retry-after").is_none());
+    let (_, headers, _) = app
+        .request_as(Method::GET, "/api/v1/actions/1", Some(&w), None)
+        .await;
+    assert!(headers.get("retry-after").is_none());
 
     let (s, e) = app
         .post("/api/v1/actions/1/events", &w, json!({"type": "heartbeat"}))
@@ -805,14 +707,10 @@ async fn tokens_all_header_forms_and_revocation() {
             format!("Basic {}", b64(&format!("anyone:{r}"))),
         ),
     ] {
-        let resp = app
-            .client
-            .get(format!("{}/api/v1/actions", app.base))
-            .header(name, &value)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "{name}");
+        let (s, _, _) = app
+            .request(Method::GET, "/api/v1/actions", &[(name, &value)], None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{name}");
     }
     let (s, list) = app.get("/api/v1/tokens", ADMIN).await;
     assert_eq!(s, StatusCode::OK);
@@ -886,15 +784,16 @@ async fn wait_returns_promptly_when_the_action_completes() {
 
     // Timeout: the current state with Retry-After.
     app.create(&w, "2").await;
-    let resp = app
-        .client
-        .get(format!("{}/api/v1/actions/2/wait?timeout_ms=50", app.base))
-        .bearer_auth(&w)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["retry-after"], "1");
+    let (s, headers, _) = app
+        .request_as(
+            Method::GET,
+            "/api/v1/actions/2/wait?timeout_ms=50",
+            Some(&w),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["retry-after"], "1");
 }
 
 /// Reads SSE events (id, data) from a response until `n` arrived.
@@ -1152,8 +1051,9 @@ async fn while_recovering_healthz_is_up_and_everything_else_is_503() {
         }
     }
     let _gate = OpenOnDrop(open.clone());
-    let mut config = ServeConfig::new(dir.path().join("data"), addr);
-    config.admin_token = Some(ADMIN.into());
+    let mut config = crate::app::config();
+    config.data_dir = dir.path().join("data");
+    config.listen = addr;
     config.log_storage =
         server::LogStorage(std::sync::Arc::new(GatedStorage { open: open.clone() }));
     let starting = tokio::spawn(server::start(config, std::future::pending()));
@@ -1165,13 +1065,10 @@ async fn while_recovering_healthz_is_up_and_everything_else_is_503() {
     let get = |path: &'static str| {
         let (client, base) = (client.clone(), base.clone());
         async move {
-            let r = client
-                .get(format!("{base}{path}"))
-                .bearer_auth(ADMIN)
-                .send()
-                .await?;
-            let status = r.status();
-            Ok::<_, reqwest::Error>((status, r.json::<Value>().await.unwrap_or(Value::Null)))
+            let (status, _, body) =
+                crate::app::try_send(client.get(format!("{base}{path}")).bearer_auth(ADMIN))
+                    .await?;
+            Ok::<_, reqwest::Error>((status, body))
         }
     };
     // The listener is bound before recovery starts; wait for it.

@@ -2,28 +2,24 @@
 //! `CONNECTIONS_MAX` refuses connections beyond the cap with a 503 naming the limit and
 //! serves again once a place is free; `WATCHERS_MAX` likewise for watch streams.
 
-use action_ledger::http::server::{self, Running, ServeConfig};
-use reqwest::StatusCode;
+use crate::app::{spawn_app_with, TestApp, ADMIN};
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const ADMIN: &str = "limits-admin-token";
 /// How long a freed place may take to be noticed by the server (a bound, not a speed
 /// assertion: the test retries until then).
 const SETTLE: Duration = Duration::from_secs(10);
 
-async fn start(connections_max: usize, watchers_max: usize) -> (tempfile::TempDir, Running) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
+async fn start(connections_max: usize, watchers_max: usize) -> TestApp {
+    let mut config = crate::app::config();
     config.limits.connections_max = connections_max;
     config.limits.watchers_max = watchers_max;
     // A gone watch client is noticed at the next write: keep-alives make that prompt.
     config.limits.watch_keepalive_ms = 100;
-    let running = server::start(config, std::future::pending()).await.unwrap();
-    (dir, running)
+    spawn_app_with(config).await
 }
 
 /// Sends one keep-alive `GET /healthz` on `s` and returns the status line and body.
@@ -74,8 +70,8 @@ async fn one_shot(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_beyond_the_cap_get_a_503_naming_the_limit() {
-    let (_dir, running) = start(2, 8).await;
-    let addr = running.addr;
+    let mut app = start(2, 8).await;
+    let addr = app.running().addr;
     let mut a = TcpStream::connect(addr).await.unwrap();
     let mut b = TcpStream::connect(addr).await.unwrap();
     // Both are served (and stay open: keep-alive).
@@ -123,17 +119,15 @@ async fn connections_beyond_the_cap_get_a_503_naming_the_limit() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(a);
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watchers_beyond_the_cap_get_a_503_and_a_closed_stream_frees_its_place() {
-    let (_dir, running) = start(64, 1).await;
-    let base = format!("http://{}", running.addr);
-    let client = reqwest::Client::new();
+    let mut app = start(64, 1).await;
     let watch = || {
-        client
-            .get(format!("{base}/api/v1/watch"))
+        app.client
+            .get(format!("{}/api/v1/watch", app.base))
             .bearer_auth(ADMIN)
             .send()
     };
@@ -147,8 +141,8 @@ async fn watchers_beyond_the_cap_get_a_503_and_a_closed_stream_frees_its_place()
     assert_eq!(v["error"]["limit"], "WATCHERS_MAX", "{v}");
 
     // Other routes are not affected by the watcher cap.
-    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    let (health, _) = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(health, StatusCode::OK);
 
     // The first watcher leaves while nothing is being committed: its place comes back
     // without waiting for a commit.
@@ -166,18 +160,15 @@ async fn watchers_beyond_the_cap_get_a_503_and_a_closed_stream_frees_its_place()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_redis_listener_refuses_in_redis_s_error_shape() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
-    config.redis_listen = Some("127.0.0.1:0".parse().unwrap());
+    let mut config = crate::app::config();
     config.limits.connections_max = 1;
-    let running = server::start(config, std::future::pending()).await.unwrap();
-    let addr = running.redis_addr.expect("the Redis listener is on");
+    let mut app = spawn_app_with(config).await;
+    let addr = app.running().redis_addr.expect("the Redis listener is on");
     // One connection holds the only place (it is answered, so it has been accepted).
     let mut held = TcpStream::connect(addr).await.unwrap();
     let (status, _) = healthz_on(&mut held).await;
@@ -197,5 +188,5 @@ async fn the_redis_listener_refuses_in_redis_s_error_shape() {
     );
     assert!(v.get("error").is_none(), "not the native shape: {v}");
     drop(held);
-    running.stop().await.unwrap();
+    app.stop().await;
 }

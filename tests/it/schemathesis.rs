@@ -6,7 +6,7 @@
 //! `FUZZ_HTTP_CASES` (generated dialect requests, default 400) scale them (docs/testing.md "Fuzzing
 //! and security").
 
-use action_ledger::http::server::{self, Running, ServeConfig};
+use crate::app::{spawn_app_with, Api, TestApp, ADMIN};
 use proptest::prelude::*;
 use reqwest::{Client, Method};
 use serde_json::json;
@@ -15,7 +15,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-const ADMIN: &str = "fuzz-http-admin-token";
 /// Per-request bound: anything slower is a hang (every wait is capped below it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -39,19 +38,17 @@ fn schemathesis() -> PathBuf {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn start(dir: &tempfile::TempDir) -> Running {
-    let mut config = ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap());
-    config.admin_token = Some(ADMIN.into());
-    config.redis_listen = Some("127.0.0.1:0".parse().unwrap());
+async fn start() -> TestApp {
+    let mut config = crate::app::config();
     // Waits are capped well below the per-request timeout, so a long wait is not a "hang".
     config.limits.wait_ms_max = 2_000;
     config.limits.body_bytes_max = 256 * 1024;
-    server::start(config, std::future::pending()).await.unwrap()
+    spawn_app_with(config).await
 }
 
 /// Seeds data the generated requests can hit: actions 1..=6 in two tenants and on the
 /// resource types of every dialect, some finished, with sub-events.
-async fn seed(client: &Client, base: &str) {
+async fn seed(api: &Api) {
     for (i, (rtype, rid, tenant, kind)) in [
         ("droplet", "1", "default", "task"),
         ("server", "1", "default", "task"),
@@ -63,38 +60,32 @@ async fn seed(client: &Client, base: &str) {
     .into_iter()
     .enumerate()
     {
-        let r = client
-            .post(format!("{base}/api/v1/actions"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"type": "reboot", "uid": format!("req-{i}"), "kind": kind, "tenant": tenant,
-                          "resource": {"type": rtype, "id": rid}, "related": [{"type": "bdb", "id": "1"}],
-                          "status": "running", "node": "n1", "region": "nyc3"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let (s, v) = api
+            .post(
+                "/api/v1/actions",
+                ADMIN,
+                json!({"type": "reboot", "uid": format!("req-{i}"), "kind": kind, "tenant": tenant,
+                       "resource": {"type": rtype, "id": rid}, "related": [{"type": "bdb", "id": "1"}],
+                       "status": "running", "node": "n1", "region": "nyc3"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
         let id = i + 1;
         for ev in [
             json!({"type": "event_started", "name": "compute_reboot", "host": "h1"}),
             json!({"type": "event_finished", "name": "compute_reboot", "result": "error", "traceback": "tb"}),
             json!({"type": "progress", "progress": 50, "pending_ops": {"s1": {"op_name": "x", "progress": 10}}}),
         ] {
-            client
-                .post(format!("{base}/api/v1/actions/{id}/events"))
-                .bearer_auth(ADMIN)
-                .json(&ev)
-                .send()
-                .await
-                .unwrap();
+            api.post(&format!("/api/v1/actions/{id}/events"), ADMIN, ev)
+                .await;
         }
         if id % 2 == 0 {
-            client
-                .post(format!("{base}/api/v1/actions/{id}/events"))
-                .bearer_auth(ADMIN)
-                .json(&json!({"type": "completed"}))
-                .send()
-                .await
-                .unwrap();
+            api.post(
+                &format!("/api/v1/actions/{id}/events"),
+                ADMIN,
+                json!({"type": "completed"}),
+            )
+            .await;
         }
     }
 }
@@ -131,13 +122,14 @@ async fn served(client: &Client, base: &str) -> (u64, Vec<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_on_any_native_route() {
     let st = tokio::task::spawn_blocking(schemathesis).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(&dir).await;
-    let base = format!("http://{}", running.addr);
-    let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
-    seed(&client, &base).await;
-    let doc =
-        crate::support::get_json(&client, &format!("{base}/api/v1/openapi.json"), ADMIN).await;
+    let mut app = start().await;
+    let api = Api {
+        base: app.base.clone(),
+        client: Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap(),
+    };
+    let (base, client, dir) = (&api.base, &api.client, &app.dir);
+    seed(&api).await;
+    let (_, doc) = api.get("/api/v1/openapi.json", ADMIN).await;
     let operations: usize = doc["paths"]
         .as_object()
         .unwrap()
@@ -147,7 +139,7 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     assert!(operations >= 13, "{operations} operations in the document");
     let schema = dir.path().join("openapi.json");
     std::fs::write(&schema, doc.to_string()).unwrap();
-    let (before, _) = served(&client, &base).await;
+    let (before, _) = served(client, base).await;
 
     let examples = env_cases("SCHEMATHESIS_EXAMPLES", 25).to_string();
     let timeout = REQUEST_TIMEOUT.as_secs().to_string();
@@ -184,7 +176,7 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let (after, errors) = served(&client, &base).await;
+    let (after, errors) = served(client, base).await;
     let cases = after - before;
     eprintln!("schemathesis: {cases} requests served\n{stdout}");
     assert!(
@@ -197,7 +189,7 @@ async fn schemathesis_finds_no_server_error_on_any_native_route() {
         cases >= 10 * operations as u64,
         "only {cases} requests for {operations} operations:\n{stdout}"
     );
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -375,21 +367,15 @@ fn case() -> impl Strategy<Value = Case> {
 fn dialect_routes_survive_generated_requests() {
     let n = env_cases("FUZZ_HTTP_CASES", 400);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (running, reader, writer) = rt.block_on(async {
-        let running = start(&dir).await;
-        let base = format!("http://{}", running.addr);
-        let client = Client::new();
-        seed(&client, &base).await;
-        let mut tokens = Vec::new();
-        for (name, role) in [("r", "reader"), ("w", "writer")] {
-            let role = (name, "default", role);
-            tokens.push(crate::support::create_token(&client, &base, ADMIN, role).await);
-        }
-        (running, tokens[0].clone(), tokens[1].clone())
+    let (mut app, reader, writer) = rt.block_on(async {
+        let app = start().await;
+        seed(&app).await;
+        let reader = app.token("r", "default", "reader").await;
+        let writer = app.token("w", "default", "writer").await;
+        (app, reader, writer)
     });
-    let main = running.addr;
-    let redis = running.redis_addr.unwrap();
+    let main = app.running().addr;
+    let redis = app.running().redis_addr.unwrap();
     let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
     let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u64>::new());
     let mut config = ProptestConfig::with_cases(n);
@@ -444,5 +430,5 @@ fn dialect_routes_survive_generated_requests() {
     assert!(errors.is_empty(), "5xx answers: {errors:?}");
     // The generator gets past authentication and validation, not only 4xx.
     assert!(statuses.get(&200).copied().unwrap_or(0) > 0, "{statuses:?}");
-    rt.block_on(running.stop()).unwrap();
+    rt.block_on(app.stop());
 }

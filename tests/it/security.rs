@@ -2,14 +2,13 @@
 //! the routers themselves), tokens never in logs and only hashed at rest, owner-only data
 //! directory, and limits against huge or slow requests (slowloris, big heads and bodies).
 
-use action_ledger::http::server::{self, Running, ServeConfig};
+use crate::app::{spawn_app, spawn_app_with, Api, ADMIN};
+use action_ledger::http::server::{self, ServeConfig};
 use reqwest::{Client, Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-const ADMIN: &str = "security-admin-token-0123456789";
 
 /// Routes that answer without a token, by design (docs/api.md): health, readiness
 /// and Nova's version documents. `/metrics` is private unless `--public-metrics`.
@@ -17,16 +16,6 @@ const PUBLIC: &[&str] = &["/healthz", "/readyz", "/", "/v2.1", "/v2"];
 
 /// Every method a route could be registered for.
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-
-async fn start(mut config: ServeConfig) -> Running {
-    config.admin_token = Some(ADMIN.into());
-    config.redis_listen = Some("127.0.0.1:0".parse().unwrap());
-    server::start(config, std::future::pending()).await.unwrap()
-}
-
-fn config(dir: &tempfile::TempDir) -> ServeConfig {
-    ServeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap())
-}
 
 /// A concrete path for a route template: every `{param}` becomes `1`.
 fn concrete(template: &str) -> String {
@@ -39,18 +28,18 @@ fn concrete(template: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_of_both_listeners_needs_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(config(&dir)).await;
-    let client = Client::new();
+    let mut app = spawn_app().await;
+    let running = app.running();
+    let client = &app.client;
     // An action 1 exists, so a handler that skipped auth would answer 200 rather than 404.
-    let resp = client
-        .post(format!("http://{}/api/v1/actions", running.addr))
-        .bearer_auth(ADMIN)
-        .json(&json!({"type": "t", "resource": {"type": "droplet", "id": "1"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (s, _) = app
+        .post(
+            "/api/v1/actions",
+            ADMIN,
+            json!({"type": "t", "resource": {"type": "droplet", "id": "1"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
 
     let (main, redis) = server::route_templates();
     // The walk reads the routers' own tables; make sure it really found them.
@@ -135,7 +124,7 @@ async fn every_route_of_both_listeners_needs_a_token() {
     public_seen.dedup();
     assert_eq!(public_seen.len(), PUBLIC.len(), "{public_seen:?}");
     assert!(checked > 40, "walked only {checked} route/method pairs");
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// Secrets presented in every header form (and one created through the API) never appear in
@@ -197,10 +186,9 @@ fn tokens_never_reach_the_logs() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let created = rt.block_on(async {
-        let client = Client::new();
-        let base = format!("http://{main}");
-        let secret =
-            crate::support::create_token(&client, &base, ADMIN, ("w", "acme", "writer")).await;
+        let api = Api::new(format!("http://{main}"));
+        let client = &api.client;
+        let secret = api.token("w", "acme", "writer").await;
         let wrong = "wrong-secret-a1b2c3d4e5f6";
         for token in [secret.as_str(), ADMIN, wrong] {
             let basic = crate::http::b64(&format!("user:{token}"));
@@ -261,13 +249,10 @@ fn tokens_never_reach_the_logs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn data_dir_is_owner_only_and_tokens_are_hashes_in_a_0600_file() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(config(&dir)).await;
-    let base = format!("http://{}", running.addr);
-    let secret =
-        crate::support::create_token(&Client::new(), &base, ADMIN, ("r", "acme", "reader")).await;
-    running.stop().await.unwrap();
-    let data = dir.path().join("data");
+    let mut app = spawn_app().await;
+    let secret = app.token("r", "acme", "reader").await;
+    app.stop().await;
+    let data = app.dir.path().join("data");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "data directory");
     assert_eq!(mode(&data.join("log")), 0o700, "log directory");
@@ -306,8 +291,8 @@ fn read_until_closed(s: &mut TcpStream, bound: Duration) -> Option<String> {
     }
 }
 
-fn short_limits(dir: &tempfile::TempDir) -> ServeConfig {
-    let mut c = config(dir);
+fn short_limits() -> ServeConfig {
+    let mut c = crate::app::config();
     c.limits.header_read_timeout_ms = 300;
     c.limits.request_timeout_ms = 500;
     c.limits.body_bytes_max = 64 * 1024;
@@ -318,8 +303,8 @@ fn short_limits(dir: &tempfile::TempDir) -> ServeConfig {
 /// `HEADER_READ_TIMEOUT_MS`, on both listeners; the server keeps serving others.
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_clients_are_disconnected() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(short_limits(&dir)).await;
+    let mut app = spawn_app_with(short_limits()).await;
+    let running = app.running();
     let addrs: Vec<SocketAddr> = vec![running.addr, running.redis_addr.unwrap()];
     let results = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -362,7 +347,7 @@ async fn slowloris_clients_are_disconnected() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "still serving");
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// Huge heads get 431, bodies past `BODY_BYTES_MAX` 413 (declared or chunked, native and
@@ -370,8 +355,8 @@ async fn slowloris_clients_are_disconnected() {
 /// hang or a 500.
 #[tokio::test(flavor = "multi_thread")]
 async fn huge_heads_huge_bodies_and_slow_bodies_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(short_limits(&dir)).await;
+    let mut app = spawn_app_with(short_limits()).await;
+    let running = app.running();
     let base = format!("http://{}", running.addr);
     let client = Client::builder()
         .timeout(Duration::from_secs(60))
@@ -476,7 +461,7 @@ async fn huge_heads_huge_bodies_and_slow_bodies_are_refused() {
         // The server may answer and close while the client is still sending.
         Err(e) => assert!(!e.is_timeout(), "a trickled body hung: {e}"),
     }
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// A watch client that disconnects frees its `WATCHERS_MAX` slot even when no event ever
@@ -484,10 +469,10 @@ async fn huge_heads_huge_bodies_and_slow_bodies_are_refused() {
 /// connect-and-drop clients could lock every watcher out with 503s).
 #[tokio::test(flavor = "multi_thread")]
 async fn disconnected_watchers_free_their_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(&dir);
+    let mut c = crate::app::config();
     c.limits.watchers_max = 2;
-    let running = start(c).await;
+    let mut app = spawn_app_with(c).await;
+    let running = app.running();
     let url = format!(
         "http://{}/api/v1/watch?resource_type=never-matches",
         running.addr
@@ -515,18 +500,13 @@ async fn disconnected_watchers_free_their_slot() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    running.stop().await.unwrap();
+    app.stop().await;
 }
 
 /// The number of actions the admin sees, on a connection of its own: the server closes a
 /// connection after refusing an oversized body, and a pooled one may be that connection.
 async fn total(base: &str) -> u64 {
-    let r = Client::new()
-        .get(format!("{base}/api/v1/actions?limit=1"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.json::<Value>().await.unwrap()["total"].as_u64().unwrap()
+    let (s, v) = Api::new(base).get("/api/v1/actions?limit=1", ADMIN).await;
+    assert_eq!(s, StatusCode::OK);
+    v["total"].as_u64().unwrap()
 }

@@ -104,39 +104,6 @@ pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
     }
 }
 
-/// `GET url` with `token`, its body as JSON (whatever the status).
-pub async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
-    client
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Creates a token over HTTP as `admin` (`base` = `http://host:port`); returns its secret.
-pub async fn create_token(
-    client: &reqwest::Client,
-    base: &str,
-    admin: &str,
-    (name, tenant, role): (&str, &str, &str),
-) -> String {
-    let v: serde_json::Value = client
-        .post(format!("{base}/api/v1/tokens"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"name": name, "tenant": tenant, "role": role}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["token"].as_str().expect("a token").to_string()
-}
-
 /// Sends only the head of a POST declaring a `len`-byte JSON body to `addr` (`host:port`),
 /// with `Expect: 100-continue` (a client that waits to be told to send), and returns the
 /// raw answer, read until the server closes the connection (a reset after the answer counts

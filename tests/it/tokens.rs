@@ -2,8 +2,7 @@
 //! even after a failed start, `token create|revoke` refuse a data directory a server owns,
 //! revoking a token ends what it holds open, and the last admin token stays.
 
-use crate::http::{spawn_app, TestApp, ADMIN};
-use action_ledger::http::server::{self, ServeConfig};
+use crate::app::{spawn_app, Api, TestApp, ADMIN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
@@ -116,20 +115,14 @@ async fn a_failed_first_start_leaves_the_first_admin_token_to_the_next_start() {
     assert!(token.starts_with("alt_"), "{out:?}");
 
     // And it works on the data directory.
-    let running = server::start(
-        ServeConfig::new(&data, "127.0.0.1:0".parse().unwrap()),
-        std::future::pending(),
-    )
-    .await
-    .unwrap();
+    let mut config = crate::app::config();
+    config.admin_token = None;
+    let running = crate::app::start(&data, config).await;
     assert_eq!(running.first_admin_token, None, "created once");
-    let resp = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/tokens", running.addr))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, _) = Api::new(format!("http://{}", running.addr))
+        .get("/api/v1/tokens", &token)
+        .await;
+    assert_eq!(s, StatusCode::OK);
     running.stop().await.unwrap();
 }
 
@@ -199,7 +192,7 @@ async fn token_create_and_revoke_refuse_a_data_dir_a_server_owns() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let secret = stdout(&o).trim().to_string();
-    let app = crate::http::spawn_on(app.dir).await;
+    let app = crate::app::spawn_on(app.dir).await;
     let (st, _) = app.get("/api/v1/actions", &secret).await;
     assert_eq!(
         st,
