@@ -178,3 +178,29 @@ impl Drop for BinServer {
         self.kill();
     }
 }
+
+/// Waits until `child` (a `serve` with stdout and stderr piped) says on stderr that it listens,
+/// stops it with SIGTERM, and returns its whole stdout once it exited 0.
+pub fn until_listening_then_stop(mut child: Child) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut err = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "server exited early");
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    out
+}

@@ -1328,7 +1328,7 @@ async fn readme_run_command_starts_prints_token_and_working_curls() {
     assert_eq!(code(&o), 0, "{}", stdout(&o));
     assert!(stdout(&o).contains("1 records"), "{}", stdout(&o));
     // A second start prints no token.
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(&args)
         .env("ACTION_LEDGER_DATA_DIR", &data)
         .env("ACTION_LEDGER_LISTEN", "127.0.0.1:0")
@@ -1337,24 +1337,7 @@ async fn readme_run_command_starts_prints_token_and_working_curls() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut l = String::new();
-    while !l.contains("listening on") {
-        l.clear();
-        assert!(err.read_line(&mut l).unwrap() > 0, "server exited early");
-    }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut rest = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut rest)
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest = crate::binserver::until_listening_then_stop(child);
     assert_eq!(rest, "", "no token on a second start");
 }
 

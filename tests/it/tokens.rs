@@ -5,7 +5,6 @@
 use crate::app::{spawn_app, Api, TestApp, ADMIN};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -42,7 +41,7 @@ fn s(p: &Path) -> &str {
 
 /// `serve` on `data` until it says it listens, then SIGTERM; its whole stdout.
 fn serve_once_and_stop(data: &Path) -> String {
-    let mut child = command(&[
+    let child = command(&[
         "serve",
         "--data-dir",
         s(data),
@@ -55,26 +54,7 @@ fn serve_once_and_stop(data: &Path) -> String {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut l = String::new();
-    while !l.contains("listening on") {
-        l.clear();
-        assert!(err.read_line(&mut l).unwrap() > 0, "server exited early");
-    }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    out
+    crate::binserver::until_listening_then_stop(child)
 }
 
 #[tokio::test(flavor = "multi_thread")]
