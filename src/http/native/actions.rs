@@ -105,11 +105,15 @@ pub async fn cancel(
 }
 
 /// `POST /api/v1/batch` before its commands are read: each command is parsed on its own,
-/// so an error names the command it is in.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchCommands {
-    commands: Vec<serde_json::Value>,
+/// so an error names the command it is in. The struct bears the name of the body's schema
+/// ([`BatchBody`]), so a body of the wrong type is described with that schema's fields
+/// ("an object {commands}"): serde names the Rust struct in its error.
+mod unread {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct BatchBody {
+        pub commands: Vec<serde_json::Value>,
+    }
 }
 
 /// One command of a batch, as the ledger takes it. Errors name nothing yet (the caller adds
@@ -157,10 +161,7 @@ pub async fn batch(
 ) -> Result<Json<BatchOut>, ApiError> {
     require(&p, Role::Writer, "record actions")?;
     let idem = idempotency(&headers, &p, "POST /api/v1/batch", &body)?;
-    // A body that is not even `{commands: [...]}` is described by the body's schema
-    // (`BatchBody`: "an object {commands}"), which the private `BatchCommands` has not.
-    let req: BatchCommands =
-        parse_json(&body).map_err(|e| parse_json::<BatchBody>(&body).err().unwrap_or(e))?;
+    let req: unread::BatchBody = parse_json(&body)?;
     let mut commands = Vec::with_capacity(req.commands.len());
     for (i, c) in req.commands.into_iter().enumerate() {
         commands.push(batch_command(&p, i, c).map_err(|e| e.in_command(i))?);
