@@ -82,7 +82,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     runtime.block_on(async move {
         let running = server::start(config, server::termination_signal())
             .await
-            .map_err(|e| Failure::error(format!("{e:#}")))?;
+            .map_err(failed)?;
         let base = format!("http://{}", running.addr);
         eprintln!("action-ledger listening on {base}");
         if let Some(redis) = running.redis_addr {
@@ -98,11 +98,14 @@ pub fn run(args: ServeArgs) -> CliResult {
                 );
             }
         }
-        running
-            .wait()
-            .await
-            .map_err(|e| Failure::error(format!("{e:#}")))
+        running.wait().await.map_err(failed)
     })
+}
+
+/// The server's error, as the binary's one `error:` line (every [`server::ServeError`]
+/// message already carries its cause).
+fn failed(e: server::ServeError) -> Failure {
+    Failure::error(e.to_string())
 }
 
 /// The first-run banner: the admin token and two copy-paste commands (create, read).

@@ -7,10 +7,9 @@
 //! submission is fsynced and answered), flush the projection.
 
 use super::{error::ApiError, metrics, native, openapi, AppState, Caller, HttpLimits};
-use crate::ledger::{Ledger, LedgerConfig, StateStore};
-use crate::projection::{Projection, ProjectionConfig};
-use crate::tokens::{Role, TokenStore};
-use anyhow::Context;
+use crate::ledger::{Ledger, LedgerConfig, LedgerError, StateStore};
+use crate::projection::{Projection, ProjectionConfig, ProjectionError};
+use crate::tokens::{Role, TokenError, TokenStore};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -56,6 +55,69 @@ pub struct LogStorage(pub Arc<dyn crate::log::Storage>);
 impl std::fmt::Debug for LogStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LogStorage")
+    }
+}
+
+/// Why [`start`] (or a running server's shutdown) failed: what failed, and where. Each
+/// message is one line that names the directory, address or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The data directory could not be locked: another server runs on it (or an offline
+    /// command is writing to it), or the lock file failed.
+    #[error("{source}{}", lock_advice(source))]
+    Lock { source: crate::datadir::LockError },
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The Redis Enterprise dialect's listener (`--redis-listen`) could not be bound.
+    #[error("cannot listen on {addr} (--redis-listen): {source}")]
+    RedisListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The token file could not be read, or the first admin token not stored.
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    /// The projection could not be opened.
+    #[error("cannot open the projection: {0}")]
+    Projection(#[source] ProjectionError),
+    /// The projection could not be flushed at shutdown.
+    #[error("cannot flush the projection: {0}")]
+    Flush(#[source] ProjectionError),
+    /// The log could not be recovered or the projection caught up with it.
+    #[error("cannot open the ledger: {0}")]
+    Ledger(#[source] LedgerError),
+    /// Serving a listener failed.
+    #[error("serving failed: {0}")]
+    Serve(#[source] std::io::Error),
+    /// A task of the server panicked (or was cancelled).
+    #[error("the {task} task failed: {source}")]
+    Task {
+        task: &'static str,
+        source: tokio::task::JoinError,
+    },
+}
+
+/// What to do about a data directory another server holds.
+fn lock_advice(e: &crate::datadir::LockError) -> &'static str {
+    match e {
+        crate::datadir::LockError::InUse { .. } => "; stop it first or use another data directory",
+        crate::datadir::LockError::Io { .. } => "",
+    }
+}
+
+impl ServeError {
+    fn task(task: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ServeError {
+        move |source| ServeError::Task { task, source }
     }
 }
 
@@ -201,9 +263,11 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Creates `dir` (owner-only permissions) if needed.
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    crate::log::storage::create_private_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))
+fn create_private_dir(dir: &Path) -> Result<(), ServeError> {
+    crate::log::storage::create_private_dir_all(dir).map_err(|source| ServeError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Opens the token store; on a first start with no token at all, creates an admin token
@@ -214,9 +278,9 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// before `serve` prints it, and a `token` command, which refuses a locked directory, cannot
 /// change the file between this read and the server's stop.
 pub fn open_tokens(
-    data_dir: &std::path::Path,
+    data_dir: &Path,
     admin_token: Option<&str>,
-) -> anyhow::Result<(TokenStore, Option<String>)> {
+) -> Result<(TokenStore, Option<String>), TokenError> {
     let mut tokens = TokenStore::open(data_dir.join("tokens.json"))?;
     if let Some(t) = admin_token {
         tokens.add_ephemeral_admin(t);
@@ -237,19 +301,19 @@ pub struct Running {
     /// The admin token created on this first start, if any.
     pub first_admin_token: Option<String>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
 impl Running {
     /// Starts the graceful shutdown and waits for it to finish.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
         self.wait().await
     }
 
     /// Waits until the server has shut down (after the signal given to [`start`]).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task panicked")?
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task.await.map_err(ServeError::task("server"))?
     }
 }
 
@@ -334,32 +398,25 @@ fn strip_trailing_slash(uri: &mut axum::http::Uri) {
 pub async fn start(
     config: ServeConfig,
     signal: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Running> {
+) -> Result<Running, ServeError> {
     create_private_dir(&config.data_dir)?;
     // Before anything else touches the directory or a port: a second server fails here.
-    let data_dir_lock = crate::datadir::lock(&config.data_dir).map_err(|e| match e {
-        e @ crate::datadir::LockError::InUse { .. } => {
-            anyhow::anyhow!("{e}; stop it first or use another data directory")
-        }
-        e => anyhow::Error::new(e),
-    })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let data_dir_lock =
+        crate::datadir::lock(&config.data_dir).map_err(|source| ServeError::Lock { source })?;
+    let (listener, addr) = bind(config.listen, |addr, source| ServeError::Listen {
+        addr,
+        source,
+    })
+    .await?;
     tracing::info!(%addr, "listening");
-    let redis_listener = match config.redis_listen {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a} (--redis-listen)"))?,
-        ),
-        None => None,
+    let (redis_listener, redis_addr) = match config.redis_listen {
+        Some(a) => {
+            let (l, addr) =
+                bind(a, |addr, source| ServeError::RedisListen { addr, source }).await?;
+            (Some(l), Some(addr))
+        }
+        None => (None, None),
     };
-    let redis_addr = redis_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
     if let Some(redis_addr) = redis_addr {
         tracing::info!(%redis_addr, "Redis Enterprise dialect listening");
     }
@@ -410,7 +467,7 @@ pub async fn start(
 
     // Open the ledger off the async workers: recovery reads and checks every segment.
     let cfg = config.clone();
-    let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
         let projection = Arc::new(
             Projection::open(
                 cfg.data_dir.join(crate::projection::PROJECTION_DIR_NAME),
@@ -420,7 +477,7 @@ pub async fn start(
                     ..Default::default()
                 },
             )
-            .context("cannot open the projection")?,
+            .map_err(ServeError::Projection)?,
         );
         let mut lc = LedgerConfig::new(cfg.data_dir.join("log"));
         lc.segment_bytes = cfg.segment_bytes;
@@ -429,11 +486,11 @@ pub async fn start(
         lc.append_queue_max = cfg.append_queue_max;
         let store: Arc<dyn StateStore> = projection.clone();
         let ledger =
-            Ledger::open(cfg.log_storage.0.clone(), lc, store).context("cannot open the ledger")?;
+            Ledger::open(cfg.log_storage.0.clone(), lc, store).map_err(ServeError::Ledger)?;
         Ok((Arc::new(ledger), projection))
     })
     .await
-    .map_err(anyhow::Error::from)
+    .map_err(ServeError::task("recovery"))
     .and_then(|opened| opened);
     let (ledger, projection) = match opened {
         Ok(opened) => opened,
@@ -449,7 +506,7 @@ pub async fn start(
             Ok(t) => t,
             Err(e) => {
                 serving.abort();
-                return Err(e);
+                return Err(e.into());
             }
         };
     if first_admin_token.is_none() {
@@ -499,7 +556,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let mut serve = serving;
         tokio::select! {
-            r = &mut serve => r??,
+            r = &mut serve => r.map_err(ServeError::task("listener"))?.map_err(ServeError::Serve)?,
             _ = super::shutting_down(shutdown_rx.clone()) => {
                 // In-flight requests get `drain` to finish.
                 if tokio::time::timeout(drain, &mut serve).await.is_err() {
@@ -511,9 +568,14 @@ pub async fn start(
         state.ready.store(false, Ordering::Release);
         // Every queued submission is fsynced and answered before the writer exits.
         let l = ledger.clone();
-        tokio::task::spawn_blocking(move || l.close()).await?;
+        tokio::task::spawn_blocking(move || l.close())
+            .await
+            .map_err(ServeError::task("ledger close"))?;
         let p = projection.clone();
-        tokio::task::spawn_blocking(move || p.flush()).await??;
+        tokio::task::spawn_blocking(move || p.flush())
+            .await
+            .map_err(ServeError::task("projection flush"))?
+            .map_err(ServeError::Flush)?;
 
         tracing::info!("stopped cleanly");
         drop(data_dir_lock);
@@ -526,6 +588,19 @@ pub async fn start(
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// Binds a listener on `addr` and reads back the address it got (the port, for `:0`); on
+/// failure, `failed` names the listener, the address asked for and why.
+async fn bind(
+    addr: SocketAddr,
+    failed: fn(SocketAddr, std::io::Error) -> ServeError,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| failed(addr, e))?;
+    let bound = listener.local_addr().map_err(|e| failed(addr, e))?;
+    Ok((listener, bound))
 }
 
 use crate::limits::{REFUSALS_IN_FLIGHT_MAX, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER_MS};
