@@ -104,6 +104,17 @@ pub const WATCHERS_MAX: usize = 1024;
 /// Interval of a watch stream's keep-alive comments, in milliseconds. It also bounds how long
 /// a watch stream whose client left unnoticed keeps its place under [`WATCHERS_MAX`].
 pub const WATCH_KEEPALIVE_MS: u64 = 15_000;
+/// Most log records a watch stream reads at once (while catching up, it reads page by page).
+pub const WATCH_READ_RECORDS_MAX: usize = 256;
+/// Most events buffered per watch stream, waiting for its client to read them.
+pub const WATCH_BUFFER_EVENTS_MAX: usize = 512;
+/// How long a watch stream waits for its client to make room in its buffer (see
+/// [`WATCH_BUFFER_EVENTS_MAX`]), in milliseconds; a client that does not is dropped (and can
+/// resume with `Last-Event-ID`).
+pub const WATCH_SEND_TIMEOUT_MS: u64 = 10_000;
+/// Most actions whose identity (uid, tenant, type, resource) a watch stream remembers, to
+/// filter and describe the events it sends; past it, its memory starts over.
+pub const WATCH_IDENTITIES_MAX: usize = 10_000;
 /// Most simultaneous connections per listener (the `connections_max` key); connections
 /// beyond it are answered 503 and closed.
 pub const CONNECTIONS_MAX: usize = 4096;

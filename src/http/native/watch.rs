@@ -6,6 +6,9 @@ use crate::event::*;
 use crate::http::error::ApiError;
 use crate::http::wire::*;
 use crate::http::{blocking, AppState, Caller};
+use crate::limits::{
+    WATCH_BUFFER_EVENTS_MAX, WATCH_IDENTITIES_MAX, WATCH_READ_RECORDS_MAX, WATCH_SEND_TIMEOUT_MS,
+};
 use crate::projection::query::ActionQuery;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -90,13 +93,6 @@ fn watch_matches(q: &ActionQuery, a: &Action) -> bool {
         && (q.ids.is_empty() || q.ids.contains(&a.id))
 }
 
-/// Records read per log read of a watch stream.
-const WATCH_READ_CHUNK: usize = 256;
-/// Events buffered per watcher; a client that does not drain them within
-/// [`WATCH_SEND_TIMEOUT`] is dropped (and can resume with `Last-Event-ID`).
-const WATCH_BUFFER: usize = 512;
-const WATCH_SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[utoipa::path(get, path = "/api/v1/watch",
     params(("after" = Option<u64>, Query, description = "resume after this position (or Last-Event-ID)"),
         ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
@@ -136,7 +132,7 @@ pub async fn watch(
                 .with("limit", "WATCHERS_MAX"),
         );
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(WATCH_BUFFER);
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(WATCH_BUFFER_EVENTS_MAX);
     let st = state.clone();
     let query = params.query;
     // Revoking the caller's token ends the stream at once, wherever the task is waiting;
@@ -155,7 +151,7 @@ pub async fn watch(
             let st2 = st.clone();
             let records = match blocking(move || {
                 st2.ledger
-                    .read_records_from(mark, after, WATCH_READ_CHUNK)
+                    .read_records_from(mark, after, WATCH_READ_RECORDS_MAX)
                     .map_err(ApiError::internal)
             })
             .await
@@ -166,7 +162,7 @@ pub async fn watch(
                 }
                 Err(_) => return,
             };
-            let caught_up = records.len() < WATCH_READ_CHUNK;
+            let caught_up = records.len() < WATCH_READ_RECORDS_MAX;
             if learn_identities(&st, &mut identities, &records)
                 .await
                 .is_err()
@@ -194,7 +190,12 @@ pub async fn watch(
                         .id(rec.position.to_string())
                         .event(op_json(op)["type"].as_str().unwrap_or("event"))
                         .data(data.to_string());
-                    match tokio::time::timeout(WATCH_SEND_TIMEOUT, tx.send(ev)).await {
+                    match tokio::time::timeout(
+                        Duration::from_millis(WATCH_SEND_TIMEOUT_MS),
+                        tx.send(ev),
+                    )
+                    .await
+                    {
                         Ok(Ok(())) => {}
                         // Client gone, or too slow to drain its buffer: drop it; it can
                         // resume from the last id it saw.
@@ -233,9 +234,6 @@ pub async fn watch(
         )))
         .into_response())
 }
-
-/// Most action identities a watch stream remembers; past it the memory starts over.
-const WATCH_IDENTITIES_MAX: usize = 10_000;
 
 /// Makes `identities` hold every action the operations of `records` touch (`None`: not
 /// found). From the snapshot memo when it has them, here on the async worker; the rest in
