@@ -53,29 +53,24 @@ pub async fn record_event(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    require(&p, Role::Writer, "record events")?;
-    let idem = idempotency(
-        &headers,
-        &p,
-        &format!("POST /api/v1/actions/{id}/events"),
-        &body,
-    )?;
-    let req: EventJson = parse_json(&body)?;
-    if req.action.is_some() {
-        return Err(ApiError::field(
-            "action",
-            "is only accepted inside a batch; the path names the action",
-        ));
-    }
-    let expected_version = req.expected_version;
-    let event = req.into_body().map_err(|(f, r)| ApiError::field(&f, &r))?;
-    let command = Command::Event(RecordEvent {
-        action: ActionRef::parse(&id),
-        expected_version,
-        body: event,
-    });
-    let c = submit(&state, &p, idem, vec![command]).await?;
-    action_response(&state, StatusCode::OK, &c.actions[0])
+    let route = EventRoute {
+        verb: "events",
+        refused: "record events",
+        status: StatusCode::OK,
+    };
+    record_one_event(&state, &p, &id, &headers, &body, route, |body| {
+        let req: EventJson = parse_json(body)?;
+        if req.action.is_some() {
+            return Err(ApiError::field(
+                "action",
+                "is only accepted inside a batch; the path names the action",
+            ));
+        }
+        let expected_version = req.expected_version;
+        let event = req.into_body().map_err(|(f, r)| ApiError::field(&f, &r))?;
+        Ok((expected_version, event))
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/actions/{id}/cancel",
@@ -88,20 +83,54 @@ pub async fn cancel(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    require(&p, Role::Writer, "cancel actions")?;
+    let route = EventRoute {
+        verb: "cancel",
+        refused: "cancel actions",
+        status: StatusCode::ACCEPTED,
+    };
+    record_one_event(&state, &p, &id, &headers, &body, route, |_| {
+        Ok((None, EventBody::CancelRequested))
+    })
+    .await
+}
+
+/// What tells apart the routes that record one event on the action their path names.
+struct EventRoute {
+    /// The path's last segment: `POST /api/v1/actions/{id}/{verb}`.
+    verb: &'static str,
+    /// What a caller without the writer role is refused.
+    refused: &'static str,
+    /// The status of the answer (which holds the action).
+    status: StatusCode,
+}
+
+/// Records on action `id` the event `event_of` reads from the body (with the version it
+/// expects, if any), after the role check and the `Idempotency-Key`, and answers with the
+/// action.
+async fn record_one_event(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    route: EventRoute,
+    event_of: impl FnOnce(&[u8]) -> Result<(Option<u64>, EventBody), ApiError>,
+) -> Result<Response, ApiError> {
+    require(p, Role::Writer, route.refused)?;
     let idem = idempotency(
-        &headers,
-        &p,
-        &format!("POST /api/v1/actions/{id}/cancel"),
-        &body,
+        headers,
+        p,
+        &format!("POST /api/v1/actions/{id}/{}", route.verb),
+        body,
     )?;
+    let (expected_version, body) = event_of(body)?;
     let command = Command::Event(RecordEvent {
-        action: ActionRef::parse(&id),
-        expected_version: None,
-        body: EventBody::CancelRequested,
+        action: ActionRef::parse(id),
+        expected_version,
+        body,
     });
-    let c = submit(&state, &p, idem, vec![command]).await?;
-    action_response(&state, StatusCode::ACCEPTED, &c.actions[0])
+    let c = submit(state, p, idem, vec![command]).await?;
+    action_response(state, route.status, &c.actions[0])
 }
 
 /// `POST /api/v1/batch` before its commands are read: each command is parsed on its own,
