@@ -98,6 +98,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "serve /metrics without a token (true/false)",
         "false",
     ),
+    (
+        "cluster_log",
+        "cluster mode: postgres:// URL of the log of record (docs/cluster.md)",
+        "(none)",
+    ),
+    (
+        "node_id",
+        "cluster mode: this node's id (default: its advertise URL)",
+        "(none)",
+    ),
+    (
+        "advertise_url",
+        "cluster mode: URL other nodes reach this node at (default: http://LISTEN)",
+        "(none)",
+    ),
+    (
+        "cluster_lease_ms",
+        "cluster mode: the leader's lease; a dead leader is replaced after it",
+        "2000",
+    ),
     ("log_format", "log output: text or json", "text"),
     ("log_level", "log filter (tracing EnvFilter syntax)", "info"),
 ];
@@ -109,6 +129,9 @@ pub const FLAG_KEYS: &[&str] = &[
     "redis_listen",
     "admin_token",
     "public_metrics",
+    "cluster_log",
+    "node_id",
+    "advertise_url",
 ];
 
 #[derive(Debug, Error, PartialEq)]
@@ -245,6 +268,52 @@ impl Settings {
             "request_timeout_ms" => l.request_timeout_ms = at_least(size(value)?, 1)?,
             "drain_timeout_ms" => l.drain_timeout_ms = size(value)?,
             "public_metrics" => s.public_metrics = parse::<bool>(value, "true or false")?,
+            "cluster_log" => {
+                s.cluster.log = match value.trim() {
+                    "" => None,
+                    v => {
+                        // Checked now, so a typo fails before anything starts; the message
+                        // never repeats the URL (it may hold a password).
+                        v.parse::<tokio_postgres::Config>().map_err(|e| {
+                            format!("not a PostgreSQL connection URL (postgres://USER@HOST:PORT/DB): {e}")
+                        })?;
+                        Some(v.to_string())
+                    }
+                }
+            }
+            "node_id" => {
+                s.cluster.node_id = match value.trim() {
+                    "" => None,
+                    v if v.len() > limits::NODE_ID_BYTES_MAX => {
+                        return Err(format!(
+                            "longer than NODE_ID_BYTES_MAX ({} bytes)",
+                            limits::NODE_ID_BYTES_MAX
+                        ))
+                    }
+                    v => Some(v.to_string()),
+                }
+            }
+            "advertise_url" => {
+                s.cluster.advertise_url = match value.trim() {
+                    "" => None,
+                    v => {
+                        let uri =
+                            parse::<axum::http::Uri>(v, "a URL such as http://10.0.0.5:8080")?;
+                        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                            return Err("must be an http:// URL with a host and port".into());
+                        }
+                        Some(v.trim_end_matches('/').to_string())
+                    }
+                }
+            }
+            "cluster_lease_ms" => {
+                s.cluster.lease_ms = at_most(
+                    at_least(size(value)?, limits::CLUSTER_LEASE_TTL_MS_MIN)?,
+                    limits::CLUSTER_LEASE_TTL_MS_MAX,
+                    "CLUSTER_LEASE_TTL_MS_MAX",
+                    "the longest lease",
+                )?
+            }
             "log_format" => {
                 self.log_format = match value.trim() {
                     "text" => LogFormat::Text,
@@ -426,6 +495,10 @@ mod tests {
             "request_timeout_ms" => l.request_timeout_ms.to_string(),
             "drain_timeout_ms" => l.drain_timeout_ms.to_string(),
             "public_metrics" => v.public_metrics.to_string(),
+            "cluster_log" => v.cluster.log.clone().unwrap_or("(none)".into()),
+            "node_id" => v.cluster.node_id.clone().unwrap_or("(none)".into()),
+            "advertise_url" => v.cluster.advertise_url.clone().unwrap_or("(none)".into()),
+            "cluster_lease_ms" => v.cluster.lease_ms.to_string(),
             "log_format" => "text".into(),
             "log_level" => s.log_level.clone(),
             other => panic!("KEYS has {other}, which this test does not know"),
@@ -463,7 +536,15 @@ mod tests {
         let mut again = Settings::default();
         for (key, _, _) in KEYS {
             let text = default_text(&s, key);
-            if !["admin_token", "redis_listen"].contains(key) {
+            if ![
+                "admin_token",
+                "redis_listen",
+                "cluster_log",
+                "node_id",
+                "advertise_url",
+            ]
+            .contains(key)
+            {
                 again
                     .set(key, &text)
                     .unwrap_or_else(|e| panic!("{key}={text}: {e}"));

@@ -186,3 +186,12 @@ pub const CLUSTER_LEASE_LOCAL_MARGIN_PERCENT: u32 = 10;
 /// How often a follower reads the cluster log even when no notification arrived (the
 /// fallback for a lost NOTIFY or a broken LISTEN connection), in milliseconds.
 pub const CLUSTER_POLL_INTERVAL_MS: u64 = 500;
+/// Longest a leader waits for PostgreSQL to answer a batch's commit, in milliseconds. Past
+/// it the batch's outcome is unknown (its callers are told to retry with their
+/// `Idempotency-Key`) and the connection is dropped.
+pub const CLUSTER_APPEND_TIMEOUT_MS: u64 = 5_000;
+/// Longest `node_id` of a cluster node, in bytes.
+pub const NODE_ID_BYTES_MAX: usize = 128;
+/// Longest a read with `min_position` waits for this node to apply that position, in
+/// milliseconds; then it is answered 503 `position_not_reached`.
+pub const MIN_POSITION_WAIT_MS: u64 = 10_000;

@@ -28,6 +28,15 @@ pub struct ServeArgs {
     /// Serve /metrics without a token [key public_metrics].
     #[arg(long)]
     pub public_metrics: bool,
+    /// Cluster mode: the PostgreSQL URL of the log of record [key cluster_log].
+    #[arg(long, value_name = "URL")]
+    pub cluster_log: Option<String>,
+    /// Cluster mode: this node's id [key node_id].
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode: the URL other nodes reach this node at [key advertise_url].
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
     /// Set any configuration key (repeatable), e.g. --set segment_bytes=1048576.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -42,6 +51,9 @@ impl ServeArgs {
             ("listen", &self.listen),
             ("redis_listen", &self.redis_listen),
             ("admin_token", &self.admin_token),
+            ("cluster_log", &self.cluster_log),
+            ("node_id", &self.node_id),
+            ("advertise_url", &self.advertise_url),
         ];
         for (key, value) in named {
             if let Some(v) = value {

@@ -130,6 +130,13 @@ impl Leadership {
         self.shared.lock().expect("leadership state").step_downs
     }
 
+    /// Stops the task, as a crash would (the lease is not released). The term is over at
+    /// once: [`Leadership::term`] is `None` from now on.
+    pub fn abort(&self) {
+        self.task.abort();
+        self.shared.lock().expect("leadership state").term = None;
+    }
+
     /// Stops the task, as a crash would (the lease is not released), and returns the last
     /// term it held, whether or not its deadline has passed.
     pub async fn stop(mut self) -> Option<Term> {

@@ -15,15 +15,22 @@
 //!   publishes the node's [`Role`].
 //! - [`replica`]: [`Replica`], a follower's verified local copy of the log (LISTEN + polling).
 //!
-//! Not here yet: forwarding, and the wiring into `serve`.
+//! - [`node`]: [`ClusterNode`], a `serve` process in cluster mode: start-up order,
+//!   leadership, the replica task copying into the node's ledger, and its status.
+//!
+//! The ledger's writer commits a leader's batches here first
+//! (`crate::ledger::ClusterLink`); HTTP forwards a follower's writes to the leader
+//! (`crate::http::cluster`).
 
 pub mod leader;
+pub mod node;
 pub mod replica;
 pub mod schema;
 pub mod store;
 
 pub use leader::{Leadership, Role, StepDown, StepDownReason, Term};
-pub use replica::{Replica, ReplicaError, ReplicaHead, ReplicaOptions};
+pub use node::{ClusterNode, ClusterSettings, NodeStatus};
+pub use replica::{Replica, ReplicaError, ReplicaHead, ReplicaOptions, ReplicaStats};
 pub use store::{
     check_chain, Acquire, Appended, ClusterLog, ClusterOptions, ClusterRecord, Head, Lease,
     LeaseInfo, NOTIFY_CHANNEL,

@@ -22,12 +22,14 @@
 //!   and ends a batch; then it continues after it.
 
 use super::store::connect_raw;
-use super::{ClusterError, ClusterLog, ClusterOptions, ClusterRecord, NOTIFY_CHANNEL};
+use super::{ClusterError, ClusterLog, ClusterOptions, ClusterRecord, Role, NOTIFY_CHANNEL};
+use crate::ledger::Ledger;
 use crate::limits::{CLUSTER_POLL_INTERVAL_MS, CLUSTER_READ_RECORDS_MAX};
 use crate::log::format::Digest;
 use crate::log::writer::NewRecord;
 use crate::log::{LogConfig, LogError, LogWriter, Storage};
 use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -49,6 +51,9 @@ pub enum ReplicaError {
     /// The local log could not be opened or written.
     #[error("local replica log: {0}")]
     Log(#[from] LogError),
+    /// The node's ledger refuses writes after an earlier failure (or is closed).
+    #[error("the local ledger refuses replicated batches: {0}")]
+    Poisoned(String),
 }
 
 impl ReplicaError {
@@ -118,17 +123,42 @@ impl Drop for Listener {
     }
 }
 
+/// Where a replica appends what it copies.
+enum Sink {
+    /// A log of its own. Behind an async mutex moved into the blocking append, so a
+    /// cancelled `run` leaves an append in progress to finish before anything else touches
+    /// the log.
+    Log(Arc<Mutex<LogWriter>>),
+    /// A node's ledger, whose writer thread appends and applies (cluster mode's `serve`).
+    Ledger(Arc<Ledger>),
+}
+
+/// What a running replica has seen, for `/readyz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    /// The highest cluster log position this node knows was committed (read, or named by a
+    /// notification).
+    pub seen_head: AtomicU64,
+    /// For the last copied batch: from its commit in PostgreSQL (`recorded_at`, the
+    /// database's clock) to its local append, in microseconds.
+    pub lag_micros: AtomicU64,
+    /// Records copied from the cluster log.
+    pub records: AtomicU64,
+}
+
 /// A follower's local replica of the cluster log.
 pub struct Replica {
     options: ClusterOptions,
     replica: ReplicaOptions,
-    /// Behind an async mutex moved into the blocking append, so a cancelled `run` leaves an
-    /// append in progress to finish before anything else touches the log.
-    writer: Arc<Mutex<LogWriter>>,
+    sink: Sink,
     cluster: Option<ClusterLog>,
     listener: Option<Listener>,
     wake: Arc<Notify>,
     applied: watch::Sender<ReplicaHead>,
+    stats: Arc<ReplicaStats>,
+    /// While this says leader, notifications do not wake the loop (the leader's own
+    /// commits): it only polls, for batches whose commit its writer never heard confirmed.
+    role: Option<watch::Receiver<Role>>,
 }
 
 impl Replica {
@@ -149,18 +179,76 @@ impl Replica {
             position: writer.next_position() - 1,
             digest: writer.last_digest(),
         };
+        Replica::start(
+            options,
+            replica,
+            Sink::Log(Arc::new(Mutex::new(writer))),
+            head,
+        )
+        .await
+    }
+
+    /// A replica that copies into `ledger` (opened with [`Ledger::open_clustered`]): checks
+    /// that the ledger's local log is the cluster log's prefix, ending on a batch.
+    pub async fn for_ledger(
+        options: ClusterOptions,
+        replica: ReplicaOptions,
+        ledger: Arc<Ledger>,
+    ) -> Result<Replica, ReplicaError> {
+        let head = ledger.log_head();
+        Replica::start(options, replica, Sink::Ledger(ledger), head).await
+    }
+
+    async fn start(
+        options: ClusterOptions,
+        replica: ReplicaOptions,
+        sink: Sink,
+        head: ReplicaHead,
+    ) -> Result<Replica, ReplicaError> {
         let cluster = ClusterLog::connect(options.clone()).await?;
         check_resume(&cluster, head).await?;
         let (applied, _) = watch::channel(head);
+        let stats = Arc::new(ReplicaStats::default());
+        stats.seen_head.store(head.position, Ordering::Relaxed);
         Ok(Replica {
             options,
             replica,
-            writer: Arc::new(Mutex::new(writer)),
+            sink,
             cluster: Some(cluster),
             listener: None,
             wake: Arc::new(Notify::new()),
             applied,
+            stats,
+            role: None,
         })
+    }
+
+    /// Makes the loop poll only while `role` says this node leads (see [`Replica::run`]).
+    pub fn follow_role(&mut self, role: watch::Receiver<Role>) {
+        self.role = Some(role);
+    }
+
+    /// Counters of this replica.
+    pub fn stats(&self) -> Arc<ReplicaStats> {
+        self.stats.clone()
+    }
+
+    /// Wakes the loop now (a node that just became leader catches up at once).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    async fn local_head(&self) -> ReplicaHead {
+        match &self.sink {
+            Sink::Log(writer) => {
+                let w = writer.lock().await;
+                ReplicaHead {
+                    position: w.next_position() - 1,
+                    digest: w.last_digest(),
+                }
+            }
+            Sink::Ledger(ledger) => ledger.log_head(),
+        }
     }
 
     /// The local head.
@@ -182,13 +270,7 @@ impl Replica {
         }
         let cluster = self.cluster.as_ref().expect("connected");
         let limit = self.replica.read_limit.clamp(1, CLUSTER_READ_RECORDS_MAX);
-        let mut head = {
-            let w = self.writer.lock().await;
-            ReplicaHead {
-                position: w.next_position() - 1,
-                digest: w.last_digest(),
-            }
-        };
+        let mut head = self.local_head().await;
         let mut total = 0u64;
         // Read and checked, not yet appended: the start of a batch whose end is unread.
         let mut pending: Vec<ClusterRecord> = Vec::new();
@@ -220,6 +302,9 @@ impl Replica {
                     position: last.position,
                     digest,
                 };
+                self.stats
+                    .seen_head
+                    .fetch_max(last.position, Ordering::Relaxed);
             }
             // A batch commits whole, so a read that was not cut short by the limit ends on a
             // batch boundary; otherwise hold back the last (maybe partial) batch.
@@ -248,49 +333,73 @@ impl Replica {
     /// that the writer gave every record the cluster log's position and digest, and publishes
     /// the new head.
     async fn append(&self, records: Vec<ClusterRecord>) -> Result<ReplicaHead, ReplicaError> {
-        let mut guard = self.writer.clone().lock_owned().await;
-        let head = tokio::task::spawn_blocking(move || {
-            let mut start = 0;
-            while start < records.len() {
-                let end = records[start + 1..]
-                    .iter()
-                    .position(|r| r.batch_offset == 0)
-                    .map_or(records.len(), |i| start + 1 + i);
-                let batch = &records[start..end];
-                let new: Vec<NewRecord<'_>> = batch
-                    .iter()
-                    .map(|r| NewRecord {
-                        kind: r.kind,
-                        schema: r.schema,
-                        payload: &r.payload,
-                    })
-                    .collect();
-                let done = guard.append(&new)?;
-                for (r, d) in batch.iter().zip(&done) {
-                    if (r.position, r.digest) != (d.position, d.digest) {
-                        guard.poison_diverged(r.position);
-                        return Err(ReplicaError::Diverged {
-                            position: r.position,
-                            reason: format!(
-                                "the local log wrote it at position {} with another digest",
-                                d.position
-                            ),
-                        });
-                    }
-                }
-                start = end;
-            }
-            Ok(ReplicaHead {
-                position: guard.next_position() - 1,
-                digest: guard.last_digest(),
-            })
-        })
-        .await
-        .expect("the replica's local append panicked")?;
+        let committed = records.last().map(|r| r.recorded_at);
+        let count = records.len() as u64;
+        let head = match &self.sink {
+            Sink::Log(writer) => append_to_log(writer, records).await?,
+            Sink::Ledger(ledger) => ledger.replicate(records).await?,
+        };
+        if let Some(at) = committed {
+            let lag = (chrono::Utc::now() - at)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            self.stats.lag_micros.store(lag as u64, Ordering::Relaxed);
+        }
+        self.stats.records.fetch_add(count, Ordering::Relaxed);
         self.applied.send_replace(head);
         Ok(head)
     }
+}
 
+/// Appends whole batches to a replica's own log (one writer batch each, one fdatasync),
+/// checking that the writer gave every record the cluster log's position and digest.
+async fn append_to_log(
+    writer: &Arc<Mutex<LogWriter>>,
+    records: Vec<ClusterRecord>,
+) -> Result<ReplicaHead, ReplicaError> {
+    let mut guard = writer.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let mut start = 0;
+        while start < records.len() {
+            let end = records[start + 1..]
+                .iter()
+                .position(|r| r.batch_offset == 0)
+                .map_or(records.len(), |i| start + 1 + i);
+            let batch = &records[start..end];
+            let new: Vec<NewRecord<'_>> = batch
+                .iter()
+                .map(|r| NewRecord {
+                    kind: r.kind,
+                    schema: r.schema,
+                    payload: &r.payload,
+                })
+                .collect();
+            let done = guard.append(&new)?;
+            for (r, d) in batch.iter().zip(&done) {
+                if (r.position, r.digest) != (d.position, d.digest) {
+                    guard.poison_diverged(r.position);
+                    return Err(ReplicaError::Diverged {
+                        position: r.position,
+                        reason: format!(
+                            "the local log wrote it at position {} with another digest",
+                            d.position
+                        ),
+                    });
+                }
+            }
+            start = end;
+        }
+        Ok(ReplicaHead {
+            position: guard.next_position() - 1,
+            digest: guard.last_digest(),
+        })
+    })
+    .await
+    .expect("the replica's local append panicked")
+}
+
+impl Replica {
     /// Tails the cluster log for good: LISTEN (when enabled) plus a read every poll interval,
     /// reconnecting after connection failures. Returns only on an error that reconnecting
     /// cannot cure (a broken chain, a divergence, a local log failure). Cancelling it is
@@ -299,7 +408,7 @@ impl Replica {
         loop {
             if self.replica.listen && self.listener.as_ref().is_none_or(|l| l.task.is_finished()) {
                 self.listener = None;
-                match listen(&self.options, self.wake.clone()).await {
+                match listen(&self.options, self.wake.clone(), self.stats.clone()).await {
                     Ok(l) => self.listener = Some(l),
                     Err(e) => tracing::warn!(error = %e, "replica: LISTEN failed; polling"),
                 }
@@ -315,26 +424,50 @@ impl Replica {
                     return Err(e);
                 }
             }
+            let leads = self
+                .role
+                .as_ref()
+                .is_some_and(|r| matches!(*r.borrow(), Role::Leader { .. }));
+            let role_changed = async {
+                match self.role.as_mut() {
+                    Some(r) => {
+                        let _ = r.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            // A node that just became leader reads at once: it must not lead from behind.
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified(), if !leads => {}
                 _ = tokio::time::sleep(self.replica.poll_interval) => {}
+                _ = role_changed => {}
             }
         }
     }
 
     /// Waits for an append in progress (of a cancelled `run`) and closes the local log.
     pub async fn close(self) {
-        let _ = self.writer.lock().await;
+        if let Sink::Log(writer) = &self.sink {
+            let _ = writer.lock().await;
+        }
     }
 }
 
 /// The dedicated LISTEN connection: every notification wakes the replica.
-async fn listen(options: &ClusterOptions, wake: Arc<Notify>) -> Result<Listener, ClusterError> {
+async fn listen(
+    options: &ClusterOptions,
+    wake: Arc<Notify>,
+    stats: Arc<ReplicaStats>,
+) -> Result<Listener, ClusterError> {
     let (client, mut connection) = connect_raw(options).await?;
     let task = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(Ok(message)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(_) = message {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                // The payload is the new head position.
+                if let Ok(head) = n.payload().parse::<u64>() {
+                    stats.seen_head.fetch_max(head, Ordering::Relaxed);
+                }
                 wake.notify_one();
             }
         }

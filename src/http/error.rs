@@ -112,7 +112,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        // Every 503 is temporary (starting, stopping, no leader known, a commit not made):
+        // tell clients when to come back.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -194,6 +203,16 @@ impl From<LedgerError> for ApiError {
             LedgerError::Poisoned(cause) => poisoned(&cause),
             LedgerError::Log(LogError::Poisoned(cause)) => poisoned(&cause),
             LedgerError::Closed => ApiError::unavailable("the ledger is shutting down"),
+            e @ LedgerError::NotCommitted { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_committed",
+                e.to_string(),
+            ),
+            e @ LedgerError::OutcomeUnknown { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                e.to_string(),
+            ),
             other @ (LedgerError::Log(_)
             | LedgerError::Store(_)
             | LedgerError::BadRecord { .. }) => ApiError::internal(other),

@@ -150,6 +150,75 @@ fn escape(s: &str) -> String {
 }
 
 /// `GET /metrics`.
+/// Cluster mode's families: role, epoch, positions, lag, forwarding and commits.
+fn cluster_metrics(
+    out: &mut String,
+    face: &crate::http::cluster::ClusterFace,
+    stats: &crate::ledger::LedgerStats,
+) {
+    let status = face.node.status();
+    let (leader, epoch) = match status.role {
+        crate::cluster::Role::Leader { epoch } => (1.0, epoch),
+        crate::cluster::Role::Follower { epoch, .. } => (0.0, epoch),
+    };
+    let gauges: [(&str, &str, &str, f64); 8] = [
+        (
+            "action_ledger_cluster_leader",
+            "gauge",
+            "1 while this node holds the lease and may write, else 0.",
+            leader,
+        ),
+        (
+            "action_ledger_cluster_epoch",
+            "gauge",
+            "The last leadership epoch this node has seen.",
+            epoch as f64,
+        ),
+        (
+            "action_ledger_cluster_position",
+            "gauge",
+            "The highest position this node knows the cluster log has committed.",
+            status.cluster_position as f64,
+        ),
+        (
+            "action_ledger_cluster_lag_positions",
+            "gauge",
+            "Committed positions this node has not applied yet.",
+            (status.cluster_position - status.applied_position) as f64,
+        ),
+        (
+            "action_ledger_cluster_lag_seconds",
+            "gauge",
+            "For the last batch copied from the cluster log: from its commit to its local append.",
+            status.lag_micros as f64 / 1e6,
+        ),
+        (
+            "action_ledger_cluster_forwarded_total",
+            "counter",
+            "Requests this node forwarded to the leader.",
+            face.forwarded.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_cluster_commits_total",
+            "counter",
+            "Batches this node committed (or tried to) in the cluster log as leader.",
+            stats.cluster_commits.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_cluster_replicated_total",
+            "counter",
+            "Records this node copied from the cluster log.",
+            stats.records_replicated.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if !state.public_metrics && super::auth::authenticate(&headers, &state.tokens).is_err() {
         return super::error::ApiError::unauthorized().into_response();
@@ -273,6 +342,9 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
+    }
+    if let Some(face) = &state.cluster {
+        cluster_metrics(&mut out, face, stats);
     }
     let fsyncs = stats.fsyncs.load(Ordering::Relaxed).max(1);
     let _ = writeln!(

@@ -3,6 +3,7 @@
 //!
 //! - [`native`]: `/api/v1` as docs/api.md describes it.
 //! - [`auth`]: tokens from any of the four header forms → [`Principal`].
+//! - [`cluster`]: `X-Ledger-Position`, `min_position`, and a follower's forwarding of writes.
 //! - [`error`]: the native error type and body.
 //! - [`dialect`]: the public API dialects (one module each; they only translate).
 //! - [`wire`]: the native JSON shapes (the OpenAPI document is generated from them).
@@ -11,6 +12,7 @@
 //! - [`server`]: listeners, limits, graceful shutdown.
 
 pub mod auth;
+pub mod cluster;
 pub mod dialect;
 pub mod error;
 pub mod metrics;
@@ -116,6 +118,8 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The native JSON of action states already rendered.
     pub rendered: Arc<render::RenderCache>,
+    /// Cluster mode: the node, and forwarding to its leader (`None`: embedded).
+    pub cluster: Option<Arc<cluster::ClusterFace>>,
 }
 
 impl Shared {

@@ -7,7 +7,8 @@
 //! submission is fsynced and answered), flush the projection.
 
 use super::{error::ApiError, metrics, native, openapi, AppState, Caller, HttpLimits};
-use crate::ledger::{Ledger, LedgerConfig, LedgerError, StateStore};
+use crate::cluster::{ClusterNode, ClusterSettings, Role as NodeRole};
+use crate::ledger::{ClusterLink, Ledger, LedgerConfig, LedgerError, StateStore};
 use crate::projection::{Projection, ProjectionConfig, ProjectionError};
 use crate::tokens::{Role, TokenError, TokenStore};
 use axum::extract::State;
@@ -46,6 +47,8 @@ pub struct ServeConfig {
     /// Where the log lives: real files ([`crate::log::FsStorage`], the default) or, in
     /// tests, a simulated disk with injected faults ([`crate::log::SimStorage`]).
     pub log_storage: LogStorage,
+    /// Cluster mode (docs/cluster.md); the embedded default when its `log` is `None`.
+    pub cluster: ClusterSettings,
 }
 
 /// The log's storage seam, as a config field.
@@ -99,6 +102,15 @@ pub enum ServeError {
     /// Serving a listener failed.
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The cluster settings do not make a usable node.
+    #[error("cluster mode: {0}")]
+    ClusterConfig(String),
+    /// The cluster log (PostgreSQL) is unreachable or unusable.
+    #[error("{0}")]
+    Cluster(#[source] crate::cluster::ClusterError),
+    /// The local log cannot continue the cluster log (or copying it failed).
+    #[error("cannot join the cluster: {0}")]
+    Join(#[source] crate::cluster::ReplicaError),
     /// A task of the server panicked (or was cancelled).
     #[error("the {task} task failed: {source}")]
     Task {
@@ -137,6 +149,7 @@ impl ServeConfig {
             public_metrics: false,
             redis_listen: None,
             log_storage: LogStorage(Arc::new(crate::log::FsStorage)),
+            cluster: ClusterSettings::new(),
         }
     }
 }
@@ -172,6 +185,10 @@ pub fn router(state: AppState) -> Router {
     main_routes(timeout)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::cluster::positions,
+        ))
         .layer(metrics::TrackLayer(state.metrics.clone()))
         .with_state(state)
 }
@@ -232,13 +249,60 @@ fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// `/readyz`: ready or not, the node's role, and how far it has applied. A cluster node
+/// whose replica stopped (a broken chain, a divergence) is not ready.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
-        Json(json!({"status": "ready", "position": state.ledger.committed_position()}))
-            .into_response()
-    } else {
-        not_ready()
+    if !state.is_ready() {
+        return not_ready();
     }
+    let position = state.ledger.committed_position();
+    let Some(face) = &state.cluster else {
+        return Json(json!({
+            "status": "ready",
+            "role": "single",
+            "epoch": null,
+            "leader": null,
+            "applied_position": position,
+            "lag_positions": 0,
+            "position": position,
+            "head_digest": head_digest(&state),
+        }))
+        .into_response();
+    };
+    let status = face.node.status();
+    let (role, epoch, leader) = match &status.role {
+        NodeRole::Leader { epoch } => ("leader", *epoch, Some(face.node.options().node_id.clone())),
+        NodeRole::Follower { leader, epoch } => ("follower", *epoch, leader.clone().map(|l| l.0)),
+    };
+    let body = json!({
+        "status": if status.replica_failed { "failed" } else { "ready" },
+        "role": role,
+        "epoch": epoch,
+        "leader": leader,
+        "node_id": face.node.options().node_id,
+        "applied_position": status.applied_position,
+        "lag_positions": status.cluster_position - status.applied_position,
+        "position": position,
+        "head_digest": head_digest(&state),
+    });
+    let code = if status.replica_failed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+/// The chain digest of the local log's last record, in hex: equal on two nodes that hold
+/// the same log up to the same position.
+fn head_digest(state: &AppState) -> String {
+    state
+        .ledger
+        .log_head()
+        .digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The `/readyz` answer while the server is not (or no longer) ready.
@@ -465,6 +529,28 @@ pub async fn start(
         main.and(redis)
     });
 
+    // Cluster mode: PostgreSQL must be reachable and its schema usable before anything else.
+    let cluster = match config.cluster.options(addr) {
+        Ok(options) => options,
+        Err(e) => {
+            serving.abort();
+            return Err(ServeError::ClusterConfig(e));
+        }
+    };
+    if let Some(options) = &cluster {
+        if let Err(e) = ClusterNode::check(options).await {
+            serving.abort();
+            return Err(ServeError::Cluster(e));
+        }
+        tracing::info!(node_id = %options.node_id, advertise_url = %options.advertise_url, "cluster mode: the cluster log is reachable");
+    }
+    let leadership = Arc::new(OnceLock::new());
+    let link = cluster.clone().map(|options| ClusterLink {
+        options,
+        leadership: leadership.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+
     // Open the ledger off the async workers: recovery reads and checks every segment.
     let cfg = config.clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
@@ -485,8 +571,12 @@ pub async fn start(
         lc.commit_batch_bytes_max = cfg.commit_batch_bytes_max;
         lc.append_queue_max = cfg.append_queue_max;
         let store: Arc<dyn StateStore> = projection.clone();
-        let ledger =
-            Ledger::open(cfg.log_storage.0.clone(), lc, store).map_err(ServeError::Ledger)?;
+        let storage = cfg.log_storage.0.clone();
+        let ledger = match link {
+            Some(link) => Ledger::open_clustered(storage, lc, store, link),
+            None => Ledger::open(storage, lc, store),
+        }
+        .map_err(ServeError::Ledger)?;
         Ok((Arc::new(ledger), projection))
     })
     .await
@@ -519,6 +609,21 @@ pub async fn start(
     if let Some(t) = &ledger.recovery().torn_tail {
         tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
     }
+    // Cluster mode: copy what the local log lacks, then compete for the lease.
+    let cluster = match cluster {
+        Some(options) => {
+            let mut log = crate::log::LogConfig::new(config.data_dir.join("log"));
+            log.segment_bytes = config.segment_bytes;
+            match ClusterNode::start(options, log, ledger.clone(), leadership).await {
+                Ok(node) => Some(super::cluster::ClusterFace::new(node)),
+                Err(e) => {
+                    serving.abort();
+                    return Err(ServeError::Join(e));
+                }
+            }
+        }
+        None => None,
+    };
     let state = AppState::new(super::Shared {
         ledger: ledger.clone(),
         projection: projection.clone(),
@@ -530,6 +635,7 @@ pub async fn start(
         public_metrics: config.public_metrics,
         shutdown: shutdown_rx.clone(),
         rendered: Arc::default(),
+        cluster,
     });
     // Arm the stop signal before the server can be seen ready: tokio's signal futures
     // install their handler on the first poll, and until then SIGTERM's default action
@@ -566,6 +672,9 @@ pub async fn start(
             }
         }
         state.ready.store(false, Ordering::Release);
+        if let Some(face) = &state.cluster {
+            face.node.stop();
+        }
         // Every queued submission is fsynced and answered before the writer exits.
         let l = ledger.clone();
         tokio::task::spawn_blocking(move || l.close())

@@ -108,6 +108,15 @@ pub enum LedgerError {
     /// The ledger is shutting down or its writer has stopped.
     #[error("the ledger is closed")]
     Closed,
+    /// Cluster mode: nothing was written because this node cannot commit now (it does not
+    /// lead, its replica is behind the cluster log, or PostgreSQL is unreachable). Retrying
+    /// is safe.
+    #[error("not committed: {reason}")]
+    NotCommitted { reason: String },
+    /// Cluster mode: the commit was sent to PostgreSQL but its answer was lost; the write may
+    /// or may not be recorded. A retry with the same `Idempotency-Key` settles it.
+    #[error("the outcome is unknown ({reason}); retry with the same Idempotency-Key to settle it")]
+    OutcomeUnknown { reason: String },
 }
 
 impl LedgerError {

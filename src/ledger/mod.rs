@@ -23,6 +23,7 @@
 //! store). This file keeps the [`Ledger`] handle.
 
 mod applier;
+mod cluster;
 mod error;
 pub mod memory;
 mod read;
@@ -30,11 +31,13 @@ mod store;
 mod writer;
 
 pub use applier::WRITE_BACK_IDLE;
+pub use cluster::ClusterLink;
 pub use error::{LedgerError, Poison, StoreError};
 pub use read::{AsOf, HistoryIndex, HistoryRecord, RecordLocation};
 pub use store::{CommittedEntry, IdempotentResult, StateStore};
 pub use writer::GENERATED_UID_PREFIX;
 
+use crate::cluster::{ClusterRecord, ReplicaError, ReplicaHead};
 use crate::event::codec;
 use crate::event::*;
 use crate::limits::*;
@@ -46,7 +49,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
-use writer::{Request, WriterState};
+use writer::{Request, Work, WriterState};
 
 /// The answer to an accepted submission.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,11 +97,22 @@ pub struct LedgerStats {
     pub fsync_micros_max: AtomicU64,
     /// Submissions refused by validation.
     pub rejected: AtomicU64,
+    /// Cluster mode: batches committed in (or attempted on) the cluster log.
+    pub cluster_commits: AtomicU64,
+    /// Cluster mode: total time of those commits, microseconds.
+    pub cluster_commit_micros: AtomicU64,
+    /// Cluster mode: records copied from the cluster log (written by other leaders, or whose
+    /// commit this node never heard confirmed).
+    pub records_replicated: AtomicU64,
 }
 
 /// The ledger. Cheap to share behind an `Arc`; all writes funnel into one writer thread.
 pub struct Ledger {
-    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    tx: Mutex<Option<mpsc::Sender<Work>>>,
+    /// The local log's head, as the writer last appended.
+    head: watch::Receiver<ReplicaHead>,
+    /// Whether a cluster log is the log of record.
+    clustered: bool,
     store: Arc<dyn StateStore>,
     reader: LogReader,
     /// Last committed (durable and applied) position, published after each batch.
@@ -117,6 +131,28 @@ impl Ledger {
         storage: Arc<dyn Storage>,
         config: LedgerConfig,
         store: Arc<dyn StateStore>,
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(storage, config, store, None)
+    }
+
+    /// [`Ledger::open`] in cluster mode: the writer commits each batch in the cluster log
+    /// before the local log, and takes batches other leaders committed through
+    /// [`Ledger::replicate`]. The local log must already be a prefix of the cluster log
+    /// (the caller checks that, see [`crate::cluster::Replica`]).
+    pub fn open_clustered(
+        storage: Arc<dyn Storage>,
+        config: LedgerConfig,
+        store: Arc<dyn StateStore>,
+        link: ClusterLink,
+    ) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(storage, config, store, Some(link))
+    }
+
+    fn open_with(
+        storage: Arc<dyn Storage>,
+        config: LedgerConfig,
+        store: Arc<dyn StateStore>,
+        link: Option<ClusterLink>,
     ) -> Result<Ledger, LedgerError> {
         let applied = store.applied_position();
         let mut pending: Vec<CommittedEntry> = Vec::new();
@@ -170,6 +206,11 @@ impl Ledger {
             failure: Arc::new(Mutex::new(None)),
         };
         let (applied, failure) = (applier.applied.clone(), applier.failure.clone());
+        let (head_tx, head) = watch::channel(ReplicaHead {
+            position: writer.next_position() - 1,
+            digest: writer.last_digest(),
+        });
+        let clustered = link.is_some();
         let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(APPLY_QUEUE_BATCHES);
         let applier = std::thread::Builder::new()
             .name("ledger-applier".into())
@@ -188,6 +229,10 @@ impl Ledger {
             poisoned: None,
             apply_tx,
             applier,
+            cluster: link.map(cluster::ClusterAppender::new),
+            expected: Vec::new(),
+            replicated_upto: 0,
+            head: head_tx,
         };
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -195,6 +240,8 @@ impl Ledger {
             .map_err(|e| LogError::io(&config.log_dir, e).during("start the writer thread for"))?;
         Ok(Ledger {
             tx: Mutex::new(Some(tx)),
+            head,
+            clustered,
             store,
             reader: LogReader::new(storage, config.log_dir.clone()),
             committed: committed_rx,
@@ -209,7 +256,7 @@ impl Ledger {
     pub async fn submit(&self, submission: Submission) -> Result<Committed, LedgerError> {
         let tx = self.sender()?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { submission, reply })
+        tx.send(Work::Submit(Request { submission, reply }))
             .await
             .map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
@@ -220,12 +267,41 @@ impl Ledger {
     pub fn submit_blocking(&self, submission: Submission) -> Result<Committed, LedgerError> {
         let tx = self.sender()?;
         let (reply, rx) = oneshot::channel();
-        tx.blocking_send(Request { submission, reply })
+        tx.blocking_send(Work::Submit(Request { submission, reply }))
             .map_err(|_| LedgerError::Closed)?;
         rx.blocking_recv().map_err(|_| LedgerError::Closed)?
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<Request>, LedgerError> {
+    /// Cluster mode: appends whole batches the cluster log committed (checked by the
+    /// caller to continue the chain) to the local log and applies them; records the local
+    /// log already holds are skipped. Returns the local head once they are durable locally.
+    pub async fn replicate(
+        &self,
+        records: Vec<ClusterRecord>,
+    ) -> Result<ReplicaHead, ReplicaError> {
+        let tx = self
+            .sender()
+            .map_err(|e| ReplicaError::Poisoned(e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        let closed = || ReplicaError::Poisoned(LedgerError::Closed.to_string());
+        tx.send(Work::Replicate { records, reply })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// The local log's head: its last position and chain digest (durable, perhaps not yet
+    /// applied).
+    pub fn log_head(&self) -> ReplicaHead {
+        *self.head.borrow()
+    }
+
+    /// Whether this ledger runs in cluster mode.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Work>, LedgerError> {
         self.tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())

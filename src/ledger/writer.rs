@@ -5,10 +5,12 @@
 //! rule for generated uids ([`GENERATED_UID_PREFIX`]).
 
 use super::applier::{Job, Reply};
+use super::cluster::{AppendFailure, ClusterAppender};
 use super::{
     Committed, CommittedEntry, IdempotentResult, LedgerConfig, LedgerError, LedgerStats, Poison,
     StateStore, StoreError,
 };
+use crate::cluster::{ClusterRecord, ReplicaError, ReplicaHead};
 use crate::event::codec;
 use crate::event::fold::{self, Rejection};
 use crate::event::*;
@@ -18,12 +20,24 @@ use crate::log::{LogError, LogWriter};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// A submission waiting in the ledger's queue, with where its answer goes.
 pub(super) struct Request {
     pub(super) submission: Submission,
     pub(super) reply: oneshot::Sender<Result<Committed, LedgerError>>,
+}
+
+/// What the writer thread takes from its queue.
+pub(super) enum Work {
+    Submit(Request),
+    /// Cluster mode: whole batches the cluster log committed, to append to the local log
+    /// (those it already holds are skipped) and apply. Answered with the local head once
+    /// they are durable locally.
+    Replicate {
+        records: Vec<ClusterRecord>,
+        reply: oneshot::Sender<Result<ReplicaHead, ReplicaError>>,
+    },
 }
 
 /// What the writer thread owns.
@@ -47,6 +61,17 @@ pub(super) struct WriterState {
     pub(super) poisoned: Option<Poison>,
     pub(super) apply_tx: std::sync::mpsc::SyncSender<Job>,
     pub(super) applier: std::thread::JoinHandle<()>,
+    /// Cluster mode: where a batch is committed before the local log (`None`: embedded).
+    pub(super) cluster: Option<ClusterAppender>,
+    /// Cluster mode: the positions and digests the cluster log gave the batch being written;
+    /// the local append must give the same.
+    pub(super) expected: Vec<(Position, crate::log::format::Digest)>,
+    /// The last position appended locally from the cluster log (not by this writer): before
+    /// validating, the writer waits until the applier has applied up to it, since no overlay
+    /// holds what those batches changed.
+    pub(super) replicated_upto: u64,
+    /// The local log's head (position and digest), published after every local append.
+    pub(super) head: watch::Sender<ReplicaHead>,
 }
 
 pub(super) struct InFlight {
@@ -84,15 +109,25 @@ enum Outcome {
 }
 
 impl WriterState {
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        let mut held = None;
+        while let Some(first) = held.take().or_else(|| rx.blocking_recv()) {
+            let first = match first {
+                Work::Submit(req) => req,
+                Work::Replicate { records, reply } => {
+                    let _ = reply.send(self.replicate(records));
+                    continue;
+                }
+            };
             self.catch_up_with_applier();
+            let first_id = self.next_id;
             let mut overlay = Overlay::default();
             let mut accepted: Vec<Pending> = Vec::new();
             let mut deferred = Vec::new();
             let mut bytes = 0usize;
             let mut next = Some(first);
-            // Group commit: take everything already waiting, up to the batch limits.
+            // Group commit: take everything already waiting, up to the batch limits (and up
+            // to replicated batches, which wait for this batch).
             while let Some(req) = next.take() {
                 match self.admit(req, &mut overlay) {
                     Outcome::Accepted(p) => {
@@ -107,9 +142,13 @@ impl WriterState {
                 {
                     break;
                 }
-                next = rx.try_recv().ok();
+                match rx.try_recv() {
+                    Ok(Work::Submit(req)) => next = Some(req),
+                    Ok(replicate) => held = Some(replicate),
+                    Err(_) => {}
+                }
             }
-            self.commit(accepted, overlay, deferred);
+            self.commit(accepted, overlay, deferred, first_id);
         }
         tracing::debug!("ledger writer stopped: queue closed and drained");
         drop(self.apply_tx);
@@ -119,8 +158,20 @@ impl WriterState {
     }
 
     /// Drops the overlays of batches the applier has applied, and takes over a store failure
-    /// it reported. Called before each batch.
+    /// it reported. Called before each batch. After replicated batches (which have no
+    /// overlay) it first waits until the applier has applied them.
     fn catch_up_with_applier(&mut self) {
+        while self.applied.load(Ordering::Acquire) < self.replicated_upto
+            && self.poisoned.is_none()
+            && self.store.failure().is_none()
+            && self
+                .store_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+        {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
         let applied = self.applied.load(Ordering::Acquire);
         while self
             .in_flight
@@ -462,11 +513,31 @@ impl WriterState {
     /// Writes the batch and fsyncs once, then hands it to the applier, which applies it and
     /// answers everyone (`deferred` idempotent repeats included). If the write fails, the
     /// batch and the repeats are refused and the writer is poisoned.
-    fn commit(&mut self, accepted: Vec<Pending>, overlay: Overlay, deferred: Vec<Reply>) {
+    fn commit(
+        &mut self,
+        accepted: Vec<Pending>,
+        overlay: Overlay,
+        deferred: Vec<Reply>,
+        first_id: ActionId,
+    ) {
         let appended = if accepted.is_empty() {
             Ok(Vec::new())
         } else {
-            self.write(&accepted)
+            match self.commit_in_cluster(&accepted) {
+                Ok(()) => self.write(&accepted),
+                Err(failure) => {
+                    // Nothing of this batch is in the local log: undo its ids, refuse its
+                    // callers (and the repeats waiting on it) with what is known.
+                    self.next_id = first_id;
+                    for p in accepted {
+                        let _ = p.reply.send(Err(failure.to_error()));
+                    }
+                    for (reply, _) in deferred {
+                        let _ = reply.send(Err(failure.to_error()));
+                    }
+                    return;
+                }
+            }
         };
         let appended = match appended {
             Ok(a) => a,
@@ -513,8 +584,136 @@ impl WriterState {
                 overlay,
             });
         }
+        self.publish_head();
         // The applier answers in log order; it only stops when the writer drops the sender.
         let _ = self.apply_tx.send(Job { entries, answers });
+    }
+
+    fn publish_head(&self) {
+        self.head.send_replace(ReplicaHead {
+            position: self.log.next_position() - 1,
+            digest: self.log.last_digest(),
+        });
+    }
+
+    /// Cluster mode: commits the batch in the cluster log first (nothing to do embedded).
+    /// After `Ok` the local append must give each record the cluster log's position and
+    /// digest; [`Self::write`] checks that.
+    fn commit_in_cluster(&mut self, accepted: &[Pending]) -> Result<(), AppendFailure> {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        let records: Vec<NewRecord<'_>> = accepted
+            .iter()
+            .map(|p| codec::entry_record(&p.payload))
+            .collect();
+        let head = (self.log.next_position() - 1, self.log.last_digest());
+        let started = std::time::Instant::now();
+        let committed = cluster.append(head, &records);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.cluster_commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .cluster_commit_micros
+            .fetch_add(micros, Ordering::Relaxed);
+        self.expected = committed?.iter().map(|a| (a.position, a.digest)).collect();
+        Ok(())
+    }
+
+    /// Cluster mode: appends batches the cluster log committed to the local log (skipping
+    /// what it already holds), checks they got the cluster log's positions and digests, and
+    /// hands them to the applier.
+    fn replicate(&mut self, records: Vec<ClusterRecord>) -> Result<ReplicaHead, ReplicaError> {
+        if let Some(cause) = &self.poisoned {
+            return Err(ReplicaError::Poisoned(cause.to_string()));
+        }
+        let local = self.log.next_position() - 1;
+        let records: Vec<ClusterRecord> =
+            records.into_iter().filter(|r| r.position > local).collect();
+        let Some(first) = records.first() else {
+            return Ok(*self.head.borrow());
+        };
+        if first.position != local + 1 || first.batch_offset != 0 {
+            return Err(ReplicaError::Diverged {
+                position: first.position,
+                reason: format!(
+                    "the local log ends at position {local}; a batch must start right after it"
+                ),
+            });
+        }
+        let new: Vec<NewRecord<'_>> = records
+            .iter()
+            .map(|r| NewRecord {
+                kind: r.kind,
+                schema: r.schema,
+                payload: &r.payload,
+            })
+            .collect();
+        let mut batches: Vec<&[NewRecord<'_>]> = Vec::new();
+        let mut start = 0;
+        for (i, r) in records.iter().enumerate().skip(1) {
+            if r.batch_offset == 0 {
+                batches.push(&new[start..i]);
+                start = i;
+            }
+        }
+        batches.push(&new[start..]);
+        let started = std::time::Instant::now();
+        let appended = self.log.append_batches(&batches);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_micros.fetch_add(micros, Ordering::Relaxed);
+        let appended = match appended {
+            Ok(a) => a,
+            Err(e) => {
+                self.poisoned.get_or_insert(Poison::Log(e.clone()));
+                return Err(ReplicaError::Log(e));
+            }
+        };
+        let mut entries = Vec::with_capacity(records.len());
+        for (r, a) in records.iter().zip(&appended) {
+            if (r.position, r.digest) != (a.position, a.digest) {
+                self.log.poison_diverged(r.position);
+                self.poisoned.get_or_insert(Poison::Log(LogError::Diverged {
+                    position: r.position,
+                }));
+                return Err(ReplicaError::Diverged {
+                    position: r.position,
+                    reason: "the local log wrote it with another digest".into(),
+                });
+            }
+            let entry = match codec::decode_entry(r.kind, r.schema, &r.payload) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let error = StoreError::BadRecord {
+                        position: r.position,
+                        reason: e.to_string(),
+                    };
+                    self.poisoned.get_or_insert(Poison::Store(error.clone()));
+                    return Err(ReplicaError::Poisoned(error.to_string()));
+                }
+            };
+            // Ids and time continue after what other leaders wrote.
+            for op in &entry.ops {
+                self.next_id = self.next_id.max(op.action_id() + 1);
+            }
+            self.last_recorded_at = self.last_recorded_at.max(entry.recorded_at);
+            entries.push(CommittedEntry {
+                position: a.position,
+                segment: a.segment,
+                offset: a.offset,
+                entry,
+            });
+        }
+        self.stats
+            .records_replicated
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.replicated_upto = self.log.next_position() - 1;
+        self.publish_head();
+        let _ = self.apply_tx.send(Job {
+            entries,
+            answers: Vec::new(),
+        });
+        Ok(*self.head.borrow())
     }
 
     /// One write and one fdatasync for the batch; its failure poisons the ledger.
@@ -535,6 +734,19 @@ impl WriterState {
             .fsync_micros_max
             .fetch_max(micros, Ordering::Relaxed);
         let appended = appended?;
+        if self.cluster.is_some() {
+            let expected = std::mem::take(&mut self.expected);
+            if let Some((a, _)) = appended
+                .iter()
+                .zip(&expected)
+                .find(|(a, e)| (a.position, a.digest) != **e)
+            {
+                self.log.poison_diverged(a.position);
+                return Err(LogError::Diverged {
+                    position: a.position,
+                });
+            }
+        }
         self.stats
             .records
             .fetch_add(appended.len() as u64, Ordering::Relaxed);

@@ -52,6 +52,11 @@ impl std::ops::Deref for BinServer {
 
 /// Starts the binary on `data_dir`; its stdout and stderr go to `output`.
 pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
+    spawn_with(data_dir, output, opts, &[])
+}
+
+/// [`spawn`] with more `serve` arguments (`extra`) after the usual ones.
+pub fn spawn_with(data_dir: &Path, output: &Path, opts: &Options, extra: &[String]) -> Child {
     let out = std::fs::File::create(output)
         .unwrap_or_else(|e| panic!("create {}: {e}", output.display()));
     let err = out.try_clone().unwrap();
@@ -72,7 +77,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
     let mut cmd = match opts.file_size_limit {
         None => {
             let mut c = Command::new(bin());
-            c.args(args);
+            c.args(args).args(extra);
             c
         }
         Some(bytes) => {
@@ -84,6 +89,7 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
                 .arg("sh")
                 .arg(bin())
                 .args(args)
+                .args(extra)
                 .env("FSIZE", bytes.to_string());
             c
         }
@@ -94,6 +100,9 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
         "ACTION_LEDGER_REDIS_LISTEN",
         "ACTION_LEDGER_ADMIN_TOKEN",
         "ACTION_LEDGER_SEGMENT_BYTES",
+        "ACTION_LEDGER_CLUSTER_LOG",
+        "ACTION_LEDGER_NODE_ID",
+        "ACTION_LEDGER_ADVERTISE_URL",
     ] {
         cmd.env_remove(var);
     }
@@ -108,7 +117,17 @@ pub fn spawn(data_dir: &Path, output: &Path, opts: &Options) -> Child {
 /// Starts the binary and waits until `/readyz` answers 200. `Err` (with the server's output)
 /// when it exits or does not become ready.
 pub async fn start(data_dir: &Path, output: &Path, opts: &Options) -> Result<BinServer, String> {
-    let mut child = spawn(data_dir, output, opts);
+    start_with(data_dir, output, opts, &[]).await
+}
+
+/// [`start`] with more `serve` arguments.
+pub async fn start_with(
+    data_dir: &Path,
+    output: &Path,
+    opts: &Options,
+    extra: &[String],
+) -> Result<BinServer, String> {
+    let mut child = spawn_with(data_dir, output, opts, extra);
     match wait_ready(&mut child, output).await {
         Ok(base) => Ok(BinServer {
             child,

@@ -531,6 +531,7 @@ fn app() -> App {
         public_metrics: false,
         shutdown,
         rendered: Arc::default(),
+        cluster: None,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -19,6 +19,7 @@ mod golden;
 mod http;
 mod lifecycle;
 mod limits;
+mod nodes;
 mod pg;
 mod powerloss;
 mod projection;

@@ -26,6 +26,8 @@ use std::sync::OnceLock;
 pub struct PgServer {
     pub port: u16,
     bin: PathBuf,
+    /// `pg_ctl`'s `-o` options, to start it again after a stop.
+    options: String,
     /// `<target>/tmp/pg/<pid>`: the data directory, socket and server log.
     pub dir: PathBuf,
 }
@@ -33,7 +35,7 @@ pub struct PgServer {
 /// The server, started on first use.
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
-    match SERVER.get_or_init(start) {
+    match SERVER.get_or_init(|| start("shared")) {
         Ok(server) => server,
         Err(e) => panic!("the PostgreSQL test server could not start: {e}"),
     }
@@ -53,7 +55,40 @@ pub fn fresh_db() -> String {
     server.url(&name)
 }
 
+/// A server of its own, for a test that stops and restarts PostgreSQL under the ledger
+/// (the shared one serves other tests meanwhile). Stopped and deleted like the shared one.
+pub fn dedicated(name: &str) -> PgServer {
+    start(name).unwrap_or_else(|e| panic!("a dedicated PostgreSQL could not start: {e}"))
+}
+
 impl PgServer {
+    /// `pg_ctl stop -m immediate`: the server dies as in a crash (no checkpoint); what it
+    /// committed is in its WAL.
+    pub fn stop_immediate(&self) {
+        run(pg_command(crate::support::is_root(), &self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"]))
+        .unwrap_or_else(|e| panic!("stop PostgreSQL: {e}"));
+    }
+
+    /// Starts the stopped server again, on the same port (crash recovery replays its WAL).
+    pub fn start_again(&self) {
+        run(pg_command(crate::support::is_root(), &self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-o", &self.options, "-w", "-t", "60", "start"]))
+        .unwrap_or_else(|e| panic!("start PostgreSQL again: {e}"));
+    }
+
+    /// A new empty database on this server.
+    pub fn create_db(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url(name)
+    }
+
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
@@ -93,12 +128,12 @@ impl PgServer {
     }
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(name: &str) -> Result<PgServer, String> {
     let bin = find_bin()?;
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg");
     std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
     reap_stale(&root, &bin);
-    let dir = root.join(std::process::id().to_string());
+    let dir = root.join(format!("{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let as_root = crate::support::is_root();
@@ -140,7 +175,12 @@ fn start() -> Result<PgServer, String> {
         match started {
             Ok(()) => {
                 spawn_watchdog(as_root, &bin, &dir)?;
-                return Ok(PgServer { port, bin, dir });
+                return Ok(PgServer {
+                    port,
+                    bin,
+                    dir,
+                    options,
+                });
             }
             Err(e) => {
                 last_err = format!(
@@ -264,7 +304,13 @@ fn reap_stale(root: &Path, bin: &Path) {
         return;
     };
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        // `<pid>-<name>`: the test process that started it.
+        let Some(pid) = e
+            .file_name()
+            .to_str()
+            .and_then(|s| s.split('-').next())
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {

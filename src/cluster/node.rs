@@ -1,0 +1,168 @@
+//! [`ClusterNode`]: one `serve` process in cluster mode — its leadership, and the replica
+//! task that copies what other leaders committed into the node's ledger.
+//!
+//! Start-up, in order: connect to PostgreSQL (schema created or checked), check that the
+//! local log is a prefix of the cluster log, copy everything it lacks (a node joining late
+//! bootstraps here), and only then compete for the lease — so a node never leads from
+//! behind. From then on the replica task tails the cluster log for good (LISTEN + polling;
+//! while leading it only polls, for a batch whose commit the writer never heard confirmed).
+
+use super::{
+    ClusterError, ClusterLog, ClusterOptions, Leadership, Replica, ReplicaError, ReplicaOptions,
+    ReplicaStats, Role,
+};
+use crate::ledger::Ledger;
+use crate::log::LogConfig;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Cluster mode as configured (`cluster_log`, `node_id`, `advertise_url`,
+/// `cluster_lease_ms`); `log: None` is the embedded default.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSettings {
+    pub log: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise_url: Option<String>,
+    pub lease_ms: u64,
+}
+
+impl ClusterSettings {
+    pub fn new() -> ClusterSettings {
+        ClusterSettings {
+            lease_ms: crate::limits::CLUSTER_LEASE_TTL_MS_DEFAULT,
+            ..Default::default()
+        }
+    }
+
+    /// The options of a node listening on `listen`: the advertise URL defaults to
+    /// `http://LISTEN` (refused for an unspecified address such as 0.0.0.0, which other
+    /// nodes cannot reach), the node id to the advertise URL.
+    pub fn options(&self, listen: std::net::SocketAddr) -> Result<Option<ClusterOptions>, String> {
+        let Some(url) = &self.log else {
+            return Ok(None);
+        };
+        let advertise_url = match &self.advertise_url {
+            Some(u) => u.clone(),
+            None if listen.ip().is_unspecified() => {
+                return Err(format!(
+                    "advertise_url must be set when listening on {listen}: other nodes forward writes to it"
+                ))
+            }
+            None => format!("http://{listen}"),
+        };
+        let mut options = ClusterOptions::new(
+            url.clone(),
+            self.node_id
+                .clone()
+                .unwrap_or_else(|| advertise_url.clone()),
+        );
+        options.advertise_url = advertise_url;
+        options.lease_ttl = std::time::Duration::from_millis(self.lease_ms);
+        Ok(Some(options))
+    }
+}
+
+/// What `/readyz` and `/metrics` say about the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub role: Role,
+    /// Last position applied to the projection.
+    pub applied_position: u64,
+    /// The highest committed position this node knows of.
+    pub cluster_position: u64,
+    /// From the commit of the last copied batch in PostgreSQL to its local append.
+    pub lag_micros: u64,
+    /// Whether the replica stopped for good (a broken chain, a divergence, a local failure).
+    pub replica_failed: bool,
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    options: ClusterOptions,
+    leadership: Arc<OnceLock<Leadership>>,
+    role: watch::Receiver<Role>,
+    stats: Arc<ReplicaStats>,
+    ledger: Arc<Ledger>,
+    replica: JoinHandle<Result<(), ReplicaError>>,
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.replica.abort();
+    }
+}
+
+impl ClusterNode {
+    /// Connects and checks the schema: the start-up's first step, before the ledger opens,
+    /// so an unreachable or unusable PostgreSQL is one clear error.
+    pub async fn check(options: &ClusterOptions) -> Result<(), ClusterError> {
+        ClusterLog::connect(options.clone()).await.map(|_| ())
+    }
+
+    /// Brings `ledger`'s local log up to the cluster log's head, then starts leadership and
+    /// the replica task. `leadership` is the slot the ledger's writer takes its term from
+    /// ([`crate::ledger::ClusterLink`]).
+    pub async fn start(
+        options: ClusterOptions,
+        log: LogConfig,
+        ledger: Arc<Ledger>,
+        leadership: Arc<OnceLock<Leadership>>,
+    ) -> Result<ClusterNode, ReplicaError> {
+        let mut replica =
+            Replica::for_ledger(options.clone(), ReplicaOptions::new(log), ledger.clone()).await?;
+        let copied = replica.catch_up().await?;
+        tracing::info!(
+            records = copied,
+            position = ledger.log_head().position,
+            "replica caught up with the cluster log"
+        );
+        let started = Leadership::start(options.clone());
+        let role = started.role();
+        let _ = leadership.set(started);
+        replica.follow_role(role.clone());
+        let stats = replica.stats();
+        let task = tokio::spawn(async move {
+            let result = replica.run().await;
+            replica.close().await;
+            result
+        });
+        Ok(ClusterNode {
+            options,
+            leadership,
+            role,
+            stats,
+            ledger,
+            replica: task,
+        })
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// The role channel.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let applied = self.ledger.committed_position();
+        NodeStatus {
+            role: self.role.borrow().clone(),
+            applied_position: applied,
+            cluster_position: self.stats.seen_head.load(Ordering::Relaxed).max(applied),
+            lag_micros: self.stats.lag_micros.load(Ordering::Relaxed),
+            replica_failed: self.replica.is_finished(),
+        }
+    }
+
+    /// Stops leading (the lease is left to expire) and stops the replica task.
+    pub fn stop(&self) {
+        self.replica.abort();
+        if let Some(l) = self.leadership.get() {
+            l.abort();
+        }
+    }
+}
