@@ -7,12 +7,14 @@
 //! | `replay` | [`replay`] |
 //! | `export`, `import` | [`transfer`] |
 //! | `token create\|list\|revoke` | [`token`] |
+//! | `cluster status\|init` | [`cluster`] |
 //!
 //! Exit codes (docs/operations.md): 0 success, 1 damage found by `verify`, 2 any other error. Every
 //! error is one line on stderr starting with `error:`. Writing to a closed pipe
 //! (`action-ledger replay … | head -1`) ends the command quietly with 0.
 
 pub mod check;
+pub mod cluster;
 pub mod replay;
 pub mod serve;
 pub mod token;
@@ -60,6 +62,12 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         command: token::TokenCmd,
+    },
+    /// Cluster mode's tools (docs/cluster.md): `status` of a cluster log, `init` of one from
+    /// a single-node data directory.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCmd,
     },
 }
 
@@ -215,6 +223,10 @@ pub fn main() -> ExitCode {
         Cmd::Export(a) => with_stdout(|out| transfer::export(&a, out)),
         Cmd::Import(a) => with_stdout(|out| transfer::import(&a, out)),
         Cmd::Token { command } => with_stdout(|out| token::run(command, out)),
+        Cmd::Cluster { command } => with_stdout(|out| match command {
+            cluster::ClusterCmd::Status(a) => cluster::status(&a, out),
+            cluster::ClusterCmd::Init(a) => cluster::init(&a, out),
+        }),
     };
     match result {
         Ok(()) | Err(Failure::PipeClosed) => ExitCode::SUCCESS,

@@ -158,11 +158,30 @@ impl ClusterNode {
         }
     }
 
-    /// Stops leading (the lease is left to expire) and stops the replica task.
-    pub fn stop(&self) {
+    /// Stops leading and the replica task (a clean stop): the writer gets no term from now
+    /// on, and a lease this node held is released, so another node takes over at once
+    /// rather than after the lease time.
+    pub async fn stop(&self) {
         self.replica.abort();
-        if let Some(l) = self.leadership.get() {
-            l.abort();
+        let Some(l) = self.leadership.get() else {
+            return;
+        };
+        let held = l.term();
+        l.abort();
+        if let Some(term) = held {
+            let release = async {
+                let log = ClusterLog::connect(self.options.clone()).await?;
+                log.release_lease(&term.lease).await
+            };
+            match tokio::time::timeout(self.options.connect_timeout, release).await {
+                Ok(Ok(())) => tracing::info!(epoch = term.lease.epoch, "released the lease"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not release the lease; it expires on its own")
+                }
+                Err(_) => {
+                    tracing::warn!("could not release the lease in time; it expires on its own")
+                }
+            }
         }
     }
 }

@@ -219,6 +219,9 @@ UPDATE ledger_lease SET expires_at = now() + $3::float8 * interval '1 millisecon
 RETURNING expires_at, extract(epoch FROM expires_at - now())::float8 * 1000
 "#;
 
+const RELEASE_SQL: &str = "UPDATE ledger_lease SET expires_at = now() \
+     WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > now()";
+
 const LEASE_SQL: &str = "SELECT epoch, holder, advertise_url, \
      CASE WHEN isfinite(expires_at) THEN expires_at END, expires_at > now() \
      FROM ledger_lease WHERE id = 1";
@@ -569,6 +572,17 @@ impl ClusterLog {
             expected_position: expected_position.unwrap_or(head.position),
             head_position: head.position,
         }
+    }
+
+    /// Gives up a lease this node holds (it expires now), so another node can take over at
+    /// once instead of after the lease time. Nothing happens if the lease is no longer ours.
+    pub async fn release_lease(&self, lease: &Lease) -> Result<(), ClusterError> {
+        let epoch = to_i64(lease.epoch, "epoch")?;
+        self.client
+            .execute(RELEASE_SQL, &[&epoch, &self.options.node_id])
+            .await
+            .map_err(ClusterError::pg("release the lease"))?;
+        Ok(())
     }
 
     /// Up to `limit` (at most [`CLUSTER_READ_RECORDS_MAX`]) committed records after

@@ -673,7 +673,7 @@ pub async fn start(
         }
         state.ready.store(false, Ordering::Release);
         if let Some(face) = &state.cluster {
-            face.node.stop();
+            face.node.stop().await;
         }
         // Every queued submission is fsynced and answered before the writer exits.
         let l = ledger.clone();

@@ -601,3 +601,87 @@ async fn acknowledged_writes_survive_kills_pauses_and_a_postgres_restart() {
         );
     }
 }
+
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(binserver::bin())
+        .args(args)
+        .env_remove("ACTION_LEDGER_CLUSTER_LOG")
+        .env_remove("ACTION_LEDGER_DATA_DIR")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_init_moves_a_single_node_ledger_in_and_a_late_node_joins() {
+    let url = crate::pg::fresh_db();
+    let root = tempfile::tempdir().unwrap();
+    let mut n1 = Node::new(root.path(), "n1", &url);
+
+    // A single-node ledger with some history.
+    let mut single = binserver::start(&n1.dir, &n1.output, &Options::default())
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let a = single.create(ADMIN, &format!("vm-{i}")).await;
+        let path = format!("/api/v1/actions/{}/events", a["id"]);
+        let (s, v) = single
+            .post(&path, ADMIN, json!({"type": "progress", "progress": 0.25}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (_, before) = single.get("/api/v1/actions?limit=100", ADMIN).await;
+    single.kill();
+    let (code, verified) = cli(&["verify", "--data-dir", n1.dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{verified}");
+    let digest = verified
+        .split("head digest ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    let (code, status) = cli(&["cluster", "status", "--cluster-log", &url]);
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("head: position 0,"), "{status}");
+    assert!(status.contains("leader: none"), "{status}");
+
+    let dir = n1.dir.to_str().unwrap().to_string();
+    let (code, text) = cli(&["cluster", "init", "--data-dir", &dir, "--cluster-log", &url]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("copied 10 records"), "{text}");
+    assert!(text.contains(&digest), "{text}");
+    // Only an empty cluster log is filled.
+    let (code, text) = cli(&["cluster", "init", "--data-dir", &dir, "--cluster-log", &url]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("already holds 10 records"), "{text}");
+
+    // The data directory now serves as a cluster node, with every id and position kept.
+    n1.start().await;
+    wait_leader(std::slice::from_ref(&n1)).await;
+    let (_, after) = n1.api().get("/api/v1/actions?limit=100", ADMIN).await;
+    assert_eq!(after, before);
+    let more = create(n1.api(), "vm-new", "late-1").await;
+    assert_eq!(more.0, StatusCode::CREATED, "{more:?}");
+    assert_eq!(more.2["id"], 6);
+
+    // A node that joins late bootstraps its replica from PostgreSQL.
+    let mut n2 = Node::new(root.path(), "n2", &url);
+    n2.start().await;
+    let nodes = [n1, n2];
+    let (head, _) = wait_converged(&nodes).await;
+    assert_eq!(head, 11);
+    let (_, one) = nodes[0].api().get("/api/v1/actions?limit=100", ADMIN).await;
+    let (_, two) = nodes[1].api().get("/api/v1/actions?limit=100", ADMIN).await;
+    assert_eq!(one, two);
+    assert_eq!(one["actions"].as_array().unwrap().len(), 6);
+
+    let (code, status) = cli(&["cluster", "status", "--cluster-log", &url]);
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("head: position 11,"), "{status}");
+    assert!(status.contains("leader: n1 ("), "{status}");
+}

@@ -1,0 +1,233 @@
+//! `cluster status` (what the cluster log says: head, lease, leader) and `cluster init`
+//! (copy a single-node ledger's log into an empty cluster log, keeping every position,
+//! batch and digest, so the data directory can then serve as a cluster node).
+
+use super::{hex, line, CliResult, DataDir, Failure};
+use crate::cluster::{Acquire, ClusterLog, ClusterOptions, Head, Lease};
+use crate::log::format::Digest;
+use crate::log::writer::NewRecord;
+use crate::log::FsStorage;
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Print the cluster log's head (position, digest, epoch) and lease (leader, expiry).
+    /// Exit 0, or 2 when PostgreSQL cannot be reached.
+    Status(ClusterLogArg),
+    /// Copy a single-node ledger's log into an empty cluster log, keeping every position,
+    /// batch and digest; then serve the data directory with --cluster-log. The server must be
+    /// stopped. Exit 0, or 2 (a cluster log that is not empty, a running cluster, an error).
+    Init(InitArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ClusterLogArg {
+    /// PostgreSQL URL of the cluster log.
+    #[arg(long, env = "ACTION_LEDGER_CLUSTER_LOG", value_name = "URL")]
+    pub cluster_log: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    #[command(flatten)]
+    pub log: ClusterLogArg,
+}
+
+/// The lease `cluster init` holds while it copies: long enough for slow batches, renewed
+/// every third of it, released at the end.
+const INIT_LEASE: Duration = Duration::from_secs(30);
+/// Batches read ahead of the copy.
+const INIT_READ_AHEAD_BATCHES: usize = 64;
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::error(format!("cannot start the async runtime: {e}")))
+}
+
+async fn connect(url: &str, node_id: &str, ttl: Duration) -> Result<ClusterLog, Failure> {
+    url.parse::<tokio_postgres::Config>().map_err(|e| {
+        Failure::error(format!(
+            "--cluster-log: not a PostgreSQL connection URL (postgres://USER@HOST:PORT/DB): {e}"
+        ))
+    })?;
+    let mut options = ClusterOptions::new(url, node_id);
+    options.lease_ttl = ttl;
+    ClusterLog::connect(options)
+        .await
+        .map_err(|e| Failure::error(e.to_string()))
+}
+
+pub fn status(args: &ClusterLogArg, out: &mut dyn Write) -> CliResult {
+    runtime()?.block_on(async {
+        let log = connect(&args.cluster_log, "status", INIT_LEASE).await?;
+        let err = |e: crate::cluster::ClusterError| Failure::error(e.to_string());
+        let head = log.head().await.map_err(err)?;
+        let lease = log.lease().await.map_err(err)?;
+        line(
+            out,
+            &format!(
+                "head: position {}, epoch {}, digest {}",
+                head.position,
+                head.epoch,
+                hex(&head.digest)
+            ),
+        )?;
+        let leader = match (&lease.holder, lease.valid) {
+            (Some(h), true) => format!(
+                "{h} ({})",
+                lease.advertise_url.as_deref().unwrap_or("no advertise URL")
+            ),
+            _ => "none".into(),
+        };
+        line(out, &format!("leader: {leader}"))?;
+        let expires = lease
+            .expires_at
+            .map_or("never taken".into(), |t| t.to_rfc3339());
+        line(
+            out,
+            &format!(
+                "lease: epoch {}, expires {expires} ({})",
+                lease.epoch,
+                if lease.valid { "valid" } else { "expired" }
+            ),
+        )?;
+        line(
+            out,
+            &format!("schema version: {}", crate::cluster::schema::SCHEMA_VERSION),
+        )
+    })
+}
+
+/// One local batch, as read.
+struct Batch {
+    records: Vec<(u8, u16, Vec<u8>, u64, Digest)>,
+}
+
+pub fn init(args: &InitArgs, out: &mut dyn Write) -> CliResult {
+    let data_dir = args.data.existing()?;
+    let _lock = super::lock_unserved(data_dir, "running cluster init")?;
+    let log_dir = args.data.log_dir();
+    runtime()?.block_on(async {
+        let log = connect(&args.log.cluster_log, "cluster-init", INIT_LEASE).await?;
+        let err = |e: crate::cluster::ClusterError| Failure::error(e.to_string());
+        let head = log.head().await.map_err(err)?;
+        if head.position != 0 {
+            return Err(Failure::error(format!(
+                "the cluster log already holds {} records; cluster init only fills an empty one (a node joins a cluster by serving with --cluster-log and an empty data directory)",
+                head.position
+            )));
+        }
+        let (mut lease, head) = match log.acquire_lease().await.map_err(err)? {
+            Acquire::Acquired { lease, head } => (lease, head),
+            Acquire::HeldBy(info) => {
+                return Err(Failure::error(format!(
+                    "node {} holds the cluster log's lease: stop the cluster before cluster init",
+                    info.holder.unwrap_or_default()
+                )))
+            }
+        };
+        let copied = copy(&log, &mut lease, head, log_dir).await;
+        // Released whatever happened, so a node can lead at once.
+        let _ = log.release_lease(&lease).await;
+        let (records, digest) = copied?;
+        line(
+            out,
+            &format!(
+                "cluster init: copied {records} records (positions 1..={records}); head digest {}",
+                hex(&digest)
+            ),
+        )
+    })
+}
+
+/// Reads the local log batch by batch (on a blocking thread, read-only scan) and appends
+/// each batch to the cluster log as one batch, checking that it gets the local digests.
+async fn copy(
+    log: &ClusterLog,
+    lease: &mut Lease,
+    mut head: Head,
+    log_dir: std::path::PathBuf,
+) -> Result<(u64, Digest), Failure> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(INIT_READ_AHEAD_BATCHES);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Batch {
+            records: Vec::new(),
+        };
+        let summary = crate::log::verify(&FsStorage, &log_dir, &mut |rec| {
+            if rec.meta.batch_offset == 0 && !batch.records.is_empty() {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        records: Vec::new(),
+                    },
+                );
+                tx.blocking_send(full)
+                    .map_err(|_| "the copy stopped".to_string())?;
+            }
+            batch.records.push((
+                rec.meta.kind,
+                rec.meta.schema,
+                rec.payload.to_vec(),
+                rec.meta.position,
+                rec.digest,
+            ));
+            Ok(())
+        });
+        if !batch.records.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        summary
+    });
+    let mut renewed = Instant::now();
+    let mut copied = 0u64;
+    while let Some(batch) = rx.recv().await {
+        if renewed.elapsed() > INIT_LEASE / 3 {
+            *lease = log
+                .renew_lease(lease)
+                .await
+                .map_err(|e| Failure::error(e.to_string()))?;
+            renewed = Instant::now();
+        }
+        let records: Vec<NewRecord<'_>> = batch
+            .records
+            .iter()
+            .map(|(kind, schema, payload, _, _)| NewRecord {
+                kind: *kind,
+                schema: *schema,
+                payload,
+            })
+            .collect();
+        let appended = log
+            .append(lease, &head, &records)
+            .await
+            .map_err(|e| Failure::error(format!("copying position {}: {e}", head.position + 1)))?;
+        for (a, (_, _, _, position, digest)) in appended.iter().zip(&batch.records) {
+            if (a.position, a.digest) != (*position, *digest) {
+                return Err(Failure::error(format!(
+                    "position {position}: the cluster log computed another digest than the local log's; nothing after it was copied"
+                )));
+            }
+        }
+        let last = appended.last().expect("a batch is never empty");
+        head.position = last.position;
+        head.digest = last.digest;
+        copied += appended.len() as u64;
+    }
+    let summary = reader
+        .await
+        .map_err(|e| Failure::error(format!("reading the local log failed: {e}")))?
+        .map_err(|e| Failure::error(e.to_string()))?;
+    if summary.last_position != head.position {
+        return Err(Failure::error(format!(
+            "copied up to position {} but the local log ends at {}",
+            head.position, summary.last_position
+        )));
+    }
+    Ok((copied, head.digest))
+}
