@@ -369,11 +369,7 @@ async fn append_to_log(
             let batch = &records[start..end];
             let new: Vec<NewRecord<'_>> = batch
                 .iter()
-                .map(|r| NewRecord {
-                    kind: r.kind,
-                    schema: r.schema,
-                    payload: &r.payload,
-                })
+                .map(ClusterRecord::as_new)
                 .collect();
             let done = guard.append(&new)?;
             for (r, d) in batch.iter().zip(&done) {

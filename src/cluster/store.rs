@@ -130,6 +130,15 @@ pub struct ClusterRecord {
 }
 
 impl ClusterRecord {
+    /// The record as the local log writer takes it.
+    pub fn as_new(&self) -> NewRecord<'_> {
+        NewRecord {
+            kind: self.kind,
+            schema: self.schema,
+            payload: &self.payload,
+        }
+    }
+
     pub fn meta(&self) -> RecordMeta {
         RecordMeta {
             position: self.position,

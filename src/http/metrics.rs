@@ -150,6 +150,16 @@ fn escape(s: &str) -> String {
 }
 
 /// `GET /metrics`.
+/// One family per row (name, type, help, value): its HELP and TYPE lines, then its sample.
+fn families(out: &mut String, rows: &[(&str, &str, &str, f64)]) {
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 /// Cluster mode's families: role, epoch, positions, lag, forwarding and commits.
 fn cluster_metrics(
     out: &mut String,
@@ -211,12 +221,7 @@ fn cluster_metrics(
             stats.records_replicated.load(Ordering::Relaxed) as f64,
         ),
     ];
-    for (name, kind, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    families(out, &gauges);
 }
 
 pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
@@ -337,12 +342,7 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
             state.watchers.load(Ordering::Relaxed) as f64,
         ),
     ];
-    for (name, kind, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    families(&mut out, &gauges);
     if let Some(face) = &state.cluster {
         cluster_metrics(&mut out, face, stats);
     }

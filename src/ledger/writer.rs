@@ -642,11 +642,7 @@ impl WriterState {
         }
         let new: Vec<NewRecord<'_>> = records
             .iter()
-            .map(|r| NewRecord {
-                kind: r.kind,
-                schema: r.schema,
-                payload: &r.payload,
-            })
+            .map(ClusterRecord::as_new)
             .collect();
         let mut batches: Vec<&[NewRecord<'_>]> = Vec::new();
         let mut start = 0;
