@@ -68,7 +68,7 @@ enum Cmd {
     /// Actions on a running server over its HTTP API: list, get, history, wait, watch,
     /// create, event, cancel. Exit 0 ok, 1 not found or refused by the server, 2 usage or
     /// connection error.
-    Actions(remote::actions::ActionsArgs),
+    Actions(Box<remote::actions::ActionsArgs>),
     /// Tokens of a running server over its HTTP API (admin): list, create, revoke. The
     /// offline `token` command edits a stopped server's data directory instead.
     Tokens(remote::tokens::TokensArgs),
@@ -229,7 +229,7 @@ pub fn main() -> ExitCode {
         Cmd::Export(a) => with_stdout(|out| transfer::export(&a, out)),
         Cmd::Import(a) => with_stdout(|out| transfer::import(&a, out)),
         Cmd::Token { command } => with_stdout(|out| token::run(command, out)),
-        Cmd::Actions(a) => remote::actions::run(a),
+        Cmd::Actions(a) => remote::actions::run(*a),
         Cmd::Tokens(a) => remote::tokens::run(a),
     };
     match result {

@@ -622,8 +622,9 @@ async fn create(client: &Client, printer: &Printer, a: CreateArgs) -> CliResult 
             labels.insert(k.to_string(), Value::String(v.to_string()));
         }
     }
-    let resource_ok = body["resource"]
-        .as_object()
+    let resource_ok = body
+        .get("resource")
+        .and_then(Value::as_object)
         .is_some_and(|r| r.contains_key("type") && r.contains_key("id"));
     if !body.contains_key("type") || !resource_ok {
         return Err(Failure::error(
