@@ -542,3 +542,122 @@ fn exit_codes_and_the_token_stays_secret() {
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("ACTION_LEDGER_TOKEN"));
 }
+
+/// `serve` on a fixed port (so a restart keeps the address), ready when the CLI can list.
+fn serve_on(data: &std::path::Path, port: u16, log: &std::path::Path) -> std::process::Child {
+    let out = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(binserver::bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ACTION_LEDGER_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--redis-listen",
+            "off",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-token",
+            ADMIN,
+        ])
+        .env("ACTION_LEDGER_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let server = format!("http://127.0.0.1:{port}");
+    for _ in 0..2400 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve exited: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+        if code(&run(
+            &server,
+            ADMIN,
+            &["actions", "list", "--timeout", "5s"],
+        )) == 0
+        {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!(
+        "serve on {port} not ready: {}",
+        std::fs::read_to_string(log).unwrap()
+    );
+}
+
+#[test]
+fn watch_resumes_after_the_server_restarts() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let s = format!("http://127.0.0.1:{port}");
+    let mut server = serve_on(&data, port, &dir.path().join("first.out"));
+    let a = ok_one(
+        &s,
+        ADMIN,
+        &[
+            "actions",
+            "create",
+            "--type",
+            "t",
+            "--resource-type",
+            "r",
+            "--resource-id",
+            "1",
+        ],
+    );
+    let id = a["id"].to_string();
+    let mut watch = cli(
+        &s,
+        ADMIN,
+        &["actions", "watch", "--after", "0", "--count", "3"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"]["type"], "created");
+
+    // The stream breaks under the watch; the server comes back on the same address and
+    // more events are recorded: the watch goes on from where it was, nothing repeated.
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut server = serve_on(&data, port, &dir.path().join("second.out"));
+    ok_one(
+        &s,
+        ADMIN,
+        &["actions", "event", &id, "progress", "--progress", "50"],
+    );
+    ok_one(&s, ADMIN, &["actions", "event", &id, "completed"]);
+    let rest: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let status = watch.wait().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let types: Vec<&str> = rest
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["progress", "completed"]);
+}
