@@ -195,3 +195,21 @@ pub const NODE_ID_BYTES_MAX: usize = 128;
 /// Longest a read with `min_position` waits for this node to apply that position, in
 /// milliseconds; then it is answered 503 `position_not_reached`.
 pub const MIN_POSITION_WAIT_MS: u64 = 10_000;
+
+// ---- The remote CLI (`action-ledger actions|tokens`, src/cli/remote) ----
+
+/// Default time limit of one request of the remote CLI (`--timeout`), in milliseconds. A
+/// wait request gets its wait on top; a watch stream has none (see below).
+pub const REMOTE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// How long `actions watch` lets a stream stay silent (no event, no keep-alive comment)
+/// before it drops the connection and resumes with `Last-Event-ID`, in milliseconds.
+pub const REMOTE_WATCH_IDLE_MS: u64 = 60_000;
+/// Consecutive failed reconnections after which `actions watch` gives up (exit 2).
+pub const REMOTE_WATCH_RECONNECTS_MAX: u32 = 5;
+/// Pause before the first reconnection of a dropped watch stream, in milliseconds; it
+/// doubles with every failed attempt.
+pub const REMOTE_WATCH_RECONNECT_DELAY_MS: u64 = 500;
+/// Largest server-sent event (all of its lines) `actions watch` accepts, in bytes.
+pub const REMOTE_SSE_EVENT_BYTES_MAX: usize = 8 * RECORD_PAYLOAD_BYTES_MAX;
+/// Largest `--body` file the remote CLI reads, in bytes (the server's `BODY_BYTES_MAX`).
+pub const REMOTE_BODY_BYTES_MAX: usize = BODY_BYTES_MAX;

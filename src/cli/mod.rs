@@ -8,13 +8,16 @@
 //! | `export`, `import` | [`transfer`] |
 //! | `token create\|list\|revoke` | [`token`] |
 //! | `cluster status\|init` | [`cluster`] |
+//! | `actions …`, `tokens …` (against a running server) | [`remote`] |
 //!
-//! Exit codes (docs/operations.md): 0 success, 1 damage found by `verify`, 2 any other error. Every
-//! error is one line on stderr starting with `error:`. Writing to a closed pipe
+//! Exit codes (docs/operations.md): 0 success, 1 damage found by `verify` or a request the
+//! server refused (remote commands: not found, 401/403, 409, 4xx), 2 any other error
+//! (usage, connection). Every error is one line on stderr starting with `error:`. Writing to a closed pipe
 //! (`action-ledger replay … | head -1`) ends the command quietly with 0.
 
 pub mod check;
 pub mod cluster;
+pub mod remote;
 pub mod replay;
 pub mod serve;
 pub mod token;
@@ -30,7 +33,8 @@ use std::process::ExitCode;
     name = "action-ledger",
     version,
     about = "A persistent, event-sourced ledger of long-running cloud actions",
-    after_help = "Exit codes: 0 success, 1 damage found (verify), 2 any other error."
+    after_help = "Exit codes: 0 success, 1 damage found (verify) or refused by the server \
+                  (actions, tokens), 2 any other error (usage, connection)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -69,6 +73,13 @@ enum Cmd {
         #[command(subcommand)]
         command: cluster::ClusterCmd,
     },
+    /// Actions on a running server over its HTTP API: list, get, history, wait, watch,
+    /// create, event, cancel. Exit 0 ok, 1 not found or refused by the server, 2 usage or
+    /// connection error.
+    Actions(Box<remote::actions::ActionsArgs>),
+    /// Tokens of a running server over its HTTP API (admin): list, create, revoke. The
+    /// offline `token` command edits a stopped server's data directory instead.
+    Tokens(remote::tokens::TokensArgs),
 }
 
 /// `--data-dir DIR` (or `ACTION_LEDGER_DATA_DIR`) of every command but serve.
@@ -128,6 +139,9 @@ pub fn lock_unserved(
 pub enum Failure {
     /// `verify` found damage (exit 1); the message names file and offset.
     Damage(String),
+    /// The server refused a remote command: not found, unauthorized, forbidden, conflict,
+    /// a 4xx validation error (exit 1, `error: MESSAGE`).
+    Refused(String),
     /// Any other error (exit 2).
     Error(String),
     /// stdout was closed by the reader (exit 0, nothing printed).
@@ -227,12 +241,18 @@ pub fn main() -> ExitCode {
             cluster::ClusterCmd::Status(a) => cluster::status(&a, out),
             cluster::ClusterCmd::Init(a) => cluster::init(&a, out),
         }),
+        Cmd::Actions(a) => remote::actions::run(*a),
+        Cmd::Tokens(a) => remote::tokens::run(a),
     };
     match result {
         Ok(()) | Err(Failure::PipeClosed) => ExitCode::SUCCESS,
         Err(Failure::Damage(msg)) => {
             // The report itself went to stdout; this is the one-line verdict.
             eprintln!("damaged: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Refused(msg)) => {
+            eprintln!("error: {msg}");
             ExitCode::from(1)
         }
         Err(Failure::Error(msg)) => {

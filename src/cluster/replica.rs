@@ -367,10 +367,7 @@ async fn append_to_log(
                 .position(|r| r.batch_offset == 0)
                 .map_or(records.len(), |i| start + 1 + i);
             let batch = &records[start..end];
-            let new: Vec<NewRecord<'_>> = batch
-                .iter()
-                .map(ClusterRecord::as_new)
-                .collect();
+            let new: Vec<NewRecord<'_>> = batch.iter().map(ClusterRecord::as_new).collect();
             let done = guard.append(&new)?;
             for (r, d) in batch.iter().zip(&done) {
                 if (r.position, r.digest) != (d.position, d.digest) {

@@ -640,10 +640,7 @@ impl WriterState {
                 ),
             });
         }
-        let new: Vec<NewRecord<'_>> = records
-            .iter()
-            .map(ClusterRecord::as_new)
-            .collect();
+        let new: Vec<NewRecord<'_>> = records.iter().map(ClusterRecord::as_new).collect();
         let mut batches: Vec<&[NewRecord<'_>]> = Vec::new();
         let mut start = 0;
         for (i, r) in records.iter().enumerate().skip(1) {

@@ -26,6 +26,7 @@ mod projection;
 mod projection_model;
 mod readme;
 mod recovery;
+mod remote;
 mod schemathesis;
 mod security;
 mod support;
