@@ -77,6 +77,7 @@ struct Shared {
 /// left to expire, as when the process dies).
 pub struct Leadership {
     role: watch::Receiver<Role>,
+    tx: Arc<watch::Sender<Role>>,
     shared: Arc<Mutex<Shared>>,
     task: JoinHandle<()>,
 }
@@ -97,8 +98,14 @@ impl Leadership {
             epoch: 0,
         });
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let task = tokio::spawn(run(options, tx, shared.clone()));
-        Leadership { role, shared, task }
+        let tx = Arc::new(tx);
+        let task = tokio::spawn(run(options, tx.clone(), shared.clone()));
+        Leadership {
+            role,
+            tx,
+            shared,
+            task,
+        }
     }
 
     /// The role channel.
@@ -135,6 +142,16 @@ impl Leadership {
     pub fn abort(&self) {
         self.task.abort();
         self.shared.lock().expect("leadership state").term = None;
+        self.tx.send_if_modified(|role| match *role {
+            Role::Leader { epoch } => {
+                *role = Role::Follower {
+                    leader: None,
+                    epoch,
+                };
+                true
+            }
+            Role::Follower { .. } => false,
+        });
     }
 
     /// Stops the task, as a crash would (the lease is not released), and returns the last
@@ -156,7 +173,11 @@ fn local_deadline(lease: &Lease, ttl: Duration) -> Instant {
         .unwrap_or(lease.valid_until)
 }
 
-async fn run(options: ClusterOptions, tx: watch::Sender<Role>, shared: Arc<Mutex<Shared>>) {
+async fn run(
+    options: ClusterOptions,
+    tx: Arc<watch::Sender<Role>>,
+    shared: Arc<Mutex<Shared>>,
+) {
     let retry = options.lease_ttl / 3;
     let mut log: Option<ClusterLog> = None;
     let mut last_epoch = 0u64;

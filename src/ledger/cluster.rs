@@ -75,6 +75,14 @@ impl ClusterAppender {
         ClusterAppender { link, log: None }
     }
 
+    /// Stops this node's leadership for good (the writer is poisoned): no term is handed
+    /// out any more, and the lease expires on its own.
+    pub(super) fn step_down(&self) {
+        if let Some(l) = self.link.leadership.get() {
+            l.abort();
+        }
+    }
+
     /// Commits `records` as one batch after the local head `(position, digest)`, fenced by
     /// this node's current term. Returns the positions and digests PostgreSQL recorded.
     pub(super) fn append(

@@ -186,7 +186,7 @@ impl WriterState {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(e) = failure.or_else(|| self.store.failure()) {
-            self.poisoned.get_or_insert(Poison::Store(e));
+            self.poison(Poison::Store(e));
         }
     }
 
@@ -543,7 +543,7 @@ impl WriterState {
             Ok(a) => a,
             Err(e) => {
                 // This batch's callers learn the log failed; later ones that it is poisoned.
-                self.poisoned.get_or_insert(Poison::Log(e.clone()));
+                self.poison(Poison::Log(e.clone()));
                 let refuse = || Err(LedgerError::Log(LogError::Poisoned(Box::new(e.clone()))));
                 for p in accepted {
                     let _ = p.reply.send(refuse());
@@ -587,6 +587,19 @@ impl WriterState {
         self.publish_head();
         // The applier answers in log order; it only stops when the writer drops the sender.
         let _ = self.apply_tx.send(Job { entries, answers });
+    }
+
+    /// Keeps the first failure; from now on every submission is refused. In cluster mode the
+    /// node also stops leading at once (its lease then expires and another node takes
+    /// over): a leader that cannot write its local log must not hold the cluster's writes.
+    fn poison(&mut self, cause: Poison) {
+        if self.poisoned.is_none() {
+            if let Some(cluster) = &self.cluster {
+                tracing::error!(%cause, "the writer is poisoned: this node stops leading");
+                cluster.step_down();
+            }
+        }
+        self.poisoned.get_or_insert(cause);
     }
 
     fn publish_head(&self) {
@@ -658,7 +671,7 @@ impl WriterState {
         let appended = match appended {
             Ok(a) => a,
             Err(e) => {
-                self.poisoned.get_or_insert(Poison::Log(e.clone()));
+                self.poison(Poison::Log(e.clone()));
                 return Err(ReplicaError::Log(e));
             }
         };
@@ -666,7 +679,7 @@ impl WriterState {
         for (r, a) in records.iter().zip(&appended) {
             if (r.position, r.digest) != (a.position, a.digest) {
                 self.log.poison_diverged(r.position);
-                self.poisoned.get_or_insert(Poison::Log(LogError::Diverged {
+                self.poison(Poison::Log(LogError::Diverged {
                     position: r.position,
                 }));
                 return Err(ReplicaError::Diverged {
@@ -681,7 +694,7 @@ impl WriterState {
                         position: r.position,
                         reason: e.to_string(),
                     };
-                    self.poisoned.get_or_insert(Poison::Store(error.clone()));
+                    self.poison(Poison::Store(error.clone()));
                     return Err(ReplicaError::Poisoned(error.to_string()));
                 }
             };
