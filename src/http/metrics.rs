@@ -171,7 +171,7 @@ fn cluster_metrics(
         crate::cluster::Role::Leader { epoch } => (1.0, epoch),
         crate::cluster::Role::Follower { epoch, .. } => (0.0, epoch),
     };
-    let gauges: [(&str, &str, &str, f64); 8] = [
+    let gauges: [(&str, &str, &str, f64); 9] = [
         (
             "action_ledger_cluster_leader",
             "gauge",
@@ -213,6 +213,12 @@ fn cluster_metrics(
             "counter",
             "Batches this node committed (or tried to) in the cluster log as leader.",
             stats.cluster_commits.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_cluster_commit_seconds_total",
+            "counter",
+            "Time spent committing batches in the cluster log as leader (one round trip each).",
+            stats.cluster_commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
         ),
         (
             "action_ledger_cluster_replicated_total",

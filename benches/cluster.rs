@@ -1,0 +1,1005 @@
+//! Cluster-mode benchmark (issue 17, "Speed"): durable creates over HTTP, on this one
+//! machine, in one run, against
+//!
+//! 1. **embedded**: the single node, no cluster (local segment log + fdatasync per batch);
+//! 2. **1 node + PG**: one cluster node on PostgreSQL (each group-commit batch is one
+//!    fenced PostgreSQL transaction, then the local append), writes to it;
+//! 3. **3 nodes + PG, leader**: three nodes on one PostgreSQL, writes to the leader;
+//! 4. **3 nodes + PG, follower**: the same cluster, writes to a follower, which forwards
+//!    each to the leader (server-side proxy);
+//! 5. **plain PG**: PostgreSQL alone doing the same rows the naive way — one tokio-postgres
+//!    connection per client, each request one autocommit `INSERT` of one row (a jsonb
+//!    snapshot of the action as the ledger answers it, its resource, a bigserial id, an index
+//!    on the resource), `synchronous_commit` on. No HTTP layer in front: this favours PG;
+//! 6. **PG-table service over HTTP**: the same inserts behind an axum server built here (its
+//!    own runtime, same worker count as a node; 64 connections to PostgreSQL, round robin),
+//!    driven by the same HTTP client as cases 1–4 — the like-for-like naive service.
+//!
+//! Each case is `CLUSTER_BENCH_CONNECTIONS` (64) concurrent connections, each sending its
+//! next request when the previous answer has been read in full: `POST /api/v1/actions`
+//! creating an action on a resource of its own (distinct resource per request, so no
+//! exclusivity conflicts), answered 201 only once durable. The cases alternate
+//! `CLUSTER_BENCH_ROUNDS` (2) times for `CLUSTER_BENCH_SECS` (3) s each; each case keeps its
+//! best round (by rate).
+//!
+//! The nodes run **in this process**: each its own tokio runtime
+//! (`CLUSTER_BENCH_SERVER_THREADS`, 2 workers), own data directory, own loopback port, as
+//! `serve --cluster-log … --node-id …` would; the client has a runtime of its own (2
+//! workers). All of it — the five servers, the client and PostgreSQL — shares the machine's
+//! cores. All nodes stay up through the whole run (the idle ones renew their lease or poll).
+//!
+//! **Follower lag** (during case 3's rounds): a 65th connection writes through the leader,
+//! takes the answer's `X-Ledger-Position` P, then reads the action on a follower with
+//! `?min_position=P`; the visibility lag is the time from the write's answer to that read's
+//! answer (it includes one loaded GET round trip; the same GET without `min_position` right
+//! after is reported as the floor). A sampler also reads each follower's `/readyz`
+//! `lag_positions` every 50 ms.
+//!
+//! Under each case, the leader's (or embedded node's) `/metrics` deltas for the best round:
+//! records per batch, PostgreSQL commit time per batch (`action_ledger_cluster_commit_seconds_total`
+//! / `action_ledger_cluster_commits_total`), local write+fdatasync time per batch; and CPU per
+//! request: this process's threads (all nodes), the client's, and the PostgreSQL server's
+//! processes (postmaster and its children, `/proc/*/stat`).
+//!
+//! The bench starts its own throwaway PostgreSQL (Debian's binaries under
+//! `/usr/lib/postgresql/*/bin` or `ACTION_LEDGER_PG_BIN`; initdb as the `postgres` user when
+//! run as root; a free loopback port; `fsync` and `synchronous_commit` on), and stops it and
+//! deletes its directory at the end (or, should the bench die, a detached watchdog does).
+//!
+//! Run with `cargo bench --bench cluster`. `cargo test` never builds or runs it.
+
+mod common;
+
+use action_ledger::cluster::ClusterSettings;
+use action_ledger::http::server::{self, Running, ServeConfig};
+use common::{env_or, percentile};
+use reqwest::StatusCode;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "cluster-bench-admin-token";
+const PLAIN_TABLE: &str = "CREATE TABLE actions (
+    id bigserial PRIMARY KEY,
+    resource_type text NOT NULL,
+    resource_id text NOT NULL,
+    snapshot jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX actions_resource ON actions (resource_type, resource_id);";
+const PLAIN_INSERT: &str =
+    "INSERT INTO actions (resource_type, resource_id, snapshot) VALUES ('droplet', $1, $2::text::jsonb)";
+/// The resource id in the captured answer that the plain case replaces per row.
+const TEMPLATE_RESOURCE: &str = "template-resource-0000";
+
+fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A ledger node of this process.
+struct Node {
+    rt: tokio::runtime::Runtime,
+    running: Option<Running>,
+    base: String,
+}
+
+fn start_node(dir: &Path, name: &str, threads: usize, cluster_log: Option<&str>) -> Node {
+    let rt = runtime(threads, &format!("node-{name}"));
+    let mut config = ServeConfig::new(dir.join(name), "127.0.0.1:0".parse().unwrap());
+    config.admin_token = Some(ADMIN.into());
+    if let Some(url) = cluster_log {
+        config.cluster = ClusterSettings {
+            log: Some(url.to_string()),
+            node_id: Some(name.to_string()),
+            ..ClusterSettings::new()
+        };
+    }
+    let running = rt
+        .block_on(server::start(config, std::future::pending()))
+        .unwrap_or_else(|e| panic!("start node {name}: {e}"));
+    let base = format!("http://{}", running.addr);
+    Node {
+        rt,
+        running: Some(running),
+        base,
+    }
+}
+
+impl Node {
+    fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.stop()).expect("stop a node");
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Case {
+    Embedded,
+    OneNode,
+    Leader3,
+    Follower3,
+    PlainPg,
+    PgService,
+}
+
+impl Case {
+    const ALL: [Case; 6] = [
+        Case::Embedded,
+        Case::OneNode,
+        Case::Leader3,
+        Case::Follower3,
+        Case::PlainPg,
+        Case::PgService,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Case::Embedded => "embedded single node",
+            Case::OneNode => "1 node + PG",
+            Case::Leader3 => "3 nodes + PG, via leader",
+            Case::Follower3 => "3 nodes + PG, via follower",
+            Case::PlainPg => "plain PG, INSERT per request",
+            Case::PgService => "PG-table service over HTTP",
+        }
+    }
+    fn short(self) -> &'static str {
+        match self {
+            Case::Embedded => "emb",
+            Case::OneNode => "one",
+            Case::Leader3 => "ldr",
+            Case::Follower3 => "fol",
+            Case::PlainPg => "pg",
+            Case::PgService => "svc",
+        }
+    }
+}
+
+struct Round {
+    requests: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    /// CPU during the round: this process but the client, the client, PostgreSQL.
+    cpu_nodes: Duration,
+    cpu_client: Duration,
+    cpu_pg: Duration,
+    /// The writing node's `/metrics` deltas (none for plain PG).
+    metrics: BTreeMap<String, f64>,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn per_request_us(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+    fn metric(&self, name: &str) -> f64 {
+        self.metrics.get(name).copied().unwrap_or(0.0)
+    }
+}
+
+/// This process's CPU time, split into the client's threads and all others.
+fn own_cpu() -> (Duration, Duration) {
+    let (mut client, mut rest) = (Duration::ZERO, Duration::ZERO);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (client, rest);
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if comm.trim() == "client" {
+            client += Duration::from_nanos(ns);
+        } else {
+            rest += Duration::from_nanos(ns);
+        }
+    }
+    (client, rest)
+}
+
+/// CPU time (user + system) of the postmaster `pid` and its children.
+fn pg_cpu(postmaster: u32) -> Duration {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis: state ppid … utime(14) stime(15).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f.get(1).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+        let field = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        if pid == postmaster {
+            // Its own time and that of its children that exited (cutime, cstime).
+            total += field(11) + field(12) + field(13) + field(14);
+        } else if ppid == postmaster {
+            total += field(11) + field(12);
+        }
+    }
+    Duration::from_secs_f64(total as f64 / tick)
+}
+
+/// The `action_ledger_*` samples of a node's `/metrics` (no labels are used here).
+async fn metrics(client: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn create_body(resource: &str) -> String {
+    format!(
+        r#"{{"type":"snapshot","user":"bench","resource":{{"type":"droplet","id":"{resource}"}}}}"#
+    )
+}
+
+/// `conns` connections creating actions on `base` for `secs`.
+async fn http_load(base: &str, tag: String, conns: usize, secs: f64) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::with_capacity(conns);
+    for c in 0..conns {
+        let base = base.to_string();
+        let tag = tag.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let t = Instant::now();
+                let resp = client
+                    .post(format!("{base}/api/v1/actions"))
+                    .bearer_auth(ADMIN)
+                    .header("content-type", "application/json")
+                    .body(create_body(&format!("{tag}-{c}-{i}")))
+                    .send()
+                    .await
+                    .expect("request");
+                let status = resp.status();
+                let body = resp.bytes().await.expect("body");
+                assert_eq!(
+                    status,
+                    StatusCode::CREATED,
+                    "{base}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all
+}
+
+type OpenPg = (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+);
+type PgConn = (
+    tokio_postgres::Client,
+    tokio_postgres::Statement,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+);
+
+/// The plain case's connections, each with the insert prepared (before the clock starts).
+async fn pg_connect(url: &str, conns: usize) -> Vec<PgConn> {
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        let conn = tokio::spawn(connection);
+        let stmt = client.prepare(PLAIN_INSERT).await.expect("prepare");
+        clients.push((client, stmt, conn));
+    }
+    clients
+}
+
+/// The plain case: each connection inserts one row per autocommit statement for `secs`.
+async fn pg_load(
+    clients: Vec<PgConn>,
+    template: &str,
+    tag: String,
+    secs: f64,
+) -> (Vec<Duration>, Vec<OpenPg>) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (c, (client, stmt, conn)) in clients.into_iter().enumerate() {
+        let template = template.to_string();
+        let tag = tag.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let t = Instant::now();
+                let resource = format!("{tag}-{c}-{i}");
+                let snapshot = template.replace(TEMPLATE_RESOURCE, &resource);
+                let n = client
+                    .execute(&stmt, &[&resource, &snapshot])
+                    .await
+                    .expect("insert");
+                assert_eq!(n, 1);
+                lat.push(t.elapsed());
+            }
+            (lat, client, conn)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut open = Vec::new();
+    for t in tasks {
+        let (lat, client, conn) = t.await.expect("pg task");
+        all.extend(lat);
+        open.push((client, conn));
+    }
+    // The connections close after the CPU figures are taken: the caller drops them.
+    (all, open)
+}
+
+/// Case 6, a naive PostgreSQL-table service: an axum server whose `POST /api/v1/actions`
+/// parses the body, builds the snapshot and runs the plain case's autocommit `INSERT` on one
+/// of `conns` connections (round robin), answering 201 with the snapshot once committed.
+/// Returns its base URL.
+async fn pg_service(url: &str, conns: usize, template: String) -> String {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let pool = Arc::new(pg_connect(url, conns).await);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let template = Arc::new(template);
+    let app = axum::Router::new().route(
+        "/api/v1/actions",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (pool, next, template) = (pool.clone(), next.clone(), template.clone());
+            async move {
+                let v: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+                };
+                let Some(resource) = v["resource"]["id"].as_str() else {
+                    return (StatusCode::BAD_REQUEST, "resource.id").into_response();
+                };
+                let snapshot = template.replace(TEMPLATE_RESOURCE, resource);
+                let (client, stmt, _) = &pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()];
+                match client.execute(stmt, &[&resource, &snapshot]).await {
+                    Ok(1) => (
+                        StatusCode::CREATED,
+                        [(header::CONTENT_TYPE, "application/json")],
+                        snapshot,
+                    )
+                        .into_response(),
+                    other => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}")).into_response()
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the PG service");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use axum::serve::ListenerExt as _;
+        let l = listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
+        axum::serve(l, app).await.expect("PG service");
+    });
+    format!("http://{addr}")
+}
+
+/// What the lag probe and the `/readyz` sampler gathered.
+#[derive(Default)]
+struct Lag {
+    /// Write answered by the leader → read with `min_position` answered by a follower.
+    visible: Vec<Duration>,
+    /// The same read without `min_position`, right after: the floor of `visible`.
+    plain_read: Vec<Duration>,
+    /// Followers' `/readyz` `lag_positions` samples.
+    positions: Vec<u64>,
+    /// Reads answered 503 (`position_not_reached`).
+    not_reached: u64,
+}
+
+async fn lag_probe(
+    leader: String,
+    followers: Vec<String>,
+    stop: Arc<AtomicBool>,
+    tag: String,
+) -> Lag {
+    let client = reqwest::Client::new();
+    let mut lag = Lag::default();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let resp = client
+            .post(format!("{leader}/api/v1/actions"))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(create_body(&format!("{tag}-probe-{i}")))
+            .send()
+            .await
+            .expect("probe write");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let position: u64 = resp
+            .headers()
+            .get("x-ledger-position")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("X-Ledger-Position on the write's answer");
+        let v: serde_json::Value = resp.json().await.expect("probe answer");
+        let written = Instant::now();
+        let id = v["id"].as_u64().expect("id");
+        let follower = &followers[i % followers.len()];
+        let resp = client
+            .get(format!(
+                "{follower}/api/v1/actions/{id}?min_position={position}"
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("probe read");
+        let status = resp.status();
+        let _ = resp.bytes().await;
+        if status == StatusCode::OK {
+            lag.visible.push(written.elapsed());
+        } else {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            lag.not_reached += 1;
+        }
+        let t = Instant::now();
+        let resp = client
+            .get(format!("{follower}/api/v1/actions/{id}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("probe plain read");
+        let _ = resp.bytes().await;
+        lag.plain_read.push(t.elapsed());
+    }
+    lag
+}
+
+async fn readyz_sampler(followers: Vec<String>, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for f in &followers {
+            if let Ok(resp) = client.get(format!("{f}/readyz")).send().await {
+                if let Ok(v) = resp.json::<serde_json::Value>().await {
+                    if let Some(n) = v["lag_positions"].as_u64() {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out
+}
+
+async fn readyz(base: &str) -> serde_json::Value {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("readyz json")
+}
+
+/// Waits until `base` reports `role` (and, for a follower, a known leader).
+async fn await_role(base: &str, role: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = readyz(base).await;
+        if v["role"] == role && !v["leader"].is_null() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{base} never became {role}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else (`cargo test --benches`) gets a smoke run.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let conns: usize = env_or("CLUSTER_BENCH_CONNECTIONS", 64);
+    let secs: f64 = env_or("CLUSTER_BENCH_SECS", if benching { 3.0 } else { 0.3 });
+    let rounds: usize = env_or("CLUSTER_BENCH_ROUNDS", if benching { 2 } else { 1 });
+    let threads: usize = env_or("CLUSTER_BENCH_SERVER_THREADS", 2);
+    assert!(conns >= 1 && rounds >= 1 && secs > 0.0);
+
+    let pg = pg::start().unwrap_or_else(|e| panic!("the bench's PostgreSQL: {e}"));
+    let one_url = pg.create_db("bench_one");
+    let three_url = pg.create_db("bench_three");
+    let plain_url = pg.create_db("bench_plain");
+    pg.psql("bench_plain", PLAIN_TABLE);
+
+    // On the real filesystem (`/tmp` may be a tmpfs where fdatasync is free), like PostgreSQL.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let client_rt = runtime(2, "client");
+    let mut embedded = start_node(dir.path(), "embedded", threads, None);
+    let mut one = start_node(dir.path(), "one", threads, Some(&one_url));
+    client_rt.block_on(await_role(&one.base, "leader"));
+    let mut a = start_node(dir.path(), "a", threads, Some(&three_url));
+    client_rt.block_on(await_role(&a.base, "leader"));
+    let mut b = start_node(dir.path(), "b", threads, Some(&three_url));
+    let mut c = start_node(dir.path(), "c", threads, Some(&three_url));
+    client_rt.block_on(async {
+        await_role(&b.base, "follower").await;
+        await_role(&c.base, "follower").await;
+    });
+
+    // The plain case stores what the ledger answers for a create.
+    let template = client_rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/actions", embedded.base))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(create_body(TEMPLATE_RESOURCE))
+            .send()
+            .await
+            .expect("template create");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        resp.text().await.expect("template body")
+    });
+
+    // Case 6: the plain case behind an HTTP server of its own.
+    let service_rt = runtime(threads, "pg-service");
+    let service = service_rt.block_on(pg_service(&plain_url, conns, template.clone()));
+
+    println!(
+        "cluster bench: {conns} connections, {rounds} x {secs} s per case, {threads} server worker threads per node (in-process), {} cores, PostgreSQL {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        pg.psql("postgres", "SHOW server_version"),
+    );
+    let postmaster = pg.postmaster_pid();
+    let metrics_client = reqwest::Client::new();
+    let mut best: BTreeMap<Case, Round> = BTreeMap::new();
+    let mut lag = Lag::default();
+    for round in 0..rounds {
+        for case in Case::ALL {
+            let tag = format!("{}-{round}", case.short());
+            // The node whose writer commits (whose metrics tell the batches).
+            let writer = match case {
+                Case::Embedded => Some(&embedded.base),
+                Case::OneNode => Some(&one.base),
+                Case::Leader3 | Case::Follower3 => Some(&a.base),
+                Case::PlainPg | Case::PgService => None,
+            };
+            let before = writer.map(|w| client_rt.block_on(metrics(&metrics_client, w)));
+            let plain = match case {
+                Case::PlainPg => Some(client_rt.block_on(pg_connect(&plain_url, conns))),
+                _ => None,
+            };
+            let (client0, own0) = own_cpu();
+            let pg0 = pg_cpu(postmaster);
+            let start = Instant::now();
+            let mut open_pg = Vec::new();
+            let mut lat = match case {
+                Case::Embedded => client_rt.block_on(http_load(&embedded.base, tag, conns, secs)),
+                Case::OneNode => client_rt.block_on(http_load(&one.base, tag, conns, secs)),
+                Case::Follower3 => client_rt.block_on(http_load(&b.base, tag, conns, secs)),
+                Case::PgService => client_rt.block_on(http_load(&service, tag, conns, secs)),
+                Case::PlainPg => {
+                    let clients = plain.expect("connected");
+                    let (lat, open) = client_rt.block_on(pg_load(clients, &template, tag, secs));
+                    open_pg = open;
+                    lat
+                }
+                Case::Leader3 => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let followers = vec![b.base.clone(), c.base.clone()];
+                    let probe = client_rt.spawn(lag_probe(
+                        a.base.clone(),
+                        followers.clone(),
+                        stop.clone(),
+                        tag.clone(),
+                    ));
+                    let sampler = client_rt.spawn(readyz_sampler(followers, stop.clone()));
+                    let lat = client_rt.block_on(http_load(&a.base, tag, conns, secs));
+                    stop.store(true, Ordering::Relaxed);
+                    let probed = client_rt.block_on(probe).expect("probe");
+                    lag.visible.extend(probed.visible);
+                    lag.plain_read.extend(probed.plain_read);
+                    lag.not_reached += probed.not_reached;
+                    lag.positions
+                        .extend(client_rt.block_on(sampler).expect("sampler"));
+                    lat
+                }
+            };
+            let elapsed = start.elapsed();
+            let (client1, own1) = own_cpu();
+            let pg1 = pg_cpu(postmaster);
+            client_rt.block_on(async move {
+                for (client, conn) in open_pg {
+                    drop(client);
+                    let _ = conn.await;
+                }
+            });
+            let metrics = match (writer, before) {
+                (Some(w), Some(before)) => {
+                    let after = client_rt.block_on(metrics(&metrics_client, w));
+                    after
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let d = v - before.get(&k).copied().unwrap_or(0.0);
+                            (k, d)
+                        })
+                        .collect()
+                }
+                _ => BTreeMap::new(),
+            };
+            lat.sort_unstable();
+            let r = Round {
+                requests: lat.len() as u64,
+                elapsed,
+                p50: percentile(&lat, 0.5),
+                p99: percentile(&lat, 0.99),
+                cpu_nodes: own1.saturating_sub(own0),
+                cpu_client: client1.saturating_sub(client0),
+                cpu_pg: pg1.saturating_sub(pg0),
+                metrics,
+            };
+            println!(
+                "  round {round} {:<30} {:>8.0} req/s (p50 {} ms, p99 {} ms)",
+                case.name(),
+                r.rate(),
+                ms(r.p50),
+                ms(r.p99)
+            );
+            if best.get(&case).is_none_or(|b| r.rate() > b.rate()) {
+                best.insert(case, r);
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "| case | req/s | p50 ms | p99 ms | records/batch | PG commit ms/batch | local fsync ms/batch | CPU µs/req nodes | PG | client |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (case, r) in &best {
+        let batches = r.metric("action_ledger_fsyncs_total");
+        let commits = r.metric("action_ledger_cluster_commits_total");
+        let records = r.metric("action_ledger_appends_total");
+        let per = |x: f64, n: f64| {
+            if n > 0.0 {
+                format!("{:.2}", x / n)
+            } else {
+                "–".into()
+            }
+        };
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |",
+            case.name(),
+            r.rate(),
+            ms(r.p50),
+            ms(r.p99),
+            per(records, batches),
+            per(
+                r.metric("action_ledger_cluster_commit_seconds_total") * 1e3,
+                commits
+            ),
+            per(r.metric("action_ledger_fsync_seconds_total") * 1e3, batches),
+            r.per_request_us(r.cpu_nodes),
+            r.per_request_us(r.cpu_pg),
+            r.per_request_us(r.cpu_client),
+        );
+    }
+    println!();
+    let rate = |c: Case| best[&c].rate();
+    let mut missed = Vec::new();
+    for case in [Case::OneNode, Case::Leader3, Case::Follower3] {
+        let vs_embedded = rate(case) / rate(Case::Embedded);
+        let vs_pg = rate(case) / rate(Case::PlainPg);
+        let vs_service = rate(case) / rate(Case::PgService);
+        let ok_e = vs_embedded >= 0.5;
+        let ok_p = vs_pg >= 2.0;
+        println!(
+            "{:<30} / embedded {:>6.1}% (target >= 50%) {} | / plain PG {:>5.2}x (target >= 2x) {} | / PG-table service over HTTP {:>5.2}x",
+            case.name(),
+            vs_embedded * 100.0,
+            if ok_e { "ok" } else { "MISSED" },
+            vs_pg,
+            if ok_p { "ok" } else { "MISSED" },
+            vs_service,
+        );
+        if !ok_e {
+            missed.push(format!("{} vs embedded", case.name()));
+        }
+        if !ok_p {
+            missed.push(format!("{} vs plain PG", case.name()));
+        }
+    }
+    lag.visible.sort_unstable();
+    lag.plain_read.sort_unstable();
+    lag.positions.sort_unstable();
+    println!(
+        "follower visibility lag under case 3 ({} probes): write answered by the leader -> follower read with min_position answered: p50 {} ms, p99 {} ms, max {} ms (floor, the same read without min_position: p50 {} ms, p99 {} ms); {} reads not reached in time",
+        lag.visible.len(),
+        ms(percentile(&lag.visible, 0.5)),
+        ms(percentile(&lag.visible, 0.99)),
+        ms(lag.visible.last().copied().unwrap_or_default()),
+        ms(percentile(&lag.plain_read, 0.5)),
+        ms(percentile(&lag.plain_read, 0.99)),
+        lag.not_reached,
+    );
+    println!(
+        "followers' /readyz lag_positions under case 3 ({} samples): p50 {}, p99 {}, max {}",
+        lag.positions.len(),
+        percentile(&lag.positions, 0.5),
+        percentile(&lag.positions, 0.99),
+        lag.positions.last().copied().unwrap_or(0),
+    );
+    if !missed.is_empty() {
+        println!("targets missed: {}", missed.join(", "));
+    }
+
+    // Followers first, then the leaders, then PostgreSQL.
+    for n in [&mut b, &mut c, &mut a, &mut one, &mut embedded] {
+        n.stop();
+    }
+    drop(service_rt);
+    drop(pg);
+}
+
+/// The bench's throwaway PostgreSQL (the same setup as the cluster tests').
+mod pg {
+    use super::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+
+    pub struct PgServer {
+        port: u16,
+        bin: PathBuf,
+        dir: PathBuf,
+        as_root: bool,
+    }
+
+    fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+    }
+
+    pub fn start() -> Result<PgServer, String> {
+        let bin = find_bin()?;
+        let as_root = is_root();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("pg-bench")
+            .join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        if as_root {
+            // The postgres user must reach its directory through the path above it.
+            use std::os::unix::fs::PermissionsExt;
+            for d in dir.ancestors().skip(1) {
+                let mode = std::fs::metadata(d)
+                    .map(|m| m.permissions().mode())
+                    .unwrap_or(0);
+                if mode & 0o001 == 0 {
+                    run(Command::new("chmod").arg("o+x").arg(d))?;
+                }
+            }
+            run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+        }
+        let data = dir.join("data");
+        run(pg_command(as_root, &bin, "initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]))?;
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("probe a free port: {e}"))?
+                .port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
+                 -c max_connections=200",
+                dir.display()
+            );
+            let started = run(pg_command(as_root, &bin, "pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.join("server.log"))
+                .args(["-o", &options, "-w", "-t", "60", "start"]));
+            match started {
+                Ok(()) => {
+                    spawn_watchdog(as_root, &bin, &dir)?;
+                    return Ok(PgServer {
+                        port,
+                        bin,
+                        dir,
+                        as_root,
+                    });
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last_err)
+    }
+
+    impl PgServer {
+        pub fn url(&self, db: &str) -> String {
+            format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        }
+
+        pub fn create_db(&self, name: &str) -> String {
+            self.psql("postgres", &format!("CREATE DATABASE {name}"));
+            self.url(name)
+        }
+
+        pub fn postmaster_pid(&self) -> u32 {
+            std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next()?.trim().parse().ok())
+                .expect("postmaster.pid")
+        }
+
+        pub fn psql(&self, db: &str, sql: &str) -> String {
+            let out = Command::new(self.bin.join("psql"))
+                .args([
+                    "-X",
+                    "-q",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                ])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    db,
+                    "-c",
+                    sql,
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run psql");
+            assert!(
+                out.status.success(),
+                "psql {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    }
+
+    impl Drop for PgServer {
+        fn drop(&mut self) {
+            let _ = run(pg_command(self.as_root, &self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "fast", "-w", "stop"]));
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn find_bin() -> Result<PathBuf, String> {
+        if let Some(dir) = std::env::var_os("ACTION_LEDGER_PG_BIN") {
+            return Ok(PathBuf::from(dir));
+        }
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((version, bin))
+            })
+            .collect();
+        found.sort();
+        found.pop().map(|(_, b)| b).ok_or_else(|| {
+            "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin: `apt-get install -y postgresql`, or set ACTION_LEDGER_PG_BIN".to_string()
+        })
+    }
+
+    fn pg_command(as_root: bool, bin: &Path, tool: &str) -> Command {
+        let mut c = if as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+            c
+        } else {
+            Command::new(bin.join(tool))
+        };
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(c: &mut Command) -> Result<(), String> {
+        let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{c:?} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Should the bench die before its `Drop`, a detached shell waits for its pid, then
+    /// stops the server and deletes its directory.
+    fn spawn_watchdog(as_root: bool, bin: &Path, dir: &Path) -> Result<(), String> {
+        let stop = if as_root {
+            "runuser -u postgres -- \"$1\" -D \"$2/data\" -m immediate stop"
+        } else {
+            "\"$1\" -D \"$2/data\" -m immediate stop"
+        };
+        let script = format!(
+            "tail --pid=\"$0\" -f /dev/null; if [ -d \"$2/data\" ]; then {stop}; rm -rf \"$2\"; fi"
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .arg(std::process::id().to_string())
+            .arg(bin.join("pg_ctl"))
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the server's watchdog: {e}"))?;
+        Ok(())
+    }
+}
