@@ -173,11 +173,7 @@ fn local_deadline(lease: &Lease, ttl: Duration) -> Instant {
         .unwrap_or(lease.valid_until)
 }
 
-async fn run(
-    options: ClusterOptions,
-    tx: Arc<watch::Sender<Role>>,
-    shared: Arc<Mutex<Shared>>,
-) {
+async fn run(options: ClusterOptions, tx: Arc<watch::Sender<Role>>, shared: Arc<Mutex<Shared>>) {
     let retry = options.lease_ttl / 3;
     let mut log: Option<ClusterLog> = None;
     let mut last_epoch = 0u64;
