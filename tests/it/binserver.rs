@@ -164,7 +164,10 @@ async fn wait_ready(child: &mut Child, output: &Path) -> Result<String, String> 
             ));
         }
         if base.is_none() {
-            base = read_output(output)
+            // Only whole lines: the server may be writing the "listening on" line right now.
+            let out = read_output(output);
+            let whole = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
+            base = whole
                 .lines()
                 .find_map(|l| l.split("listening on ").nth(1))
                 .map(|s| s.trim().to_string());
