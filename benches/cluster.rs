@@ -41,21 +41,29 @@
 //! request: this process's threads (all nodes), the client's, and the PostgreSQL server's
 //! processes (postmaster and its children, `/proc/*/stat`).
 //!
-//! The bench starts its own throwaway PostgreSQL (Debian's binaries under
-//! `/usr/lib/postgresql/*/bin` or `ACTION_LEDGER_PG_BIN`; initdb as the `postgres` user when
-//! run as root; a free loopback port; `fsync` and `synchronous_commit` on), and stops it and
-//! deletes its directory at the end (or, should the bench die, a detached watchdog does).
+//! The bench starts its own throwaway PostgreSQL with the cluster tests' harness
+//! (tests/it/pg.rs: Debian's binaries, initdb as the `postgres` user when run as root, a free
+//! loopback port, `fsync` and `synchronous_commit` on, PostgreSQL's default memory settings);
+//! a detached watchdog stops it and deletes its directory once the bench exits.
 //!
 //! Run with `cargo bench --bench cluster`. `cargo test` never builds or runs it.
 
 mod common;
+// The cluster tests' PostgreSQL harness, so both start it the same way; the bench calls
+// only part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/host.rs"]
+mod host;
+#[allow(dead_code)]
+#[path = "../tests/it/pg.rs"]
+mod pg;
 
 use action_ledger::cluster::ClusterSettings;
 use action_ledger::http::server::{self, Running, ServeConfig};
 use common::{env_or, percentile};
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -548,7 +556,7 @@ fn main() {
     let threads: usize = env_or("CLUSTER_BENCH_SERVER_THREADS", 2);
     assert!(conns >= 1 && rounds >= 1 && secs > 0.0);
 
-    let pg = pg::start().unwrap_or_else(|e| panic!("the bench's PostgreSQL: {e}"));
+    let pg = pg::dedicated("bench");
     let one_url = pg.create_db("bench_one");
     let three_url = pg.create_db("bench_three");
     let plain_url = pg.create_db("bench_plain");
@@ -592,7 +600,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         pg.psql("postgres", "SHOW server_version"),
     );
-    let postmaster = pg.postmaster_pid();
+    let postmaster = postmaster_pid(&pg);
     let metrics_client = reqwest::Client::new();
     let mut best: BTreeMap<Case, Round> = BTreeMap::new();
     let mut lag = Lag::default();
@@ -780,226 +788,14 @@ fn main() {
         n.stop();
     }
     drop(service_rt);
-    drop(pg);
+    // PostgreSQL is stopped and its directory deleted once this process exits (the
+    // harness's watchdog).
 }
 
-/// The bench's throwaway PostgreSQL (the same setup as the cluster tests').
-mod pg {
-    use super::{Path, PathBuf};
-    use std::process::{Command, Stdio};
-
-    pub struct PgServer {
-        port: u16,
-        bin: PathBuf,
-        dir: PathBuf,
-        as_root: bool,
-    }
-
-    fn is_root() -> bool {
-        Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false)
-    }
-
-    pub fn start() -> Result<PgServer, String> {
-        let bin = find_bin()?;
-        let as_root = is_root();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("pg-bench")
-            .join(std::process::id().to_string());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        if as_root {
-            // The postgres user must reach its directory through the path above it.
-            use std::os::unix::fs::PermissionsExt;
-            for d in dir.ancestors().skip(1) {
-                let mode = std::fs::metadata(d)
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0);
-                if mode & 0o001 == 0 {
-                    run(Command::new("chmod").arg("o+x").arg(d))?;
-                }
-            }
-            run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
-        }
-        let data = dir.join("data");
-        run(pg_command(as_root, &bin, "initdb")
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-locale",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ]))?;
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|e| format!("probe a free port: {e}"))?
-                .port();
-            let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-                 -c max_connections=200",
-                dir.display()
-            );
-            let started = run(pg_command(as_root, &bin, "pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(dir.join("server.log"))
-                .args(["-o", &options, "-w", "-t", "60", "start"]));
-            match started {
-                Ok(()) => {
-                    spawn_watchdog(as_root, &bin, &dir)?;
-                    return Ok(PgServer {
-                        port,
-                        bin,
-                        dir,
-                        as_root,
-                    });
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        Err(last_err)
-    }
-
-    impl PgServer {
-        pub fn url(&self, db: &str) -> String {
-            format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-        }
-
-        pub fn create_db(&self, name: &str) -> String {
-            self.psql("postgres", &format!("CREATE DATABASE {name}"));
-            self.url(name)
-        }
-
-        pub fn postmaster_pid(&self) -> u32 {
-            std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
-                .ok()
-                .and_then(|s| s.lines().next()?.trim().parse().ok())
-                .expect("postmaster.pid")
-        }
-
-        pub fn psql(&self, db: &str, sql: &str) -> String {
-            let out = Command::new(self.bin.join("psql"))
-                .args([
-                    "-X",
-                    "-q",
-                    "-A",
-                    "-t",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    "127.0.0.1",
-                ])
-                .args([
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    db,
-                    "-c",
-                    sql,
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run psql");
-            assert!(
-                out.status.success(),
-                "psql {sql:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        }
-    }
-
-    impl Drop for PgServer {
-        fn drop(&mut self) {
-            let _ = run(pg_command(self.as_root, &self.bin, "pg_ctl")
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(["-m", "fast", "-w", "stop"]));
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn find_bin() -> Result<PathBuf, String> {
-        if let Some(dir) = std::env::var_os("ACTION_LEDGER_PG_BIN") {
-            return Ok(PathBuf::from(dir));
-        }
-        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-                let bin = e.path().join("bin");
-                bin.join("initdb").exists().then_some((version, bin))
-            })
-            .collect();
-        found.sort();
-        found.pop().map(|(_, b)| b).ok_or_else(|| {
-            "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin: `apt-get install -y postgresql`, or set ACTION_LEDGER_PG_BIN".to_string()
-        })
-    }
-
-    fn pg_command(as_root: bool, bin: &Path, tool: &str) -> Command {
-        let mut c = if as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-            c
-        } else {
-            Command::new(bin.join(tool))
-        };
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn run(c: &mut Command) -> Result<(), String> {
-        let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{c:?} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
-    /// Should the bench die before its `Drop`, a detached shell waits for its pid, then
-    /// stops the server and deletes its directory.
-    fn spawn_watchdog(as_root: bool, bin: &Path, dir: &Path) -> Result<(), String> {
-        let stop = if as_root {
-            "runuser -u postgres -- \"$1\" -D \"$2/data\" -m immediate stop"
-        } else {
-            "\"$1\" -D \"$2/data\" -m immediate stop"
-        };
-        let script = format!(
-            "tail --pid=\"$0\" -f /dev/null; if [ -d \"$2/data\" ]; then {stop}; rm -rf \"$2\"; fi"
-        );
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .arg(std::process::id().to_string())
-            .arg(bin.join("pg_ctl"))
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start the server's watchdog: {e}"))?;
-        Ok(())
-    }
+/// The pid of the server's postmaster (the first line of `postmaster.pid`).
+fn postmaster_pid(pg: &pg::PgServer) -> u32 {
+    std::fs::read_to_string(pg.dir.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next()?.trim().parse().ok())
+        .expect("postmaster.pid")
 }

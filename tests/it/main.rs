@@ -16,6 +16,7 @@ mod diskfull;
 mod edges;
 mod fuzz;
 mod golden;
+mod host;
 mod http;
 mod lifecycle;
 mod limits;

@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL for the cluster tests: one server per run of this test binary,
-//! one fresh database per test.
+//! one fresh database per test (and [`dedicated`] servers; the cluster bench includes this
+//! file for its own).
 //!
 //! The server is Debian's PostgreSQL (binaries under `/usr/lib/postgresql/*/bin`, or the
 //! directory in `ACTION_LEDGER_PG_BIN`), initialised into a directory under Cargo's
@@ -35,7 +36,8 @@ pub struct PgServer {
 /// The server, started on first use.
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
-    match SERVER.get_or_init(|| start("shared")) {
+    // Many small databases, one per test: a small buffer pool.
+    match SERVER.get_or_init(|| start("shared", "-c shared_buffers=16MB")) {
         Ok(server) => server,
         Err(e) => panic!("the PostgreSQL test server could not start: {e}"),
     }
@@ -55,17 +57,18 @@ pub fn fresh_db() -> String {
     server.url(&name)
 }
 
-/// A server of its own, for a test that stops and restarts PostgreSQL under the ledger
-/// (the shared one serves other tests meanwhile). Stopped and deleted like the shared one.
+/// A server of its own, with PostgreSQL's default memory settings: for a test that stops
+/// and restarts PostgreSQL under the ledger (the shared one serves other tests meanwhile),
+/// and for the cluster bench. Stopped and deleted like the shared one.
 pub fn dedicated(name: &str) -> PgServer {
-    start(name).unwrap_or_else(|e| panic!("a dedicated PostgreSQL could not start: {e}"))
+    start(name, "").unwrap_or_else(|e| panic!("a dedicated PostgreSQL could not start: {e}"))
 }
 
 impl PgServer {
     /// `pg_ctl stop -m immediate`: the server dies as in a crash (no checkpoint); what it
     /// committed is in its WAL.
     pub fn stop_immediate(&self) {
-        run(pg_command(crate::support::is_root(), &self.bin, "pg_ctl")
+        run(pg_command(crate::host::is_root(), &self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
             .args(["-m", "immediate", "-w", "stop"]))
@@ -74,7 +77,7 @@ impl PgServer {
 
     /// Starts the stopped server again, on the same port (crash recovery replays its WAL).
     pub fn start_again(&self) {
-        run(pg_command(crate::support::is_root(), &self.bin, "pg_ctl")
+        run(pg_command(crate::host::is_root(), &self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.dir.join("data"))
             .arg("-l")
@@ -128,7 +131,9 @@ impl PgServer {
     }
 }
 
-fn start(name: &str) -> Result<PgServer, String> {
+/// Starts a server in `<target>/tmp/pg/<pid>-<name>` with PostgreSQL's defaults but for
+/// durability and the connection count, plus `settings` (more `-c` options).
+fn start(name: &str, settings: &str) -> Result<PgServer, String> {
     let bin = find_bin()?;
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pg");
     std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
@@ -136,7 +141,7 @@ fn start(name: &str) -> Result<PgServer, String> {
     let dir = root.join(format!("{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let as_root = crate::support::is_root();
+    let as_root = crate::host::is_root();
     if as_root {
         // The postgres user must reach its directory through the path above it.
         use std::os::unix::fs::PermissionsExt;
@@ -163,7 +168,7 @@ fn start(name: &str) -> Result<PgServer, String> {
         let port = free_port()?;
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-             -c max_connections=200 -c shared_buffers=16MB",
+             -c max_connections=200 {settings}",
             dir.display()
         );
         let started = run(pg_command(as_root, &bin, "pg_ctl")
@@ -198,10 +203,10 @@ fn start(name: &str) -> Result<PgServer, String> {
 /// `postgresql` package is installed first, so `cargo test` alone needs nothing installed.
 fn find_bin() -> Result<PathBuf, String> {
     installed_bin().or_else(|missing| {
-        if std::env::var_os("ACTION_LEDGER_PG_BIN").is_some() || !crate::support::is_root() {
+        if std::env::var_os("ACTION_LEDGER_PG_BIN").is_some() || !crate::host::is_root() {
             return Err(missing);
         }
-        crate::support::apt_install("postgresql").map_err(|e| format!("{missing}\n{e}"))?;
+        crate::host::apt_install("postgresql").map_err(|e| format!("{missing}\n{e}"))?;
         installed_bin()
     })
 }
@@ -318,7 +323,7 @@ fn reap_stale(root: &Path, bin: &Path) {
         }
         let data = e.path().join("data");
         if data.join("postmaster.pid").exists() {
-            let _ = pg_command(crate::support::is_root(), bin, "pg_ctl")
+            let _ = pg_command(crate::host::is_root(), bin, "pg_ctl")
                 .arg("-D")
                 .arg(&data)
                 .args(["-m", "immediate", "stop"])

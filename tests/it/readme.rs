@@ -127,8 +127,8 @@ fn require_tools() {
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
-        if !found() && crate::support::is_root() {
-            if let Err(e) = crate::support::apt_install(package) {
+        if !found() && crate::host::is_root() {
+            if let Err(e) = crate::host::apt_install(package) {
                 missing(tool, package, e);
             }
         }
