@@ -47,3 +47,8 @@ pub mod tokens;
 /// ledger's threads and frees on the HTTP workers, where glibc's malloc spent ~20% of the
 /// server's CPU per durable event (docs/performance.md, "HTTP (`http`)").
 pub use tikv_jemallocator::Jemalloc as Allocator;
+
+/// Lowercase hex of `bytes` (digests, token hashes and secrets).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

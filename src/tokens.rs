@@ -14,6 +14,7 @@
 //! could manage tokens over HTTP again. Tokens given with `--admin-token` do not count, since
 //! they are gone at the next start without the flag.
 
+use crate::hex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -174,10 +175,6 @@ impl Entry {
 
 fn sha256(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {

@@ -35,6 +35,15 @@ pub enum Role {
     },
 }
 
+impl Role {
+    /// The epoch this node leads, or the last one it has seen.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Role::Leader { epoch } | Role::Follower { epoch, .. } => *epoch,
+        }
+    }
+}
+
 /// A leadership term as the writer uses it: the lease to fence appends with (its
 /// `valid_until` is the local deadline, margin included) and the head the leader continues
 /// from as of the acquisition.

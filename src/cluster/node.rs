@@ -96,22 +96,24 @@ impl Drop for ClusterNode {
 
 impl ClusterNode {
     /// Connects and checks the schema: the start-up's first step, before the ledger opens,
-    /// so an unreachable or unusable PostgreSQL is one clear error.
-    pub async fn check(options: &ClusterOptions) -> Result<(), ClusterError> {
-        ClusterLog::connect(options.clone()).await.map(|_| ())
+    /// so an unreachable or unusable PostgreSQL is one clear error. The connection is the
+    /// replica's, handed to [`ClusterNode::start`].
+    pub async fn connect(options: ClusterOptions) -> Result<ClusterLog, ClusterError> {
+        ClusterLog::connect(options).await
     }
 
     /// Brings `ledger`'s local log up to the cluster log's head, then starts leadership and
     /// the replica task. `leadership` is the slot the ledger's writer takes its term from
     /// ([`crate::ledger::ClusterLink`]).
     pub async fn start(
-        options: ClusterOptions,
+        cluster: ClusterLog,
         log: LogConfig,
         ledger: Arc<Ledger>,
         leadership: Arc<OnceLock<Leadership>>,
     ) -> Result<ClusterNode, ReplicaError> {
+        let options = cluster.options().clone();
         let mut replica =
-            Replica::for_ledger(options.clone(), ReplicaOptions::new(log), ledger.clone()).await?;
+            Replica::for_ledger(cluster, ReplicaOptions::new(log), ledger.clone()).await?;
         let copied = replica.catch_up().await?;
         tracing::info!(
             records = copied,

@@ -26,7 +26,7 @@ use super::{ClusterError, ClusterLog, ClusterOptions, ClusterRecord, Role, NOTIF
 use crate::ledger::Ledger;
 use crate::limits::{CLUSTER_POLL_INTERVAL_MS, CLUSTER_READ_RECORDS_MAX};
 use crate::log::format::Digest;
-use crate::log::writer::NewRecord;
+use crate::log::writer::{Appended, NewRecord};
 use crate::log::{LogConfig, LogError, LogWriter, Storage};
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,8 +142,6 @@ pub struct ReplicaStats {
     /// For the last copied batch: from its commit in PostgreSQL (`recorded_at`, the
     /// database's clock) to its local append, in microseconds.
     pub lag_micros: AtomicU64,
-    /// Records copied from the cluster log.
-    pub records: AtomicU64,
 }
 
 /// A follower's local replica of the cluster log.
@@ -179,8 +177,9 @@ impl Replica {
             position: writer.next_position() - 1,
             digest: writer.last_digest(),
         };
+        let cluster = ClusterLog::connect(options).await?;
         Replica::start(
-            options,
+            cluster,
             replica,
             Sink::Log(Arc::new(Mutex::new(writer))),
             head,
@@ -188,24 +187,25 @@ impl Replica {
         .await
     }
 
-    /// A replica that copies into `ledger` (opened with [`Ledger::open_clustered`]): checks
-    /// that the ledger's local log is the cluster log's prefix, ending on a batch.
+    /// A replica that copies into `ledger` (opened with [`Ledger::open_clustered`]) over the
+    /// connection `cluster`: checks that the ledger's local log is the cluster log's prefix,
+    /// ending on a batch.
     pub async fn for_ledger(
-        options: ClusterOptions,
+        cluster: ClusterLog,
         replica: ReplicaOptions,
         ledger: Arc<Ledger>,
     ) -> Result<Replica, ReplicaError> {
         let head = ledger.log_head();
-        Replica::start(options, replica, Sink::Ledger(ledger), head).await
+        Replica::start(cluster, replica, Sink::Ledger(ledger), head).await
     }
 
     async fn start(
-        options: ClusterOptions,
+        cluster: ClusterLog,
         replica: ReplicaOptions,
         sink: Sink,
         head: ReplicaHead,
     ) -> Result<Replica, ReplicaError> {
-        let cluster = ClusterLog::connect(options.clone()).await?;
+        let options = cluster.options().clone();
         check_resume(&cluster, head).await?;
         let (applied, _) = watch::channel(head);
         let stats = Arc::new(ReplicaStats::default());
@@ -329,12 +329,10 @@ impl Replica {
         Ok(total)
     }
 
-    /// Appends whole batches to the local log (one writer batch each, one fdatasync), checks
-    /// that the writer gave every record the cluster log's position and digest, and publishes
-    /// the new head.
+    /// Appends whole batches to the local log ([`append_copied`]) and publishes the new
+    /// head.
     async fn append(&self, records: Vec<ClusterRecord>) -> Result<ReplicaHead, ReplicaError> {
         let committed = records.last().map(|r| r.recorded_at);
-        let count = records.len() as u64;
         let head = match &self.sink {
             Sink::Log(writer) => append_to_log(writer, records).await?,
             Sink::Ledger(ledger) => ledger.replicate(records).await?,
@@ -346,53 +344,10 @@ impl Replica {
                 .max(0);
             self.stats.lag_micros.store(lag as u64, Ordering::Relaxed);
         }
-        self.stats.records.fetch_add(count, Ordering::Relaxed);
         self.applied.send_replace(head);
         Ok(head)
     }
-}
 
-/// Appends whole batches to a replica's own log (one writer batch each, one fdatasync),
-/// checking that the writer gave every record the cluster log's position and digest.
-async fn append_to_log(
-    writer: &Arc<Mutex<LogWriter>>,
-    records: Vec<ClusterRecord>,
-) -> Result<ReplicaHead, ReplicaError> {
-    let mut guard = writer.clone().lock_owned().await;
-    tokio::task::spawn_blocking(move || {
-        let mut start = 0;
-        while start < records.len() {
-            let end = records[start + 1..]
-                .iter()
-                .position(|r| r.batch_offset == 0)
-                .map_or(records.len(), |i| start + 1 + i);
-            let batch = &records[start..end];
-            let new: Vec<NewRecord<'_>> = batch.iter().map(ClusterRecord::as_new).collect();
-            let done = guard.append(&new)?;
-            for (r, d) in batch.iter().zip(&done) {
-                if (r.position, r.digest) != (d.position, d.digest) {
-                    guard.poison_diverged(r.position);
-                    return Err(ReplicaError::Diverged {
-                        position: r.position,
-                        reason: format!(
-                            "the local log wrote it at position {} with another digest",
-                            d.position
-                        ),
-                    });
-                }
-            }
-            start = end;
-        }
-        Ok(ReplicaHead {
-            position: guard.next_position() - 1,
-            digest: guard.last_digest(),
-        })
-    })
-    .await
-    .expect("the replica's local append panicked")
-}
-
-impl Replica {
     /// Tails the cluster log for good: LISTEN (when enabled) plus a read every poll interval,
     /// reconnecting after connection failures. Returns only on an error that reconnecting
     /// cannot cure (a broken chain, a divergence, a local log failure). Cancelling it is
@@ -505,4 +460,52 @@ async fn check_resume(cluster: &ClusterLog, head: ReplicaHead) -> Result<(), Rep
         }
     }
     Ok(())
+}
+
+/// Appends `records` (whole batches, continuing `log`'s head) to `log`, each batch with
+/// the batch offsets it was committed with, with one write and one fdatasync (one per
+/// segment crossed: [`LogWriter::append_batches`]). Checks that every record got the cluster
+/// log's position and digest; a mismatch poisons `log` ([`ReplicaError::Diverged`]).
+pub(crate) fn append_copied(
+    log: &mut LogWriter,
+    records: &[ClusterRecord],
+) -> Result<Vec<Appended>, ReplicaError> {
+    let new: Vec<NewRecord<'_>> = records.iter().map(ClusterRecord::as_new).collect();
+    let mut batches = Vec::new();
+    let mut rest = &new[..];
+    for batch in records.chunk_by(|_, next| next.batch_offset != 0) {
+        let (head, tail) = rest.split_at(batch.len());
+        batches.push(head);
+        rest = tail;
+    }
+    let appended = log.append_batches(&batches)?;
+    if let Some((r, _)) = records
+        .iter()
+        .zip(&appended)
+        .find(|(r, a)| (r.position, r.digest) != (a.position, a.digest))
+    {
+        log.poison_diverged(r.position);
+        return Err(ReplicaError::Diverged {
+            position: r.position,
+            reason: "the local log wrote it with another digest".into(),
+        });
+    }
+    Ok(appended)
+}
+
+/// Appends whole batches to a replica's own log ([`append_copied`]).
+async fn append_to_log(
+    writer: &Arc<Mutex<LogWriter>>,
+    records: Vec<ClusterRecord>,
+) -> Result<ReplicaHead, ReplicaError> {
+    let mut guard = writer.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        append_copied(&mut guard, &records)?;
+        Ok(ReplicaHead {
+            position: guard.next_position() - 1,
+            digest: guard.last_digest(),
+        })
+    })
+    .await
+    .expect("the replica's local append panicked")
 }

@@ -167,16 +167,14 @@ fn cluster_metrics(
     stats: &crate::ledger::LedgerStats,
 ) {
     let status = face.node.status();
-    let (leader, epoch) = match status.role {
-        crate::cluster::Role::Leader { epoch } => (1.0, epoch),
-        crate::cluster::Role::Follower { epoch, .. } => (0.0, epoch),
-    };
+    let leader = matches!(status.role, crate::cluster::Role::Leader { .. });
+    let epoch = status.role.epoch();
     let gauges: [(&str, &str, &str, f64); 9] = [
         (
             "action_ledger_cluster_leader",
             "gauge",
             "1 while this node holds the lease and may write, else 0.",
-            leader,
+            f64::from(u8::from(leader)),
         ),
         (
             "action_ledger_cluster_epoch",

@@ -256,53 +256,42 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return not_ready();
     }
     let position = state.ledger.committed_position();
-    let Some(face) = &state.cluster else {
-        return Json(json!({
-            "status": "ready",
-            "role": "single",
-            "epoch": null,
-            "leader": null,
-            "applied_position": position,
-            "lag_positions": 0,
-            "position": position,
-            "head_digest": head_digest(&state),
-        }))
-        .into_response();
-    };
-    let status = face.node.status();
-    let (role, epoch, leader) = match &status.role {
-        NodeRole::Leader { epoch } => ("leader", *epoch, Some(face.node.options().node_id.clone())),
-        NodeRole::Follower { leader, epoch } => ("follower", *epoch, leader.clone().map(|l| l.0)),
-    };
-    let body = json!({
-        "status": if status.replica_failed { "failed" } else { "ready" },
-        "role": role,
-        "epoch": epoch,
-        "leader": leader,
-        "node_id": face.node.options().node_id,
-        "applied_position": status.applied_position,
-        "lag_positions": status.cluster_position - status.applied_position,
+    let mut body = json!({
+        "status": "ready",
+        "role": "single",
+        "epoch": null,
+        "leader": null,
+        "applied_position": position,
+        "lag_positions": 0,
         "position": position,
         "head_digest": head_digest(&state),
     });
-    let code = if status.replica_failed {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let mut code = StatusCode::OK;
+    if let Some(face) = &state.cluster {
+        let status = face.node.status();
+        let node_id = &face.node.options().node_id;
+        let (role, leader) = match &status.role {
+            NodeRole::Leader { .. } => ("leader", Some(node_id.clone())),
+            NodeRole::Follower { leader, .. } => ("follower", leader.clone().map(|l| l.0)),
+        };
+        body["role"] = json!(role);
+        body["epoch"] = json!(status.role.epoch());
+        body["leader"] = json!(leader);
+        body["node_id"] = json!(node_id);
+        body["applied_position"] = json!(status.applied_position);
+        body["lag_positions"] = json!(status.cluster_position - status.applied_position);
+        if status.replica_failed {
+            body["status"] = json!("failed");
+            code = StatusCode::SERVICE_UNAVAILABLE;
+        }
+    }
     (code, Json(body)).into_response()
 }
 
 /// The chain digest of the local log's last record, in hex: equal on two nodes that hold
 /// the same log up to the same position.
 fn head_digest(state: &AppState) -> String {
-    state
-        .ledger
-        .log_head()
-        .digest
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex(&state.ledger.log_head().digest)
 }
 
 /// The `/readyz` answer while the server is not (or no longer) ready.
@@ -337,8 +326,9 @@ fn create_private_dir(dir: &Path) -> Result<(), ServeError> {
 /// Opens the token store; on a first start with no token at all, creates an admin token
 /// and returns its secret (to be shown once; only its hash is stored).
 ///
-/// [`start`] calls it last, once the listeners are bound and the ledger is open (holding the
-/// data directory's lock): nothing can fail after the first admin token is stored and
+/// [`start`] calls it last, once the listeners are bound, the ledger is open (holding the
+/// data directory's lock) and, in cluster mode, the node has joined: nothing can fail after
+/// the first admin token is stored and
 /// before `serve` prints it, and a `token` command, which refuses a locked directory, cannot
 /// change the file between this read and the server's stop.
 pub fn open_tokens(
@@ -529,100 +519,19 @@ pub async fn start(
         main.and(redis)
     });
 
-    // Cluster mode: PostgreSQL must be reachable and its schema usable before anything else.
-    let cluster = match config.cluster.options(addr) {
-        Ok(options) => options,
-        Err(e) => {
-            serving.abort();
-            return Err(ServeError::ClusterConfig(e));
-        }
-    };
-    if let Some(options) = &cluster {
-        if let Err(e) = ClusterNode::check(options).await {
-            serving.abort();
-            return Err(ServeError::Cluster(e));
-        }
-        tracing::info!(node_id = %options.node_id, advertise_url = %options.advertise_url, "cluster mode: the cluster log is reachable");
-    }
-    let leadership = Arc::new(OnceLock::new());
-    let link = cluster.clone().map(|options| ClusterLink {
-        options,
-        leadership: leadership.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    });
-
-    // Open the ledger off the async workers: recovery reads and checks every segment.
-    let cfg = config.clone();
-    let opened = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
-        let projection = Arc::new(
-            Projection::open(
-                cfg.data_dir.join(crate::projection::PROJECTION_DIR_NAME),
-                ProjectionConfig {
-                    cache_capacity_bytes: cfg.sled_cache_bytes,
-                    snapshot_cache_bytes: cfg.memo_bytes,
-                    ..Default::default()
-                },
-            )
-            .map_err(ServeError::Projection)?,
-        );
-        let mut lc = LedgerConfig::new(cfg.data_dir.join("log"));
-        lc.segment_bytes = cfg.segment_bytes;
-        lc.commit_batch_records_max = cfg.commit_batch_records_max;
-        lc.commit_batch_bytes_max = cfg.commit_batch_bytes_max;
-        lc.append_queue_max = cfg.append_queue_max;
-        let store: Arc<dyn StateStore> = projection.clone();
-        let storage = cfg.log_storage.0.clone();
-        let ledger = match link {
-            Some(link) => Ledger::open_clustered(storage, lc, store, link),
-            None => Ledger::open(storage, lc, store),
-        }
-        .map_err(ServeError::Ledger)?;
-        Ok((Arc::new(ledger), projection))
-    })
-    .await
-    .map_err(ServeError::task("recovery"))
-    .and_then(|opened| opened);
-    let (ledger, projection) = match opened {
+    let Opened {
+        ledger,
+        projection,
+        cluster,
+        tokens,
+        first_admin_token,
+    } = match open(&config, addr).await {
         Ok(opened) => opened,
         Err(e) => {
-            // Recovery failed: stop answering "starting" and report why.
+            // Stop answering "starting" and report why.
             serving.abort();
             return Err(e);
         }
-    };
-    // The tokens, read only now: see `open_tokens`.
-    let (tokens, first_admin_token) =
-        match open_tokens(&config.data_dir, config.admin_token.as_deref()) {
-            Ok(t) => t,
-            Err(e) => {
-                serving.abort();
-                return Err(e.into());
-            }
-        };
-    if first_admin_token.is_none() {
-        tracing::info!(
-            tokens = tokens.list().len(),
-            "tokens loaded; to add one, POST /api/v1/tokens with an admin token, or stop the server and run `action-ledger token create --data-dir DIR --tenant default --role admin`"
-        );
-    }
-    let tokens = Arc::new(tokens);
-    if let Some(t) = &ledger.recovery().torn_tail {
-        tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
-    }
-    // Cluster mode: copy what the local log lacks, then compete for the lease.
-    let cluster = match cluster {
-        Some(options) => {
-            let mut log = crate::log::LogConfig::new(config.data_dir.join("log"));
-            log.segment_bytes = config.segment_bytes;
-            match ClusterNode::start(options, log, ledger.clone(), leadership).await {
-                Ok(node) => Some(super::cluster::ClusterFace::new(node)),
-                Err(e) => {
-                    serving.abort();
-                    return Err(ServeError::Join(e));
-                }
-            }
-        }
-        None => None,
     };
     let state = AppState::new(super::Shared {
         ledger: ledger.clone(),
@@ -710,6 +619,104 @@ async fn bind(
         .map_err(|e| failed(addr, e))?;
     let bound = listener.local_addr().map_err(|e| failed(addr, e))?;
     Ok((listener, bound))
+}
+
+/// What start-up opens behind the listeners.
+struct Opened {
+    ledger: Arc<Ledger>,
+    projection: Arc<Projection>,
+    cluster: Option<Arc<super::cluster::ClusterFace>>,
+    tokens: Arc<TokenStore>,
+    first_admin_token: Option<String>,
+}
+
+/// Start-up behind the listeners (bound at `addr`): in cluster mode PostgreSQL first, then
+/// recovery of the log and the projection, in cluster mode the copy of what the local log
+/// lacks and the start of leadership, and the tokens last (see [`open_tokens`]).
+async fn open(config: &ServeConfig, addr: SocketAddr) -> Result<Opened, ServeError> {
+    // Cluster mode: PostgreSQL must be reachable and its schema usable before anything else.
+    let cluster = match config
+        .cluster
+        .options(addr)
+        .map_err(ServeError::ClusterConfig)?
+    {
+        Some(options) => {
+            let log = ClusterNode::connect(options)
+                .await
+                .map_err(ServeError::Cluster)?;
+            let options = log.options();
+            tracing::info!(node_id = %options.node_id, advertise_url = %options.advertise_url, "cluster mode: the cluster log is reachable");
+            Some(log)
+        }
+        None => None,
+    };
+    let leadership = Arc::new(OnceLock::new());
+    let link = cluster.as_ref().map(|log| ClusterLink {
+        options: log.options().clone(),
+        leadership: leadership.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    });
+
+    // Open the ledger off the async workers: recovery reads and checks every segment.
+    let cfg = config.clone();
+    let (ledger, projection) = tokio::task::spawn_blocking(move || -> Result<_, ServeError> {
+        let projection = Arc::new(
+            Projection::open(
+                cfg.data_dir.join(crate::projection::PROJECTION_DIR_NAME),
+                ProjectionConfig {
+                    cache_capacity_bytes: cfg.sled_cache_bytes,
+                    snapshot_cache_bytes: cfg.memo_bytes,
+                    ..Default::default()
+                },
+            )
+            .map_err(ServeError::Projection)?,
+        );
+        let mut lc = LedgerConfig::new(cfg.data_dir.join("log"));
+        lc.segment_bytes = cfg.segment_bytes;
+        lc.commit_batch_records_max = cfg.commit_batch_records_max;
+        lc.commit_batch_bytes_max = cfg.commit_batch_bytes_max;
+        lc.append_queue_max = cfg.append_queue_max;
+        let store: Arc<dyn StateStore> = projection.clone();
+        let storage = cfg.log_storage.0.clone();
+        let ledger = match link {
+            Some(link) => Ledger::open_clustered(storage, lc, store, link),
+            None => Ledger::open(storage, lc, store),
+        }
+        .map_err(ServeError::Ledger)?;
+        Ok((Arc::new(ledger), projection))
+    })
+    .await
+    .map_err(ServeError::task("recovery"))??;
+    if let Some(t) = &ledger.recovery().torn_tail {
+        tracing::warn!(file = %t.file.display(), offset = t.offset, bytes = t.len, "recovered from a torn tail");
+    }
+    // Cluster mode: copy what the local log lacks, then compete for the lease.
+    let cluster = match cluster {
+        Some(log) => {
+            let mut local = crate::log::LogConfig::new(config.data_dir.join("log"));
+            local.segment_bytes = config.segment_bytes;
+            let node = ClusterNode::start(log, local, ledger.clone(), leadership)
+                .await
+                .map_err(ServeError::Join)?;
+            Some(super::cluster::ClusterFace::new(node))
+        }
+        None => None,
+    };
+    // The tokens, read only now: see `open_tokens`.
+    let (tokens, first_admin_token) = open_tokens(&config.data_dir, config.admin_token.as_deref())?;
+    if first_admin_token.is_none() {
+        tracing::info!(
+            tokens = tokens.list().len(),
+            "tokens loaded; to add one, POST /api/v1/tokens with an admin token, or stop the server and run `action-ledger token create --data-dir DIR --tenant default --role admin`"
+        );
+    }
+    Ok(Opened {
+        ledger,
+        projection,
+        cluster,
+        tokens: Arc::new(tokens),
+        first_admin_token,
+    })
 }
 
 use crate::limits::{REFUSALS_IN_FLIGHT_MAX, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER_MS};

@@ -230,7 +230,6 @@ impl Ledger {
             apply_tx,
             applier,
             cluster: link.map(cluster::ClusterAppender::new),
-            expected: Vec::new(),
             replicated_upto: 0,
             head: head_tx,
         };

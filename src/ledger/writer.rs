@@ -10,6 +10,7 @@ use super::{
     Committed, CommittedEntry, IdempotentResult, LedgerConfig, LedgerError, LedgerStats, Poison,
     StateStore, StoreError,
 };
+use crate::cluster::replica::append_copied;
 use crate::cluster::{ClusterRecord, ReplicaError, ReplicaHead};
 use crate::event::codec;
 use crate::event::fold::{self, Rejection};
@@ -63,9 +64,6 @@ pub(super) struct WriterState {
     pub(super) applier: std::thread::JoinHandle<()>,
     /// Cluster mode: where a batch is committed before the local log (`None`: embedded).
     pub(super) cluster: Option<ClusterAppender>,
-    /// Cluster mode: the positions and digests the cluster log gave the batch being written;
-    /// the local append must give the same.
-    pub(super) expected: Vec<(Position, crate::log::format::Digest)>,
     /// The last position appended locally from the cluster log (not by this writer): before
     /// validating, the writer waits until the applier has applied up to it, since no overlay
     /// holds what those batches changed.
@@ -520,11 +518,15 @@ impl WriterState {
         deferred: Vec<Reply>,
         first_id: ActionId,
     ) {
-        let appended = if accepted.is_empty() {
+        let records: Vec<NewRecord<'_>> = accepted
+            .iter()
+            .map(|p| codec::entry_record(&p.payload))
+            .collect();
+        let appended = if records.is_empty() {
             Ok(Vec::new())
         } else {
-            match self.commit_in_cluster(&accepted) {
-                Ok(()) => self.write(&accepted),
+            match self.commit_in_cluster(&records) {
+                Ok(committed) => self.write(&records, &committed),
                 Err(failure) => {
                     // Nothing of this batch is in the local log: undo its ids, refuse its
                     // callers (and the repeats waiting on it) with what is known.
@@ -602,6 +604,22 @@ impl WriterState {
         self.poisoned.get_or_insert(cause);
     }
 
+    /// Runs one local append (one write and one fdatasync) and counts it in the stats.
+    fn timed_append<T, E>(
+        &mut self,
+        append: impl FnOnce(&mut LogWriter) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let appended = append(&mut self.log);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.fsync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats
+            .fsync_micros_max
+            .fetch_max(micros, Ordering::Relaxed);
+        appended
+    }
+
     fn publish_head(&self) {
         self.head.send_replace(ReplicaHead {
             position: self.log.next_position() - 1,
@@ -609,27 +627,25 @@ impl WriterState {
         });
     }
 
-    /// Cluster mode: commits the batch in the cluster log first (nothing to do embedded).
-    /// After `Ok` the local append must give each record the cluster log's position and
-    /// digest; [`Self::write`] checks that.
-    fn commit_in_cluster(&mut self, accepted: &[Pending]) -> Result<(), AppendFailure> {
+    /// Cluster mode: commits the batch in the cluster log first and returns where it landed
+    /// there (nothing to do embedded: empty). [`Self::write`] checks that the local append
+    /// gives each record the same position and digest.
+    fn commit_in_cluster(
+        &mut self,
+        records: &[NewRecord<'_>],
+    ) -> Result<Vec<crate::cluster::Appended>, AppendFailure> {
         let Some(cluster) = self.cluster.as_mut() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let records: Vec<NewRecord<'_>> = accepted
-            .iter()
-            .map(|p| codec::entry_record(&p.payload))
-            .collect();
         let head = (self.log.next_position() - 1, self.log.last_digest());
         let started = std::time::Instant::now();
-        let committed = cluster.append(head, &records);
+        let committed = cluster.append(head, records);
         let micros = started.elapsed().as_micros() as u64;
         self.stats.cluster_commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .cluster_commit_micros
             .fetch_add(micros, Ordering::Relaxed);
-        self.expected = committed?.iter().map(|a| (a.position, a.digest)).collect();
-        Ok(())
+        committed
     }
 
     /// Cluster mode: appends batches the cluster log committed to the local log (skipping
@@ -653,40 +669,23 @@ impl WriterState {
                 ),
             });
         }
-        let new: Vec<NewRecord<'_>> = records.iter().map(ClusterRecord::as_new).collect();
-        let mut batches: Vec<&[NewRecord<'_>]> = Vec::new();
-        let mut start = 0;
-        for (i, r) in records.iter().enumerate().skip(1) {
-            if r.batch_offset == 0 {
-                batches.push(&new[start..i]);
-                start = i;
-            }
-        }
-        batches.push(&new[start..]);
-        let started = std::time::Instant::now();
-        let appended = self.log.append_batches(&batches);
-        let micros = started.elapsed().as_micros() as u64;
-        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.stats.fsync_micros.fetch_add(micros, Ordering::Relaxed);
-        let appended = match appended {
+        let appended = match self.timed_append(|log| append_copied(log, &records)) {
             Ok(a) => a,
             Err(e) => {
-                self.poison(Poison::Log(e.clone()));
-                return Err(ReplicaError::Log(e));
+                match &e {
+                    ReplicaError::Log(cause) => self.poison(Poison::Log(cause.clone())),
+                    ReplicaError::Diverged { position, .. } => {
+                        self.poison(Poison::Log(LogError::Diverged {
+                            position: *position,
+                        }))
+                    }
+                    _ => {}
+                }
+                return Err(e);
             }
         };
         let mut entries = Vec::with_capacity(records.len());
         for (r, a) in records.iter().zip(&appended) {
-            if (r.position, r.digest) != (a.position, a.digest) {
-                self.log.poison_diverged(r.position);
-                self.poison(Poison::Log(LogError::Diverged {
-                    position: r.position,
-                }));
-                return Err(ReplicaError::Diverged {
-                    position: r.position,
-                    reason: "the local log wrote it with another digest".into(),
-                });
-            }
             let entry = match codec::decode_entry(r.kind, r.schema, &r.payload) {
                 Ok(entry) => entry,
                 Err(e) => {
@@ -722,36 +721,23 @@ impl WriterState {
         Ok(*self.head.borrow())
     }
 
-    /// One write and one fdatasync for the batch; its failure poisons the ledger.
+    /// One write and one fdatasync for the batch; its failure poisons the ledger. In
+    /// cluster mode each record must land where the cluster log put it (`committed`).
     fn write(
         &mut self,
-        accepted: &[Pending],
+        records: &[NewRecord<'_>],
+        committed: &[crate::cluster::Appended],
     ) -> Result<Vec<crate::log::writer::Appended>, LogError> {
-        let records: Vec<NewRecord<'_>> = accepted
+        let appended = self.timed_append(|log| log.append(records))?;
+        if let Some((a, _)) = appended
             .iter()
-            .map(|p| codec::entry_record(&p.payload))
-            .collect();
-        let started = std::time::Instant::now();
-        let appended = self.log.append(&records);
-        let micros = started.elapsed().as_micros() as u64;
-        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.stats.fsync_micros.fetch_add(micros, Ordering::Relaxed);
-        self.stats
-            .fsync_micros_max
-            .fetch_max(micros, Ordering::Relaxed);
-        let appended = appended?;
-        if self.cluster.is_some() {
-            let expected = std::mem::take(&mut self.expected);
-            if let Some((a, _)) = appended
-                .iter()
-                .zip(&expected)
-                .find(|(a, e)| (a.position, a.digest) != **e)
-            {
-                self.log.poison_diverged(a.position);
-                return Err(LogError::Diverged {
-                    position: a.position,
-                });
-            }
+            .zip(committed)
+            .find(|(a, c)| (a.position, a.digest) != (c.position, c.digest))
+        {
+            self.log.poison_diverged(a.position);
+            return Err(LogError::Diverged {
+                position: a.position,
+            });
         }
         self.stats
             .records
