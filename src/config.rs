@@ -274,9 +274,7 @@ impl Settings {
                     v => {
                         // Checked now, so a typo fails before anything starts; the message
                         // never repeats the URL (it may hold a password).
-                        v.parse::<tokio_postgres::Config>().map_err(|e| {
-                            format!("not a PostgreSQL connection URL (postgres://USER@HOST:PORT/DB): {e}")
-                        })?;
+                        crate::cluster::store::parse_url(v).map_err(|e| e.to_string())?;
                         Some(v.to_string())
                     }
                 }

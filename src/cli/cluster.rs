@@ -51,11 +51,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 async fn connect(url: &str, node_id: &str, ttl: Duration) -> Result<ClusterLog, Failure> {
-    url.parse::<tokio_postgres::Config>().map_err(|e| {
-        Failure::error(format!(
-            "--cluster-log: not a PostgreSQL connection URL (postgres://USER@HOST:PORT/DB): {e}"
-        ))
-    })?;
     let mut options = ClusterOptions::new(url, node_id);
     options.lease_ttl = ttl;
     ClusterLog::connect(options)

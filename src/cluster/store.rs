@@ -292,6 +292,18 @@ fn describe(config: &Config) -> String {
     )
 }
 
+/// Parses a cluster log URL (`postgres://…` or a libpq key=value string), which must name
+/// a host. The error never repeats the URL (it may hold a password).
+pub fn parse_url(url: &str) -> Result<Config, ClusterError> {
+    let config = Config::from_str(url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+    if config.get_hosts().is_empty() {
+        return Err(ClusterError::BadUrl(
+            "no host (expected postgres://user@host:port/database)".into(),
+        ));
+    }
+    Ok(config)
+}
+
 /// A raw connection of this node to the cluster log, configured as every cluster
 /// connection is (bounded connect, TCP keepalives, application name): the caller drives the
 /// [`Connection`]. The listener uses it to receive notifications.
@@ -305,13 +317,7 @@ pub async fn connect_raw(
              ({CLUSTER_LEASE_TTL_MS_MIN}..={CLUSTER_LEASE_TTL_MS_MAX})"
         )));
     }
-    let mut config =
-        Config::from_str(&options.url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
-    if config.get_hosts().is_empty() {
-        return Err(ClusterError::BadUrl(
-            "no host (expected postgres://user@host:port/database)".into(),
-        ));
-    }
+    let mut config = parse_url(&options.url)?;
     if config.get_application_name().is_none() {
         config.application_name(format!("action-ledger {}", options.node_id));
     }
