@@ -99,10 +99,17 @@ pub fn status(args: &ClusterLogArg, out: &mut dyn Write) -> CliResult {
     })
 }
 
-/// One local batch, as read.
-struct Batch {
-    records: Vec<(u8, u16, Vec<u8>, u64, Digest)>,
+/// A local record, as read, with where it is in the local log.
+struct LocalRecord {
+    position: u64,
+    digest: Digest,
+    kind: u8,
+    schema: u16,
+    payload: Vec<u8>,
 }
+
+/// One local batch (batch offsets 0, 1, 2, …).
+type Batch = Vec<LocalRecord>;
 
 pub fn init(args: &InitArgs, out: &mut dyn Write) -> CliResult {
     let data_dir = args.data.existing()?;
@@ -151,36 +158,27 @@ async fn copy(
 ) -> Result<(u64, Digest), Failure> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(INIT_READ_AHEAD_BATCHES);
     let reader = tokio::task::spawn_blocking(move || {
-        let mut batch = Batch {
-            records: Vec::new(),
-        };
+        let mut batch = Batch::new();
         let summary = crate::log::verify(&FsStorage, &log_dir, &mut |rec| {
-            if rec.meta.batch_offset == 0 && !batch.records.is_empty() {
-                let full = std::mem::replace(
-                    &mut batch,
-                    Batch {
-                        records: Vec::new(),
-                    },
-                );
-                tx.blocking_send(full)
+            if rec.meta.batch_offset == 0 && !batch.is_empty() {
+                tx.blocking_send(std::mem::take(&mut batch))
                     .map_err(|_| "the copy stopped".to_string())?;
             }
-            batch.records.push((
-                rec.meta.kind,
-                rec.meta.schema,
-                rec.payload.to_vec(),
-                rec.meta.position,
-                rec.digest,
-            ));
+            batch.push(LocalRecord {
+                position: rec.meta.position,
+                digest: rec.digest,
+                kind: rec.meta.kind,
+                schema: rec.meta.schema,
+                payload: rec.payload.to_vec(),
+            });
             Ok(())
         });
-        if !batch.records.is_empty() {
+        if !batch.is_empty() {
             let _ = tx.blocking_send(batch);
         }
         summary
     });
     let mut renewed = Instant::now();
-    let mut copied = 0u64;
     while let Some(batch) = rx.recv().await {
         if renewed.elapsed() > INIT_LEASE / 3 {
             *lease = log
@@ -190,29 +188,28 @@ async fn copy(
             renewed = Instant::now();
         }
         let records: Vec<NewRecord<'_>> = batch
-            .records
             .iter()
-            .map(|(kind, schema, payload, _, _)| NewRecord {
-                kind: *kind,
-                schema: *schema,
-                payload,
+            .map(|r| NewRecord {
+                kind: r.kind,
+                schema: r.schema,
+                payload: &r.payload,
             })
             .collect();
         let appended = log
             .append(lease, &head, &records)
             .await
             .map_err(|e| Failure::error(format!("copying position {}: {e}", head.position + 1)))?;
-        for (a, (_, _, _, position, digest)) in appended.iter().zip(&batch.records) {
-            if (a.position, a.digest) != (*position, *digest) {
+        for (a, r) in appended.iter().zip(&batch) {
+            if (a.position, a.digest) != (r.position, r.digest) {
                 return Err(Failure::error(format!(
-                    "position {position}: the cluster log computed another digest than the local log's; nothing after it was copied"
+                    "position {}: the cluster log computed another digest than the local log's; nothing after it was copied",
+                    r.position
                 )));
             }
         }
         let last = appended.last().expect("a batch is never empty");
         head.position = last.position;
         head.digest = last.digest;
-        copied += appended.len() as u64;
     }
     let summary = reader
         .await
@@ -224,5 +221,6 @@ async fn copy(
             head.position, summary.last_position
         )));
     }
-    Ok((copied, head.digest))
+    // The cluster log was empty: positions 1..=head are the records copied.
+    Ok((head.position, head.digest))
 }

@@ -68,7 +68,9 @@ pub async fn positions(State(state): State<AppState>, mut req: Request, next: Ne
     if let Some(face) = &state.cluster {
         let role = face.node.role().borrow().clone();
         if let (false, Role::Follower { leader, .. }) = (is_read, role) {
-            return forward(&state, face, leader, req).await;
+            return forward(&state, face, leader, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
         }
     }
     if let Some(p) = wanted {
@@ -151,37 +153,23 @@ async fn forward(
     face: &ClusterFace,
     leader: Option<(String, String)>,
     req: Request,
-) -> Response {
+) -> Result<Response, ApiError> {
     if req.headers().contains_key(FORWARDED_BY) {
         // The sender believed this node leads; it does not (any more): never bounce.
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
+        return Err(no_leader(
             "this node is not the leader (the request was already forwarded once); retry",
-        )
-        .into_response();
+        ));
     }
     let Some((leader_id, url)) = leader.filter(|(_, url)| !url.is_empty()) else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
+        return Err(no_leader(
             "no leader is known right now (an election is under way); retry",
-        )
-        .into_response();
+        ));
     };
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = match format!("{url}{path}").parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_leader",
-                format!("the leader {leader_id} advertises an unusable URL"),
-            )
-            .into_response()
-        }
-    };
+    parts.uri = format!("{url}{path}")
+        .parse::<Uri>()
+        .map_err(|_| no_leader(format!("the leader {leader_id} advertises an unusable URL")))?;
     for h in HOP_BY_HOP {
         parts.headers.remove(*h);
     }
@@ -201,21 +189,23 @@ async fn forward(
             for h in HOP_BY_HOP {
                 parts.headers.remove(*h);
             }
-            Response::from_parts(parts, Body::new(body))
+            Ok(Response::from_parts(parts, Body::new(body)))
         }
-        Ok(Err(e)) if e.is_connect() => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_leader",
-            format!("cannot reach the leader {leader_id} at {url}; nothing was sent; retry"),
-        )
-        .into_response(),
-        Ok(Err(e)) => unknown(&leader_id, &e.to_string()),
-        Err(_) => unknown(&leader_id, "no answer within the request timeout"),
+        Ok(Err(e)) if e.is_connect() => Err(no_leader(format!(
+            "cannot reach the leader {leader_id} at {url}; nothing was sent; retry"
+        ))),
+        Ok(Err(e)) => Err(unknown(&leader_id, &e.to_string())),
+        Err(_) => Err(unknown(&leader_id, "no answer within the request timeout")),
     }
 }
 
+/// 503 `no_leader`: nothing was sent to a leader; retrying is safe.
+fn no_leader(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_leader", message)
+}
+
 /// 503 for a forwarded write whose answer was lost on the way back.
-fn unknown(leader: &str, why: &str) -> Response {
+fn unknown(leader: &str, why: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "outcome_unknown",
@@ -223,7 +213,6 @@ fn unknown(leader: &str, why: &str) -> Response {
             "the request was forwarded to the leader {leader} but its answer was lost ({why}); retry with the same Idempotency-Key to settle it"
         ),
     )
-    .into_response()
 }
 
 /// Headers that belong to one connection, not to the request or answer.
