@@ -60,7 +60,7 @@ mod pg;
 
 use action_ledger::cluster::ClusterSettings;
 use action_ledger::http::server::{self, Running, ServeConfig};
-use common::{env_or, percentile};
+use common::{env_or, ms, percentile, runtime};
 use reqwest::StatusCode;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -81,15 +81,6 @@ const PLAIN_INSERT: &str =
     "INSERT INTO actions (resource_type, resource_id, snapshot) VALUES ('droplet', $1, $2::text::jsonb)";
 /// The resource id in the captured answer that the plain case replaces per row.
 const TEMPLATE_RESOURCE: &str = "template-resource-0000";
-
-fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// A ledger node of this process.
 struct Node {
@@ -541,10 +532,6 @@ async fn await_role(base: &str, role: &str) {
         assert!(Instant::now() < deadline, "{base} never became {role}: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 fn main() {

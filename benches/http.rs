@@ -43,7 +43,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use common::{env_or, percentile};
+use common::{env_or, ms, percentile, runtime};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,15 +51,6 @@ use std::time::{Duration, Instant};
 
 const ADMIN: &str = "http-bench-admin-token";
 const LIST_RESOURCE_ACTIONS: usize = 200;
-
-fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// What the bare server answers: the real server's bytes, captured before the run.
 struct Canned {
@@ -285,10 +276,6 @@ async fn load(
         p99: percentile(&all, 0.99),
         cpu,
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 fn main() {

@@ -28,3 +28,21 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+/// A multi-threaded Tokio runtime of `threads` workers named `name`: a server's or the
+/// client's own, so each side's threads can be told apart (and counted) by name.
+#[allow(dead_code)] // only the HTTP benches host servers
+pub fn runtime(threads: usize, name: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// `d` in milliseconds with two decimals, as the reports print latencies.
+#[allow(dead_code)] // only the HTTP benches print durations this way
+pub fn ms(d: std::time::Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}

@@ -82,26 +82,23 @@ fn ok_one(server: &str, token: &str, args: &[&str]) -> Value {
 fn actions_create_get_event_history_wait_list_cancel() {
     let (_dir, server) = serve();
     let s = server.base.as_str();
-    let a = ok_one(
-        s,
-        ADMIN,
-        &[
-            "actions",
-            "create",
-            "--type",
-            "snapshot",
-            "--resource-type",
-            "droplet",
-            "--resource-id",
-            "3164450",
-            "--uid",
-            "req-remote-1",
-            "--label",
-            "team=infra",
-            "--idempotency-key",
-            "k-1",
-        ],
-    );
+    let create = [
+        "actions",
+        "create",
+        "--type",
+        "snapshot",
+        "--resource-type",
+        "droplet",
+        "--resource-id",
+        "3164450",
+        "--uid",
+        "req-remote-1",
+        "--label",
+        "team=infra",
+        "--idempotency-key",
+        "k-1",
+    ];
+    let a = ok_one(s, ADMIN, &create);
     assert_eq!(a["uid"], "req-remote-1");
     assert_eq!(a["status"], "queued");
     assert_eq!(a["labels"]["team"], "infra");
@@ -109,26 +106,7 @@ fn actions_create_get_event_history_wait_list_cancel() {
     let id = a["id"].as_u64().unwrap().to_string();
 
     // The same key and body again: the first answer, nothing recorded.
-    let again = ok_one(
-        s,
-        ADMIN,
-        &[
-            "actions",
-            "create",
-            "--type",
-            "snapshot",
-            "--resource-type",
-            "droplet",
-            "--resource-id",
-            "3164450",
-            "--uid",
-            "req-remote-1",
-            "--label",
-            "team=infra",
-            "--idempotency-key",
-            "k-1",
-        ],
-    );
+    let again = ok_one(s, ADMIN, &create);
     assert_eq!(again["id"], a["id"]);
 
     let got = ok_one(s, ADMIN, &["actions", "get", "req-remote-1"]);
