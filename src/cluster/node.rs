@@ -8,8 +8,8 @@
 //! while leading it only polls, for a batch whose commit the writer never heard confirmed).
 
 use super::{
-    ClusterError, ClusterLog, ClusterOptions, Leadership, Replica, ReplicaError, ReplicaOptions,
-    ReplicaStats, Role,
+    ClusterLog, ClusterOptions, Leadership, Replica, ReplicaError, ReplicaOptions, ReplicaStats,
+    Role,
 };
 use crate::ledger::Ledger;
 use crate::log::LogConfig;
@@ -95,15 +95,9 @@ impl Drop for ClusterNode {
 }
 
 impl ClusterNode {
-    /// Connects and checks the schema: the start-up's first step, before the ledger opens,
-    /// so an unreachable or unusable PostgreSQL is one clear error. The connection is the
-    /// replica's, handed to [`ClusterNode::start`].
-    pub async fn connect(options: ClusterOptions) -> Result<ClusterLog, ClusterError> {
-        ClusterLog::connect(options).await
-    }
-
-    /// Brings `ledger`'s local log up to the cluster log's head, then starts leadership and
-    /// the replica task. `leadership` is the slot the ledger's writer takes its term from
+    /// Brings `ledger`'s local log up to the cluster log's head over `cluster` (the
+    /// connection start-up opened first, to check PostgreSQL before the ledger opens; the
+    /// replica keeps it), then starts leadership and the replica task. `leadership` is the slot the ledger's writer takes its term from
     /// ([`crate::ledger::ClusterLink`]).
     pub async fn start(
         cluster: ClusterLog,

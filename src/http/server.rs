@@ -7,7 +7,7 @@
 //! submission is fsynced and answered), flush the projection.
 
 use super::{error::ApiError, metrics, native, openapi, AppState, Caller, HttpLimits};
-use crate::cluster::{ClusterNode, ClusterSettings, Role as NodeRole};
+use crate::cluster::{ClusterLog, ClusterNode, ClusterSettings, Role as NodeRole};
 use crate::ledger::{ClusterLink, Ledger, LedgerConfig, LedgerError, StateStore};
 use crate::projection::{Projection, ProjectionConfig, ProjectionError};
 use crate::tokens::{Role, TokenError, TokenStore};
@@ -641,7 +641,7 @@ async fn open(config: &ServeConfig, addr: SocketAddr) -> Result<Opened, ServeErr
         .map_err(ServeError::ClusterConfig)?
     {
         Some(options) => {
-            let log = ClusterNode::connect(options)
+            let log = ClusterLog::connect(options)
                 .await
                 .map_err(ServeError::Cluster)?;
             let options = log.options();
