@@ -148,8 +148,19 @@ pub const HEADERS_MAX: usize = 100;
 pub const TOKEN_SECRET_BYTES_MAX: usize = 512;
 /// Longest token name, in bytes.
 pub const TOKEN_NAME_BYTES_MAX: usize = 64;
-/// Most tokens in one data directory.
+/// Most tokens in one data directory (or one cluster).
 pub const TOKENS_MAX: usize = 10_000;
+/// Longest `--ttl` / furthest `expires_at` of a token, in seconds (ten years).
+pub const TOKEN_TTL_SECS_MAX: i64 = 10 * 366 * 24 * 3600;
+/// Resolution of a token's `last_used_at`, in seconds: a use is noted in memory at most
+/// this often per token, and stored (token file or cluster table) at most this often.
+pub const TOKEN_LAST_USED_RESOLUTION_SECS: i64 = 60;
+/// Cluster mode: how often a node re-reads the token table even without a notification.
+pub const CLUSTER_TOKENS_POLL_MS: u64 = 1_000;
+/// Cluster mode: a node whose token table is older than this (PostgreSQL unreachable) answers
+/// 503 `tokens_unavailable` instead of trusting it, so a token revoked on another node works
+/// nowhere after this bound.
+pub const CLUSTER_TOKENS_STALE_MS: u64 = 5_000;
 
 // ---- The projection's memory ----
 

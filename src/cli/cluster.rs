@@ -1,14 +1,17 @@
 //! `cluster status` (what the cluster log says: head, lease, leader) and `cluster init`
 //! (copy a single-node ledger's log into an empty cluster log, keeping every position,
-//! batch and digest, so the data directory can then serve as a cluster node).
+//! batch and digest, and its tokens into the cluster's token table, so the data directory
+//! can then serve as a cluster node).
 
 use super::{hex, line, CliResult, DataDir, Failure};
+use crate::cluster::tokens::ClusterTokens;
 use crate::cluster::{Acquire, ClusterLog, ClusterOptions, Head, Lease};
 use crate::log::format::Digest;
 use crate::log::writer::NewRecord;
 use crate::log::FsStorage;
 use clap::{Args, Subcommand};
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[derive(Subcommand)]
@@ -144,8 +147,54 @@ pub fn init(args: &InitArgs, out: &mut dyn Write) -> CliResult {
                 "cluster init: copied {records} records (positions 1..={records}); head digest {}",
                 hex(&digest)
             ),
-        )
+        )?;
+        let (tokens, kept) = copy_tokens(&log, data_dir).await?;
+        let kept = if kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not copied, the cluster already has tokens of these names: {}",
+                kept.join(", ")
+            )
+        };
+        line(out, &format!("cluster init: copied {tokens} tokens{kept}"))
     })
+}
+
+/// Copies the data directory's tokens (hashes, expiries, last uses) into the cluster's token
+/// table, except those whose name the table already has. Returns how many it copied and the
+/// names it left out.
+async fn copy_tokens(log: &ClusterLog, data_dir: &Path) -> Result<(usize, Vec<String>), Failure> {
+    use crate::tokens::TokenBackend;
+    let err = |e: crate::tokens::TokenError| Failure::error(e.to_string());
+    let local = crate::tokens::FileTokens::new(data_dir.join("tokens.json"))
+        .load()
+        .map_err(err)?;
+    let table = ClusterTokens::new(log.options().clone(), tokio::runtime::Handle::current());
+    let (mut copied, mut kept) = (0, Vec::new());
+    table
+        .change(&mut |tokens| {
+            for t in &local {
+                if tokens.iter().any(|c| c.name == t.name) {
+                    kept.push(t.name.clone());
+                } else if tokens.len() >= crate::tokens::TOKENS_MAX {
+                    return Err(crate::tokens::TokenError::Invalid {
+                        field: "tokens",
+                        reason: format!(
+                            "the cluster would hold more than TOKENS_MAX ({}) tokens",
+                            crate::tokens::TOKENS_MAX
+                        ),
+                    });
+                } else {
+                    tokens.push(t.clone());
+                    copied += 1;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(err)?;
+    Ok((copied, kept))
 }
 
 /// Reads the local log batch by batch (on a blocking thread, read-only scan) and appends

@@ -86,7 +86,6 @@ pub fn run(args: ServeArgs) -> CliResult {
     let settings = settings(&args)?;
     super::init_tracing(&settings.log_level, settings.log_format == LogFormat::Json);
     let config = settings.serve;
-    let config_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,13 +99,12 @@ pub fn run(args: ServeArgs) -> CliResult {
         if let Some(redis) = running.redis_addr {
             eprintln!("Redis Enterprise dialect listening on http://{redis}");
         }
-        if let Some(token) = &running.first_admin_token {
-            // A closed stdout must not stop the server, but must not leave the user without
-            // a way in either.
-            if let Err(e) = print_first_run(&base, token) {
+        if let Some(file) = &running.first_admin_token_file {
+            // A closed stdout must not stop the server; the token is in the file anyway.
+            if let Err(e) = print_first_run(&base, file) {
                 eprintln!(
-                    "error: cannot print the first admin token ({e}); to make one, stop the server and run `action-ledger token create --data-dir {} --tenant default --role admin`",
-                    config_dir.display()
+                    "error: cannot print the first-run banner ({e}); the first admin token is in {}",
+                    file.display()
                 );
             }
         }
@@ -120,19 +118,23 @@ fn failed(e: server::ServeError) -> Failure {
     Failure::error(e.to_string())
 }
 
-/// The first-run banner: the admin token and two copy-paste commands (create, read).
-pub fn first_run_text(base: &str, token: &str) -> String {
+/// The first-run banner: where the admin token is (never the secret itself: stdout is the
+/// journal under systemd) and two copy-paste commands (create, read).
+pub fn first_run_text(base: &str, file: &std::path::Path) -> String {
+    let file = file.display();
     format!(
-        "Created the first admin token (shown once; only its hash is stored):\n  {token}\n\
+        "Created the first admin token. Its secret is in {file} (readable by this user only; \
+the ledger stores only its hash). Keep it somewhere safe, then delete that file.\n\
 Try it (create an action, then read it):\n  \
-curl -s -X POST {base}/api/v1/actions -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"uid\":\"first-snapshot\",\"type\":\"snapshot\",\"resource\":{{\"type\":\"droplet\",\"id\":\"3164450\"}}}}'\n  \
-curl -s {base}/api/v1/actions/first-snapshot -H 'Authorization: Bearer {token}'\n"
+T=$(cat '{file}')\n  \
+curl -s -X POST {base}/api/v1/actions -H \"Authorization: Bearer $T\" -H 'Content-Type: application/json' -d '{{\"uid\":\"first-snapshot\",\"type\":\"snapshot\",\"resource\":{{\"type\":\"droplet\",\"id\":\"3164450\"}}}}'\n  \
+curl -s {base}/api/v1/actions/first-snapshot -H \"Authorization: Bearer $T\"\n"
     )
 }
 
-fn print_first_run(base: &str, token: &str) -> std::io::Result<()> {
+fn print_first_run(base: &str, file: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(first_run_text(base, token).as_bytes())?;
+    out.write_all(first_run_text(base, file).as_bytes())?;
     out.flush()
 }

@@ -1,4 +1,7 @@
-//! `token create|list|revoke`: the token file (`<data-dir>/tokens.json`, hashes only).
+//! `token create|list|rotate|revoke`: the token file (`<data-dir>/tokens.json`, hashes only).
+//! In cluster mode the tokens live in the cluster's token table instead, and these commands
+//! do not reach them: use `POST/DELETE /api/v1/tokens` (or `action-ledger tokens …`) on any
+//! node.
 //!
 //! The server reads the file when it starts and rewrites it when tokens change over HTTP, so
 //! `create` and `revoke` refuse a data directory a running server owns (the change would
@@ -27,8 +30,20 @@ pub enum TokenCmd {
         /// A name for the token (default: <tenant>-<role>-<n>); used by `revoke`.
         #[arg(long)]
         name: Option<String>,
+        /// Expire the token after this long: a number and s, m, h, d or w (30d). Default:
+        /// never.
+        #[arg(long, value_name = "TTL")]
+        ttl: Option<String>,
     },
-    /// List tokens (name, tenant, role, created) as JSON lines; never the secrets.
+    /// Give a token a new secret and print it, alone on stdout; the old secret stops working.
+    Rotate {
+        #[command(flatten)]
+        data: DataDir,
+        /// The token's name.
+        name: String,
+    },
+    /// List tokens (name, tenant, role, created, expires, last used) as JSON lines; never
+    /// the secrets.
     List {
         #[command(flatten)]
         data: DataDir,
@@ -60,10 +75,15 @@ pub fn run(cmd: TokenCmd, out: &mut dyn Write) -> CliResult {
             tenant,
             role,
             name,
+            ttl,
         } => {
             let role = Role::parse(&role).ok_or_else(|| {
                 Failure::error(format!("--role {role:?}: must be reader, writer or admin"))
             })?;
+            let expires_at = ttl
+                .map(|t| crate::tokens::parse_ttl(&t).map(crate::tokens::expiry_after))
+                .transpose()
+                .map_err(|e| Failure::error(format!("--ttl {e}")))?;
             let _lock = super::lock_unserved(&data.data_dir, "creating tokens")?;
             let store = open(&data)?;
             let name = match name {
@@ -77,7 +97,7 @@ pub fn run(cmd: TokenCmd, out: &mut dyn Write) -> CliResult {
                 }
             };
             let (_, secret) = store
-                .create(&name, &tenant, role)
+                .create(&name, &tenant, role, expires_at.as_deref())
                 .map_err(|e| Failure::error(e.to_string()))?;
             line(out, &secret)
         }
@@ -86,11 +106,20 @@ pub fn run(cmd: TokenCmd, out: &mut dyn Write) -> CliResult {
             for t in store.list() {
                 let v = serde_json::json!({
                     "name": t.name, "tenant": t.tenant, "role": t.role.as_str(),
-                    "created_at": t.created_at,
+                    "created_at": t.created_at, "expires_at": t.expires_at,
+                    "last_used_at": t.last_used_at,
                 });
                 line(out, &v.to_string())?;
             }
             Ok(())
+        }
+        TokenCmd::Rotate { data, name } => {
+            let _lock = super::lock_unserved(&data.data_dir, "rotating tokens")?;
+            let store = open(&data)?;
+            let (_, secret) = store
+                .rotate(&name)
+                .map_err(|e| Failure::error(e.to_string()))?;
+            line(out, &secret)
         }
         TokenCmd::Revoke { data, name } => {
             let _lock = super::lock_unserved(&data.data_dir, "revoking tokens")?;

@@ -15,6 +15,8 @@
 //!   publishes the node's [`Role`].
 //! - [`replica`]: [`Replica`], a follower's verified local copy of the log (LISTEN + polling).
 //!
+//! - [`tokens`]: the cluster's API tokens in PostgreSQL, and each node's following of them.
+//!
 //! - [`node`]: [`ClusterNode`], a `serve` process in cluster mode: start-up order,
 //!   leadership, the replica task copying into the node's ledger, and its status.
 //!
@@ -27,6 +29,7 @@ pub mod node;
 pub mod replica;
 pub mod schema;
 pub mod store;
+pub mod tokens;
 
 pub use leader::{Leadership, Role, StepDown, StepDownReason, Term};
 pub use node::{ClusterNode, ClusterSettings, NodeStatus};

@@ -111,10 +111,43 @@ impl ReplicaOptions {
     }
 }
 
-struct Listener {
+/// A dedicated connection that `LISTEN`s on one channel and hands each notification's
+/// payload to a callback. Dropping it ends the session.
+pub(crate) struct Listener {
     // Kept alive: dropping the client would end the LISTEN session.
     _client: tokio_postgres::Client,
     task: JoinHandle<()>,
+}
+
+impl Listener {
+    pub(crate) async fn start(
+        options: &ClusterOptions,
+        channel: &'static str,
+        mut on: impl FnMut(&str) + Send + 'static,
+    ) -> Result<Listener, ClusterError> {
+        let (client, mut connection) = connect_raw(options).await?;
+        let task = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    on(n.payload());
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .map_err(ClusterError::pg("LISTEN"))?;
+        Ok(Listener {
+            _client: client,
+            task,
+        })
+    }
+
+    /// Whether the session has ended (the connection broke): start a new one.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
 }
 
 impl Drop for Listener {
@@ -354,7 +387,7 @@ impl Replica {
     /// safe; call [`Replica::close`] afterwards to wait for an append in progress.
     pub async fn run(&mut self) -> Result<(), ReplicaError> {
         loop {
-            if self.replica.listen && self.listener.as_ref().is_none_or(|l| l.task.is_finished()) {
+            if self.replica.listen && self.listener.as_ref().is_none_or(Listener::is_finished) {
                 self.listener = None;
                 match listen(&self.options, self.wake.clone(), self.stats.clone()).await {
                     Ok(l) => self.listener = Some(l),
@@ -401,33 +434,20 @@ impl Replica {
     }
 }
 
-/// The dedicated LISTEN connection: every notification wakes the replica.
+/// The dedicated LISTEN connection: every notification wakes the replica (its payload is
+/// the new head position).
 async fn listen(
     options: &ClusterOptions,
     wake: Arc<Notify>,
     stats: Arc<ReplicaStats>,
 ) -> Result<Listener, ClusterError> {
-    let (client, mut connection) = connect_raw(options).await?;
-    let task = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                // The payload is the new head position.
-                if let Ok(head) = n.payload().parse::<u64>() {
-                    stats.seen_head.fetch_max(head, Ordering::Relaxed);
-                }
-                wake.notify_one();
-            }
+    Listener::start(options, NOTIFY_CHANNEL, move |payload| {
+        if let Ok(head) = payload.parse::<u64>() {
+            stats.seen_head.fetch_max(head, Ordering::Relaxed);
         }
-    });
-    client
-        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
-        .await
-        .map_err(ClusterError::pg("LISTEN"))?;
-    Ok(Listener {
-        _client: client,
-        task,
+        wake.notify_one();
     })
+    .await
 }
 
 /// Checks that a local log's head is the cluster log's record at that position and ends a

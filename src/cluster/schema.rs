@@ -6,6 +6,8 @@
 //! ledger_lease  (id = 1, epoch, holder, advertise_url, acquired_at, expires_at)
 //! ledger_log    (position PK, epoch, batch_offset, kind, schema_version, payload, digest,
 //!                recorded_at)                                          one row per log record
+//! ledger_tokens (name PK, tenant, role, created_at, expires_at, last_used_at, sha256)
+//!                                                  the cluster's API tokens (version 2)
 //! ```
 //!
 //! `ledger_head.epoch` is the fencing token: a new leader sets it in the same statement that
@@ -15,7 +17,7 @@ use super::ClusterError;
 use tokio_postgres::Client;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const CREATE_V1: &str = r#"
 CREATE TABLE IF NOT EXISTS ledger_meta (
@@ -58,6 +60,20 @@ INSERT INTO ledger_meta (id, schema_version) VALUES (1, 1)
     ON CONFLICT (id) DO NOTHING;
 "#;
 
+/// Version 2: the cluster's API tokens (hashes only), shared by every node.
+const MIGRATE_V2: &str = r#"
+CREATE TABLE IF NOT EXISTS ledger_tokens (
+    name         text PRIMARY KEY,
+    tenant       text NOT NULL,
+    role         text NOT NULL CHECK (role IN ('reader', 'writer', 'admin')),
+    created_at   timestamptz NOT NULL,
+    expires_at   timestamptz,
+    last_used_at timestamptz,
+    sha256       text NOT NULL CHECK (length(sha256) = 64)
+);
+UPDATE ledger_meta SET schema_version = 2 WHERE id = 1;
+"#;
+
 /// Creates the schema if the database has none, and checks its version either way.
 /// Several nodes may start at once: creation runs in one transaction that first takes a
 /// transaction-scoped advisory lock (released at commit; never a session lock).
@@ -96,11 +112,18 @@ pub async fn ensure(client: &mut Client) -> Result<(), ClusterError> {
                 "schema version {found} is not one this build knows"
             )));
         }
-        // Version 1 is the only one so far; later versions migrate from `found` here.
+        if found < 2 {
+            tx.batch_execute(MIGRATE_V2)
+                .await
+                .map_err(ClusterError::pg("migrate the schema to version 2"))?;
+        }
     } else {
         tx.batch_execute(CREATE_V1)
             .await
             .map_err(ClusterError::pg("create the schema"))?;
+        tx.batch_execute(MIGRATE_V2)
+            .await
+            .map_err(ClusterError::pg("create the schema (version 2)"))?;
     }
     tx.commit()
         .await

@@ -2,15 +2,58 @@
 //! [`Principal`] by the token store. Each API maps an [`AuthFailure`] to its own error body.
 
 use super::error::ApiError;
-use crate::tokens::{Principal, Role, TokenStore};
-use axum::http::HeaderMap;
+use crate::tokens::{Principal, Refusal, Role, TokenStore};
+use axum::http::{HeaderMap, StatusCode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthFailure {
     /// No credentials at all.
     Missing,
     /// Credentials that match no token (or are malformed).
     Unknown,
+    /// The token has expired (its name and `expires_at`): 401, saying so.
+    Expired { name: String, at: String },
+    /// Cluster mode: this node cannot vouch for its tokens now (PostgreSQL unreachable for
+    /// longer than `CLUSTER_TOKENS_STALE_MS`): 503, retry.
+    Unavailable,
+}
+
+impl AuthFailure {
+    /// The HTTP status every dialect answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthFailure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// A sentence for the dialects' own error bodies.
+    pub fn message(&self) -> String {
+        match self {
+            AuthFailure::Missing => "a token is required".into(),
+            AuthFailure::Unknown => "the token is not valid".into(),
+            AuthFailure::Expired { name, at } => format!("token {name:?} expired at {at}"),
+            AuthFailure::Unavailable => UNAVAILABLE.into(),
+        }
+    }
+}
+
+const UNAVAILABLE: &str = "this node cannot check tokens now: its copy of the cluster's token table is older than CLUSTER_TOKENS_STALE_MS (PostgreSQL unreachable); retry, or use another node";
+
+/// The native answer to a failed authentication.
+pub fn refused(f: AuthFailure) -> ApiError {
+    match f {
+        AuthFailure::Missing | AuthFailure::Unknown => ApiError::unauthorized(),
+        AuthFailure::Expired { .. } => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", f.message())
+        }
+        AuthFailure::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tokens_unavailable",
+            UNAVAILABLE,
+        )
+        .with("limit", "CLUSTER_TOKENS_STALE_MS"),
+    }
 }
 
 /// The presented secret: `Authorization: Bearer`, `X-Auth-Token` (Nova), `X-APITOKEN`
@@ -47,7 +90,11 @@ pub fn authenticate(headers: &HeaderMap, tokens: &TokenStore) -> Result<Principa
     if secret.is_empty() || secret.len() > crate::limits::TOKEN_SECRET_BYTES_MAX {
         return Err(AuthFailure::Unknown);
     }
-    tokens.authenticate(&secret).ok_or(AuthFailure::Unknown)
+    tokens.authenticate(&secret).map_err(|r| match r {
+        Refusal::Unknown => AuthFailure::Unknown,
+        Refusal::Expired { name, at } => AuthFailure::Expired { name, at },
+        Refusal::Stale => AuthFailure::Unavailable,
+    })
 }
 
 /// Refuses (401, as an unknown token is) a request whose token was revoked after it
@@ -64,9 +111,9 @@ pub fn still_valid(p: &Principal) -> Result<(), ApiError> {
 /// The answer to a request whose token was revoked while it was in flight.
 pub fn revoked(p: &Principal) -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::UNAUTHORIZED,
+        StatusCode::UNAUTHORIZED,
         "unauthorized",
-        format!("token {:?} was revoked", p.name),
+        format!("token {:?} was revoked or has expired", p.name),
     )
 }
 

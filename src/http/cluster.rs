@@ -7,7 +7,8 @@
 //!   [`MIN_POSITION_WAIT_MS`], then answers 503 `position_not_reached`. So a client reads its
 //!   own write on any node by passing the position its write was answered with.
 //! - **Forwarding** (cluster mode): a follower sends every request that is not a read (any
-//!   method but GET, HEAD and OPTIONS) to the leader's advertise URL and relays the answer —
+//!   method but GET, HEAD and OPTIONS, and not a token change: tokens live in the cluster's
+//!   token table, which every node writes itself) to the leader's advertise URL and relays the answer —
 //!   headers, `Authorization` and `Idempotency-Key` included, never a redirect. With no
 //!   leader known it answers 503 `no_leader` with `Retry-After`. A forwarded request carries
 //!   [`FORWARDED_BY`] and is never forwarded again.
@@ -64,7 +65,9 @@ pub async fn positions(State(state): State<AppState>, mut req: Request, next: Ne
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // Token changes go to the cluster's token table from any node: never forwarded.
+    let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.uri().path().starts_with("/api/v1/tokens");
     if let Some(face) = &state.cluster {
         let role = face.node.role().borrow().clone();
         if let (false, Role::Follower { leader, .. }) = (is_read, role) {

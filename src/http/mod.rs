@@ -187,7 +187,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         auth::authenticate(&parts.headers, &state.tokens)
             .map(Caller)
-            .map_err(|_| ApiError::unauthorized())
+            .map_err(auth::refused)
     }
 }
 

@@ -41,7 +41,7 @@ impl Modify for Security {
     paths(
         native::create, native::record_event, native::cancel, native::batch,
         native::get_action, native::history, native::wait, native::list, native::watch,
-        native::log_page, native::create_token, native::list_tokens, native::revoke_token,
+        native::log_page, native::create_token, native::list_tokens, native::revoke_token, native::rotate_token,
     ),
     components(schemas(ErrorBody, ErrorDetail, ActionOut, ListOut, BatchOut, RecordsOut, RecordOut,
         CreateBody, EventJson, BatchBody, BatchCommandJson, ResourceJson, PendingOpJson,

@@ -7,10 +7,11 @@
 //! submission is fsynced and answered), flush the projection.
 
 use super::{error::ApiError, metrics, native, openapi, AppState, Caller, HttpLimits};
+use crate::cluster::tokens::ClusterTokens;
 use crate::cluster::{ClusterLog, ClusterNode, ClusterSettings, Role as NodeRole};
 use crate::ledger::{ClusterLink, Ledger, LedgerConfig, LedgerError, StateStore};
 use crate::projection::{Projection, ProjectionConfig, ProjectionError};
-use crate::tokens::{Role, TokenError, TokenStore};
+use crate::tokens::{generate_secret, TokenError, TokenStore};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -323,28 +324,76 @@ fn create_private_dir(dir: &Path) -> Result<(), ServeError> {
     })
 }
 
-/// Opens the token store; on a first start with no token at all, creates an admin token
-/// and returns its secret (to be shown once; only its hash is stored).
+/// Stores the uses of tokens this server saw (`last_used_at`) every
+/// [`TOKEN_LAST_USED_RESOLUTION_SECS`](crate::limits::TOKEN_LAST_USED_RESOLUTION_SECS); the
+/// stop stores them once more.
+async fn store_token_uses_regularly(tokens: Arc<TokenStore>) {
+    let every = Duration::from_secs(crate::limits::TOKEN_LAST_USED_RESOLUTION_SECS as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        store_token_uses(tokens.clone()).await;
+    }
+}
+
+async fn store_token_uses(tokens: Arc<TokenStore>) {
+    match tokio::task::spawn_blocking(move || tokens.store_last_used()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not store when tokens were last used"),
+        Err(e) => tracing::warn!(error = %e, "storing when tokens were last used failed"),
+    }
+}
+
+/// The file in the data directory where the first start writes the first admin token
+/// (readable by its owner only): printing the secret would put it into the journal.
+pub const FIRST_ADMIN_TOKEN_FILE: &str = "first-admin-token";
+
+/// Opens the token store (the token file; in cluster mode the cluster's token table,
+/// `cluster_tokens`); on a first start with no token at all, creates an admin token, writes
+/// its secret to [`FIRST_ADMIN_TOKEN_FILE`] and returns that file's path. Only the hash is
+/// stored, and only after the file is on disk, so no stored admin token goes unseen.
 ///
 /// [`start`] calls it last, once the listeners are bound, the ledger is open (holding the
 /// data directory's lock) and, in cluster mode, the node has joined: nothing can fail after
-/// the first admin token is stored and
-/// before `serve` prints it, and a `token` command, which refuses a locked directory, cannot
-/// change the file between this read and the server's stop.
+/// the first admin token is stored and before `serve` says where it is, and a `token`
+/// command, which refuses a locked directory, cannot change the file between this read and
+/// the server's stop. Blocks (file and PostgreSQL I/O): call it off the async workers.
 pub fn open_tokens(
     data_dir: &Path,
     admin_token: Option<&str>,
-) -> Result<(TokenStore, Option<String>), TokenError> {
-    let mut tokens = TokenStore::open(data_dir.join("tokens.json"))?;
+    cluster_tokens: Option<&Arc<ClusterTokens>>,
+) -> Result<(TokenStore, Option<PathBuf>), TokenError> {
+    let mut tokens = match cluster_tokens {
+        Some(table) => crate::cluster::tokens::open_store(table)?,
+        None => TokenStore::open(data_dir.join("tokens.json"))?,
+    };
     if let Some(t) = admin_token {
         tokens.add_ephemeral_admin(t);
     }
-    let mut created = None;
-    if tokens.is_empty() {
-        let (_, secret) = tokens.create("admin", "default", Role::Admin)?;
-        created = Some(secret);
+    if !tokens.is_empty() {
+        return Ok((tokens, None));
     }
-    Ok((tokens, created))
+    let file = data_dir.join(FIRST_ADMIN_TOKEN_FILE);
+    let file_error = |e: std::io::Error| TokenError::File {
+        path: file.clone(),
+        reason: e.to_string(),
+    };
+    let secret = generate_secret();
+    crate::tokens::write_private(&file, format!("{secret}\n").as_bytes()).map_err(file_error)?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error)?;
+    match tokens.create_first_admin("admin", &secret) {
+        Ok(true) => Ok((tokens, Some(file))),
+        // Another node of the cluster created the first token meanwhile.
+        Ok(false) => {
+            std::fs::remove_file(&file).map_err(file_error)?;
+            Ok((tokens, None))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&file);
+            Err(e)
+        }
+    }
 }
 
 /// A running server, for tests and `serve`.
@@ -352,8 +401,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where the Redis Enterprise listener is bound, when configured.
     pub redis_addr: Option<SocketAddr>,
-    /// The admin token created on this first start, if any.
-    pub first_admin_token: Option<String>,
+    /// Where the admin token created on this first start was written, if one was.
+    pub first_admin_token_file: Option<PathBuf>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -524,7 +573,8 @@ pub async fn start(
         projection,
         cluster,
         tokens,
-        first_admin_token,
+        following_tokens,
+        first_admin_token_file,
     } = match open(&config, addr).await {
         Ok(opened) => opened,
         Err(e) => {
@@ -561,6 +611,7 @@ pub async fn start(
     tracing::info!(position = ledger.committed_position(), "ready");
 
     let drain = Duration::from_millis(config.limits.drain_timeout_ms);
+    let noting_uses = tokio::spawn(store_token_uses_regularly(state.tokens.clone()));
     let shutdown_tx2 = shutdown_tx.clone();
     tokio::spawn(async move {
         if !signalled {
@@ -581,6 +632,10 @@ pub async fn start(
             }
         }
         state.ready.store(false, Ordering::Release);
+        // The uses of tokens seen since the last store, then the token table is let go.
+        noting_uses.abort();
+        store_token_uses(state.tokens.clone()).await;
+        drop(following_tokens);
         if let Some(face) = &state.cluster {
             face.node.stop().await;
         }
@@ -602,7 +657,7 @@ pub async fn start(
     Ok(Running {
         addr,
         redis_addr,
-        first_admin_token,
+        first_admin_token_file,
         shutdown: shutdown_tx,
         task,
     })
@@ -627,7 +682,9 @@ struct Opened {
     projection: Arc<Projection>,
     cluster: Option<Arc<super::cluster::ClusterFace>>,
     tokens: Arc<TokenStore>,
-    first_admin_token: Option<String>,
+    /// Cluster mode: the task keeping `tokens` in step with the cluster's token table.
+    following_tokens: Option<crate::cluster::tokens::Following>,
+    first_admin_token_file: Option<PathBuf>,
 }
 
 /// Start-up behind the listeners (bound at `addr`): in cluster mode PostgreSQL first, then
@@ -703,19 +760,38 @@ async fn open(config: &ServeConfig, addr: SocketAddr) -> Result<Opened, ServeErr
         None => None,
     };
     // The tokens, read only now: see `open_tokens`.
-    let (tokens, first_admin_token) = open_tokens(&config.data_dir, config.admin_token.as_deref())?;
-    if first_admin_token.is_none() {
+    let table = cluster.as_ref().map(|face| {
+        ClusterTokens::new(
+            face.node.options().clone(),
+            tokio::runtime::Handle::current(),
+        )
+    });
+    let (data_dir, admin_token, t) = (
+        config.data_dir.clone(),
+        config.admin_token.clone(),
+        table.clone(),
+    );
+    let (tokens, first_admin_token_file) = tokio::task::spawn_blocking(move || {
+        open_tokens(&data_dir, admin_token.as_deref(), t.as_ref())
+    })
+    .await
+    .map_err(ServeError::task("tokens"))??;
+    if first_admin_token_file.is_none() {
         tracing::info!(
             tokens = tokens.list().len(),
             "tokens loaded; to add one, POST /api/v1/tokens with an admin token, or stop the server and run `action-ledger token create --data-dir DIR --tenant default --role admin`"
         );
     }
+    let tokens = Arc::new(tokens);
+    let following_tokens =
+        table.map(|t| crate::cluster::tokens::Following::spawn(tokens.clone(), t));
     Ok(Opened {
         ledger,
         projection,
         cluster,
-        tokens: Arc::new(tokens),
-        first_admin_token,
+        tokens,
+        following_tokens,
+        first_admin_token_file,
     })
 }
 

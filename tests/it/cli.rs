@@ -1201,74 +1201,23 @@ fn readme_commands() -> (String, String) {
     (cmds[0].clone(), cmds[1].clone())
 }
 
-/// Splits a printed shell command line into words (single quotes only, as printed).
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut any = false;
-    for c in line.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                any = true;
-            }
-            ' ' if !quoted => {
-                if any || !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-                any = false;
-            }
-            c => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        words.push(cur);
-    }
-    words
-}
-
-/// Runs a printed `curl` line with reqwest: -X, -H, -d and the URL.
-async fn run_curl(line: &str) -> (u16, Value) {
-    let words = shell_words(line.trim());
-    assert_eq!(words[0], "curl", "{line}");
-    let client = reqwest::Client::new();
-    let (mut method, mut url, mut headers, mut body) = (reqwest::Method::GET, None, vec![], None);
-    let mut i = 1;
-    while i < words.len() {
-        match words[i].as_str() {
-            "-s" => {}
-            "-X" => {
-                i += 1;
-                method = words[i].parse().unwrap();
-            }
-            "-H" => {
-                i += 1;
-                let (k, v) = words[i].split_once(": ").unwrap();
-                headers.push((k.to_string(), v.to_string()));
-            }
-            "-d" => {
-                i += 1;
-                body = Some(words[i].clone());
-                if method == reqwest::Method::GET {
-                    method = reqwest::Method::POST;
-                }
-            }
-            w if w.starts_with("http://") => url = Some(w.to_string()),
-            other => panic!("unexpected curl argument {other:?} in {line}"),
-        }
-        i += 1;
-    }
-    let mut req = client.request(method, url.expect("a URL"));
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    if let Some(b) = body {
-        req = req.body(b);
-    }
-    let resp = req.send().await.unwrap();
-    let st = resp.status().as_u16();
-    (st, resp.json().await.unwrap())
+/// Runs a printed `curl` line with bash and curl, after the banner's line that sets `T`;
+/// the HTTP status and the JSON answer.
+fn run_curl(set_token: &str, line: &str) -> (u16, Value) {
+    let script = format!(
+        "set -eu\n{}\n{} -w '\\n%{{http_code}}'\n",
+        set_token.trim(),
+        line.trim()
+    );
+    let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8(o.stdout).unwrap();
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1307,11 +1256,15 @@ async fn readme_run_command_starts_prints_token_and_working_curls() {
     }
     assert_eq!(lines.len(), 5, "first-run banner: {lines:?}");
     assert!(data.is_dir(), "the data directory was created");
-    let token = lines[1].trim().to_string();
-    assert!(token.starts_with("alt_"), "{lines:?}");
-    let (st, created) = run_curl(&lines[3]).await;
+    // The banner names the token's file and never shows the secret.
+    let file = data.join("first-admin-token");
+    assert!(lines[0].contains(s(&file)), "{lines:?}");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("alt_"), "{token:?}");
+    assert!(!lines.concat().contains(&token), "{lines:?}");
+    let (st, created) = run_curl(&lines[2], &lines[3]);
     assert_eq!(st, 201, "{created}");
-    let (st, read) = run_curl(&lines[4]).await;
+    let (st, read) = run_curl(&lines[2], &lines[4]);
     assert_eq!(st, 200, "{read}");
     assert_eq!(read["id"], created["id"]);
     assert_eq!(read["resource"]["id"], "3164450");

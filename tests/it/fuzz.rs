@@ -509,10 +509,10 @@ fn app() -> App {
         action_ledger::tokens::TokenStore::open(dir.path().join("tokens.json")).unwrap();
     tokens.add_ephemeral_admin(ADMIN);
     let (_, writer) = tokens
-        .create("w", "acme", action_ledger::tokens::Role::Writer)
+        .create("w", "acme", action_ledger::tokens::Role::Writer, None)
         .unwrap();
     let (_, reader) = tokens
-        .create("r", "acme", action_ledger::tokens::Role::Reader)
+        .create("r", "acme", action_ledger::tokens::Role::Reader, None)
         .unwrap();
     let (_tx, shutdown) = tokio::sync::watch::channel(false);
     std::mem::forget(_tx); // never shuts down during the fuzz run

@@ -5,6 +5,7 @@ mod binserver;
 mod cli;
 mod clients;
 mod cluster;
+mod cluster_tokens;
 mod codec;
 mod crash;
 mod damage;

@@ -633,6 +633,7 @@ async fn cluster_init_moves_a_single_node_ledger_in_and_a_late_node_joins() {
         assert_eq!(s, StatusCode::OK, "{v}");
     }
     let (_, before) = single.get("/api/v1/actions?limit=100", ADMIN).await;
+    let keeper = single.token("keeper", "acme", "reader").await;
     single.kill();
     let (code, verified) = cli(&["verify", "--data-dir", n1.dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{verified}");
@@ -655,6 +656,7 @@ async fn cluster_init_moves_a_single_node_ledger_in_and_a_late_node_joins() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("copied 10 records"), "{text}");
     assert!(text.contains(&digest), "{text}");
+    assert!(text.contains("copied 1 tokens"), "{text}");
     // Only an empty cluster log is filled.
     let (code, text) = cli(&["cluster", "init", "--data-dir", &dir, "--cluster-log", &url]);
     assert_eq!(code, 2, "{text}");
@@ -679,6 +681,11 @@ async fn cluster_init_moves_a_single_node_ledger_in_and_a_late_node_joins() {
     let (_, two) = nodes[1].api().get("/api/v1/actions?limit=100", ADMIN).await;
     assert_eq!(one, two);
     assert_eq!(one["actions"].as_array().unwrap().len(), 6);
+    // The single node's token came along, and works on the node that joined late too.
+    for n in &nodes {
+        let (s, v) = n.api().get("/api/v1/actions?limit=1", &keeper).await;
+        assert_eq!(s, StatusCode::OK, "{} with the copied token: {v}", n.name);
+    }
 
     let (code, status) = cli(&["cluster", "status", "--cluster-log", &url]);
     assert_eq!(code, 0, "{status}");

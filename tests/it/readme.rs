@@ -3,9 +3,9 @@
 //!
 //! The only changes to the text: `cargo run --release --` becomes the built binary, the
 //! listeners get free ports (port 0, learned from the server's "listening on" lines, and
-//! substituted for `localhost:8080` and `localhost:9443`), `T=alt_...` becomes the token the
-//! first start printed, `mktemp` works under the test's own temporary directory, and every
-//! curl is bounded (`--max-time`) and reports its HTTP status.
+//! substituted for `localhost:8080` and `localhost:9443`), `mktemp` works under the test's
+//! own temporary directory (the second block gets the first's `D`, as the tour tells its
+//! reader), and every curl is bounded (`--max-time`) and reports its HTTP status.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -148,16 +148,6 @@ impl Drop for Server {
     }
 }
 
-/// The first `alt_…` token in the first-run banner (whatever the lines around it say).
-fn token_in(line: &str) -> Option<String> {
-    let at = line.find("alt_")?;
-    let token: String = line[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    (token.len() > "alt_".len()).then_some(token)
-}
-
 /// The port of the address on the stderr line that contains `needle` and "listening on".
 fn port_from(stderr: &str, needle: &str) -> Option<u16> {
     let line = stderr
@@ -258,7 +248,7 @@ fn readme_tour_runs_in_order_on_a_fresh_data_dir() {
     );
 
     // `serve` as written, on free ports (given by the environment, so its line stays the
-    // README's); the token is read from what the first start prints, as a user reads it.
+    // README's); the token is read from the file the first start names, as a user reads it.
     let serve_line = format!("exec {}", run_bin(&serve[0]));
     let stderr_path = tmp.path().join("serve.stderr");
     let mut server = Server(
@@ -285,20 +275,25 @@ fn readme_tour_runs_in_order_on_a_fresh_data_dir() {
     });
     let serve_stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     let mut banner = Vec::new();
+    let token_file = Path::new(&data_dir).join("first-admin-token");
     let token = loop {
         match lines_rx.recv_timeout(SERVER_WAIT) {
             Ok(line) => {
-                if let Some(t) = token_in(&line) {
-                    break t;
+                if line.contains(token_file.to_str().unwrap()) {
+                    break std::fs::read_to_string(&token_file)
+                        .unwrap()
+                        .trim()
+                        .to_string();
                 }
                 banner.push(line);
             }
             Err(e) => panic!(
-                "the first start printed no alt_ token ({e:?}); stdout: {banner:?}\nstderr:\n{}",
+                "the first start named no token file ({e:?}); stdout: {banner:?}\nstderr:\n{}",
                 serve_stderr()
             ),
         }
     };
+    assert!(token.starts_with("alt_"), "{token:?}");
     // Both listeners' "listening on" lines (today they come before the banner).
     let started = Instant::now();
     let (http_port, redis_port) = loop {
@@ -337,18 +332,16 @@ fn readme_tour_runs_in_order_on_a_fresh_data_dir() {
          }}\n"
     );
     for (i, c) in cmds.iter().enumerate() {
-        let c = if c.starts_with("T=") {
-            format!("T={token}\n")
-        } else {
-            c.clone()
-        };
         let out = outs.join(i.to_string());
         let out = sh_quote(out.to_str().unwrap());
         script.push_str(&format!("{{\n{c}}} >{out}.out 2>&1; echo $? >{out}.rc\n"));
     }
     // The background `wait` step finishes before the script does.
     script.push_str("wait\n");
-    let o = bash(&script, tmp.path()).output().unwrap();
+    let o = bash(&script, tmp.path())
+        .env("D", &data_dir)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "block 2:\n{script}\n{}", show(&o));
     let steps: Vec<Step> = cmds
         .iter()

@@ -409,6 +409,34 @@ fn tokens_create_list_revoke() {
         .map(str::to_string)
         .collect();
     assert_eq!(&header[..4], ["NAME", "TENANT", "ROLE", "CREATED"]);
+    assert!(header.contains(&"EXPIRES_AT".to_string()), "{header:?}");
+
+    // --ttl sends an expiry; rotate prints a new secret that works, the old one stops.
+    let brief = ok_one(
+        s,
+        ADMIN,
+        &[
+            "tokens", "create", "--name", "brief", "--tenant", "acme", "--role", "reader", "--ttl",
+            "1h",
+        ],
+    );
+    assert!(brief["expires_at"].is_string(), "{brief}");
+    let o = run(
+        s,
+        ADMIN,
+        &[
+            "tokens", "create", "--name", "b2", "--tenant", "acme", "--role", "reader", "--ttl",
+            "soon",
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--ttl"), "{}", stderr(&o));
+    let rotated = ok_one(s, ADMIN, &["tokens", "rotate", "brief"]);
+    let new = rotated["token"].as_str().unwrap();
+    assert_ne!(new, brief["token"].as_str().unwrap());
+    assert_eq!(rotated["expires_at"], brief["expires_at"]);
+    let o = run(s, ADMIN, &["tokens", "rotate", "nope"]);
+    assert_eq!(code(&o), 1, "not found: {}", stderr(&o));
 
     // The new token works (its tenant only), a reader may not write (403 → 1).
     let mine = ok_one(

@@ -81,24 +81,33 @@ async fn a_failed_first_start_leaves_the_first_admin_token_to_the_next_start() {
     let o = run(&["token", "list", "--data-dir", s(&data)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "", "no token was stored unseen");
-
-    // The next start prints the first admin token.
-    let out = serve_once_and_stop(&data);
-    let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines
-            .first()
-            .is_some_and(|l| l.contains("first admin token")),
+        !data.join("first-admin-token").exists(),
+        "no token file either"
+    );
+
+    // The next start writes the first admin token to an owner-only file and says where;
+    // the secret itself is never printed (under systemd, stdout is the journal).
+    let out = serve_once_and_stop(&data);
+    let file = data.join("first-admin-token");
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains("first admin token") && l.contains(s(&file))),
         "{out:?}"
     );
-    let token = lines[1].trim().to_string();
-    assert!(token.starts_with("alt_"), "{out:?}");
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(token.starts_with("alt_"), "{token:?}");
+    assert!(!out.contains(&token), "the secret is not printed: {out:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only");
 
     // And it works on the data directory.
     let mut config = crate::app::config();
     config.admin_token = None;
     let running = crate::app::start(&data, config).await;
-    assert_eq!(running.first_admin_token, None, "created once");
+    assert_eq!(running.first_admin_token_file, None, "created once");
     let (s, _) = Api::new(format!("http://{}", running.addr))
         .get("/api/v1/tokens", &token)
         .await;
@@ -335,4 +344,141 @@ fn token_revoke_of_the_last_admin_token_exits_2() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap()["name"].clone())
         .collect();
     assert_eq!(names, [json!("a2")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_expire_rotate_and_show_their_last_use() {
+    let app = spawn_app().await;
+    // Bad expiries are a 400 naming the field.
+    for bad in ["yesterday", "2001-01-01T00:00:00Z", "9999-01-01T00:00:00Z"] {
+        let (s, v) = app
+            .post(
+                "/api/v1/tokens",
+                ADMIN,
+                json!({"name": "x", "tenant": "acme", "role": "reader", "expires_at": bad}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(v["error"]["field"], "expires_at", "{v}");
+    }
+    // A token that expires in two seconds works, then is refused saying why.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, v) = app
+        .post(
+            "/api/v1/tokens",
+            ADMIN,
+            json!({"name": "brief", "tenant": "acme", "role": "reader", "expires_at": at}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["expires_at"], at.as_str());
+    let brief = v["token"].as_str().unwrap().to_string();
+    let (s, _) = app.get("/api/v1/actions", &brief).await;
+    assert_eq!(s, StatusCode::OK);
+    // A watch stream of it ends at the expiry.
+    let stream = app
+        .client
+        .get(format!("{}/api/v1/watch", app.base))
+        .bearer_auth(&brief)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let body = tokio::time::timeout(Duration::from_secs(60), stream.text())
+        .await
+        .expect("the expired token's stream ends")
+        .unwrap();
+    assert!(body.contains("event: revoked"), "{body:?}");
+    let (s, v) = app.get("/api/v1/actions", &brief).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "token_expired", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&at), "{v}");
+
+    // The list shows expiry and last use.
+    let (_, list) = app.get("/api/v1/tokens", ADMIN).await;
+    let brief_row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "brief")
+        .unwrap();
+    assert_eq!(brief_row["expires_at"], at.as_str());
+    assert!(brief_row["last_used_at"].is_string(), "{brief_row}");
+
+    // Rotate: a new secret for the same token; the old one is refused at once.
+    let w = app.token("w", "acme", "writer").await;
+    let (s, v) = app
+        .call(Method::POST, "/api/v1/tokens/w/rotate", Some(ADMIN), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["name"].as_str(), v["tenant"].as_str()),
+        (Some("w"), Some("acme"))
+    );
+    let w2 = v["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.get("/api/v1/actions", &w).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.get("/api/v1/actions", &w2).await.0, StatusCode::OK);
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/v1/tokens/nope/rotate",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app
+        .call(Method::POST, "/api/v1/tokens/w/rotate", Some(&w2), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a writer may not rotate tokens");
+}
+
+#[test]
+fn token_create_ttl_and_rotate_on_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "create",
+            "--data-dir",
+            d,
+            "--tenant",
+            "acme",
+            "--role",
+            "reader",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = create(&["--name", "month", "--ttl", "30d"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first = stdout(&o).trim().to_string();
+    for bad in ["30", "0d", "3y", "99999d"] {
+        let o = create(&["--ttl", bad]);
+        assert_refused(&o, &["--ttl", bad]);
+    }
+    let o = run(&["token", "list", "--data-dir", d]);
+    let row: Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(row["expires_at"].as_str().unwrap()).unwrap();
+    let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours() as f64 / 24.0;
+    assert!((29.9..=30.1).contains(&days), "{row}");
+    assert_eq!(row["last_used_at"], Value::Null);
+
+    let o = run(&["token", "rotate", "--data-dir", d, "month"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let second = stdout(&o).trim().to_string();
+    assert!(second.starts_with("alt_") && second != first);
+    assert_refused(
+        &run(&["token", "rotate", "--data-dir", d, "nope"]),
+        &["nope"],
+    );
+    let store = action_ledger::tokens::TokenStore::open(dir.path().join("tokens.json")).unwrap();
+    assert!(store.authenticate(&second).is_ok());
+    assert!(store.authenticate(&first).is_err());
 }

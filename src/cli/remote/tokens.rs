@@ -1,4 +1,4 @@
-//! `action-ledger tokens list|create|revoke`: a running server's token routes (admin), the
+//! `action-ledger tokens list|create|rotate|revoke`: a running server's token routes (admin), the
 //! remote twin of the offline `token` command on a data directory.
 
 use super::client::Client;
@@ -20,7 +20,7 @@ pub struct TokensArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum TokensCmd {
-    /// List tokens (name, tenant, role, created); never their secrets (GET /api/v1/tokens).
+    /// List tokens (name, tenant, role, created, expires, last used); never their secrets (GET /api/v1/tokens).
     List,
     /// Create a token (POST /api/v1/tokens). Table output: the secret alone on stdout
     /// (shown once); JSON output: the whole answer, secret included.
@@ -34,6 +34,16 @@ pub enum TokensCmd {
         /// reader, writer or admin.
         #[arg(long)]
         role: String,
+        /// Expire the token after this long: a number and s, m, h, d or w (30d), sent as
+        /// `expires_at` from this machine's clock. Default: never.
+        #[arg(long, value_name = "TTL")]
+        ttl: Option<String>,
+    },
+    /// Give a token a new secret (POST /api/v1/tokens/{name}/rotate): the old secret stops
+    /// working at once. Output as for `create`.
+    Rotate {
+        /// The token's name.
+        name: String,
     },
     /// Revoke a token by name: it stops working at once (DELETE /api/v1/tokens/{name}).
     Revoke {
@@ -79,25 +89,31 @@ pub fn run(args: TokensArgs) -> CliResult {
                     }
                 }
             }
-            TokensCmd::Create { name, tenant, role } => {
-                let body = json!({"name": name, "tenant": tenant, "role": role});
+            TokensCmd::Create {
+                name,
+                tenant,
+                role,
+                ttl,
+            } => {
+                let mut body = json!({"name": name, "tenant": tenant, "role": role});
+                if let Some(ttl) = ttl {
+                    let secs = crate::tokens::parse_ttl(&ttl)
+                        .map_err(|e| crate::cli::Failure::error(format!("--ttl {e}")))?;
+                    body["expires_at"] = json!(crate::tokens::expiry_after(secs));
+                }
                 let req = client
                     .request(Method::POST, client.url(&["api", "v1", "tokens"], &[]))
                     .header("content-type", "application/json")
                     .body(body.to_string());
                 let ans = client.call(req, Duration::ZERO).await?;
-                match printer.format {
-                    OutputFormat::Json => printer.json(&ans),
-                    OutputFormat::Table => {
-                        eprintln!(
-                            "created token {} (tenant {}, role {}); its secret is shown once:",
-                            cell(&ans["name"]),
-                            cell(&ans["tenant"]),
-                            cell(&ans["role"])
-                        );
-                        printer.line(ans["token"].as_str().unwrap_or_default())
-                    }
-                }
+                show_secret(&printer, "created", &ans)
+            }
+            TokensCmd::Rotate { name } => {
+                let url = client.url(&["api", "v1", "tokens", &name, "rotate"], &[]);
+                let ans = client
+                    .call(client.request(Method::POST, url), Duration::ZERO)
+                    .await?;
+                show_secret(&printer, "rotated", &ans)
             }
             TokensCmd::Revoke { name } => {
                 let url = client.url(&["api", "v1", "tokens", &name], &[]);
@@ -111,4 +127,25 @@ pub fn run(args: TokensArgs) -> CliResult {
             }
         }
     })
+}
+
+/// The answer to a create or a rotate: in a table, the secret alone on stdout (what the
+/// token is goes to stderr); in JSON, the whole answer.
+fn show_secret(printer: &Printer, done: &str, ans: &serde_json::Value) -> CliResult {
+    match printer.format {
+        OutputFormat::Json => printer.json(ans),
+        OutputFormat::Table => {
+            let expires = match ans["expires_at"].as_str() {
+                Some(at) => format!(", expires {at}"),
+                None => String::new(),
+            };
+            eprintln!(
+                "{done} token {} (tenant {}, role {}{expires}); its secret is shown once:",
+                cell(&ans["name"]),
+                cell(&ans["tenant"]),
+                cell(&ans["role"])
+            );
+            printer.line(ans["token"].as_str().unwrap_or_default())
+        }
+    }
 }

@@ -257,7 +257,12 @@ fn forbidden() -> DoError {
 
 /// The caller, from `Authorization: Bearer` (or any header form docs/api.md lists).
 fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, DoError> {
-    super::super::auth::authenticate(headers, &state.tokens).map_err(|_| unauthorized())
+    use super::super::auth::AuthFailure;
+    super::super::auth::authenticate(headers, &state.tokens).map_err(|f| match f {
+        AuthFailure::Unavailable => DoError::new(f.status(), "service_unavailable", f.message()),
+        AuthFailure::Expired { .. } => DoError::new(f.status(), "unauthorized", f.message()),
+        _ => unauthorized(),
+    })
 }
 
 /// A droplet or action id of a path: a positive integer, or DO's 404.

@@ -172,11 +172,13 @@ impl From<ApiError> for EcsError {
 
 /// The caller, from `X-APITOKEN` (or any token header the native API accepts).
 fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, EcsError> {
-    super::super::auth::authenticate(headers, &state.tokens).map_err(|_| {
-        EcsError::new(
+    use super::super::auth::AuthFailure;
+    super::super::auth::authenticate(headers, &state.tokens).map_err(|f| match f {
+        AuthFailure::Missing | AuthFailure::Unknown => EcsError::new(
             StatusCode::UNAUTHORIZED,
             "a valid API token is required in the X-APITOKEN header",
-        )
+        ),
+        _ => EcsError::new(f.status(), f.message()),
     })
 }
 

@@ -403,6 +403,12 @@ fn caller(headers: &HeaderMap, state: &AppState) -> Result<Principal, RedisError
                 "authentication required: HTTP Basic with a token as the password"
             }
             AuthFailure::Unknown => "invalid credentials",
+            AuthFailure::Expired { .. } => {
+                return RedisError::new(StatusCode::UNAUTHORIZED, "unauthorized", f.message())
+            }
+            AuthFailure::Unavailable => {
+                return RedisError::new(f.status(), "unavailable", f.message())
+            }
         };
         RedisError::new(StatusCode::UNAUTHORIZED, "unauthorized", description)
     })

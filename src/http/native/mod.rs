@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/log", get(log_page))
         .route("/api/v1/tokens", post(create_token).get(list_tokens))
         .route("/api/v1/tokens/{name}", delete(revoke_token))
+        .route("/api/v1/tokens/{name}/rotate", post(rotate_token))
 }
 
 /// Routes that hold the connection open (bounded by their own limits, not the timeout).

@@ -1,5 +1,5 @@
 //! Token management routes (`/api/v1/tokens`, admin only): create (the secret is shown
-//! once), list, revoke.
+//! once), list, rotate (a new secret, shown once), revoke.
 
 use super::require;
 use crate::http::error::ApiError;
@@ -18,6 +18,9 @@ pub struct TokenCreate {
     tenant: String,
     /// `reader`, `writer` or `admin`.
     role: String,
+    /// RFC 3339; from then on the token is refused (401 `token_expired`). Absent: never.
+    #[serde(default)]
+    expires_at: Option<String>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -26,7 +29,12 @@ pub struct TokenOut {
     tenant: String,
     role: String,
     created_at: String,
-    /// Only in the answer to a create: the secret, shown once.
+    /// RFC 3339, or null: the token does not expire.
+    expires_at: Option<String>,
+    /// RFC 3339 (to the minute), or null: never used. Each node notes uses in memory and
+    /// stores them about once a minute.
+    last_used_at: Option<String>,
+    /// Only in the answer to a create or a rotate: the secret, shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
 }
@@ -37,6 +45,8 @@ fn token_out(t: &crate::tokens::TokenRecord, secret: Option<String>) -> TokenOut
         tenant: t.tenant.clone(),
         role: t.role.as_str().into(),
         created_at: t.created_at.clone(),
+        expires_at: t.expires_at.clone(),
+        last_used_at: t.last_used_at.clone(),
         token: secret,
     }
 }
@@ -48,7 +58,8 @@ fn token_error(e: crate::tokens::TokenError) -> ApiError {
         E::NotFound(name) => ApiError::not_found(format!("token {name:?}")),
         E::Invalid { field, reason } => ApiError::field(field, &reason),
         E::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, "last_admin_token", e.to_string()),
-        E::File { .. } => ApiError::internal(e),
+        E::Unavailable(_) => ApiError::unavailable(e.to_string()),
+        E::File { .. } | E::Damaged(_) => ApiError::internal(e),
     }
 }
 
@@ -67,7 +78,7 @@ pub async fn create_token(
     blocking(move || {
         let (record, secret) = st
             .tokens
-            .create(&req.name, &req.tenant, role)
+            .create(&req.name, &req.tenant, role, req.expires_at.as_deref())
             .map_err(token_error)?;
         Ok((StatusCode::CREATED, Json(token_out(&record, Some(secret)))).into_response())
     })
@@ -103,6 +114,22 @@ pub async fn revoke_token(
     blocking(move || {
         st.tokens.revoke(&name).map_err(token_error)?;
         Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/{name}/rotate",
+    params(("name" = String, Path)), responses((status = 200, body = TokenOut), (status = 403), (status = 404)))]
+pub async fn rotate_token(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+) -> Result<Json<TokenOut>, ApiError> {
+    require(&p, Role::Admin, "manage tokens")?;
+    let st = state.clone();
+    blocking(move || {
+        let (record, secret) = st.tokens.rotate(&name).map_err(token_error)?;
+        Ok(Json(token_out(&record, Some(secret))))
     })
     .await
 }

@@ -305,6 +305,7 @@ fn context(state: &AppState, headers: &HeaderMap, project: Option<&str>) -> Resu
             AuthFailure::Unknown => {
                 "The request you have made requires authentication (the token is not valid)."
             }
+            _ => return Fault::new(f.status(), f.message()),
         };
         Fault::new(StatusCode::UNAUTHORIZED, message)
     })?;
