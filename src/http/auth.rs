@@ -47,7 +47,9 @@ pub fn authenticate(headers: &HeaderMap, tokens: &TokenStore) -> Result<Principa
     if secret.is_empty() || secret.len() > crate::limits::TOKEN_SECRET_BYTES_MAX {
         return Err(AuthFailure::Unknown);
     }
-    tokens.authenticate(&secret).ok_or(AuthFailure::Unknown)
+    let principal = tokens.authenticate(&secret).ok_or(AuthFailure::Unknown)?;
+    super::access::record_caller(&principal);
+    Ok(principal)
 }
 
 /// Refuses (401, as an unknown token is) a request whose token was revoked after it

@@ -101,6 +101,11 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let route = req.extensions().get::<MatchedPath>().cloned();
+        // The access log's line names the same route template.
+        if let (Some(r), Some(info)) = (&route, req.extensions().get::<Arc<super::access::Info>>())
+        {
+            info.set_route(r);
+        }
         let method = req.method().clone();
         Tracked {
             start: Instant::now(),
