@@ -425,3 +425,79 @@ async fn process_metrics_are_present_and_plausible() {
     );
     assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
 }
+
+/// A write sent to a follower is forwarded to the leader with its request id and trace
+/// context: both nodes log the same ids, generated or given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_keeps_its_request_id_and_trace_id_on_the_leader() {
+    let url = crate::pg::fresh_db();
+    let mut nodes = Vec::new();
+    for name in ["a1", "a2"] {
+        let lease = format!("cluster_lease_ms={}", crate::nodes::LEASE_MS);
+        let args = ["--cluster-log", &url, "--node-id", name, "--set", &lease];
+        nodes.push(Server::start(&args).await);
+    }
+    // Wait until one leads and the other follows it.
+    let started = Instant::now();
+    let (leader, follower) = loop {
+        let mut roles = Vec::new();
+        for n in &nodes {
+            let (_, v) = n.get("/readyz", ADMIN).await;
+            roles.push((v["role"].clone(), v["leader"].clone()));
+        }
+        let follows = |i: usize| roles[i].0 == "follower" && roles[i].1.is_string();
+        if roles[0].0 == "leader" && follows(1) {
+            break (&nodes[0], &nodes[1]);
+        }
+        if roles[1].0 == "leader" && follows(0) {
+            break (&nodes[1], &nodes[0]);
+        }
+        assert!(started.elapsed() < PATIENCE, "no leader: {roles:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{trace}-b7ad6b7169203331-01");
+    let body = json!({"type": "snapshot", "resource": {"type": "droplet", "id": "f1"}});
+    let auth = format!("Bearer {ADMIN}");
+    let (st, h, v) = follower
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/actions",
+            &[
+                ("authorization", &auth),
+                ("x-request-id", "forwarded-1"),
+                ("traceparent", &traceparent),
+            ],
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(h["x-request-id"], "forwarded-1");
+    for node in [leader, follower] {
+        let line = node.line("forwarded-1").await;
+        assert_eq!(field(&line, "trace_id").as_deref(), Some(trace), "{line}");
+        assert_eq!(field(&line, "route").as_deref(), Some("/api/v1/actions"));
+        assert_eq!(field(&line, "status").as_deref(), Some("201"), "{line}");
+    }
+
+    // No id, no trace: the follower's generated ones reach the leader.
+    let (st, h, v) = follower
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/actions",
+            &[("authorization", &auth)],
+            Some(body),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let id = h["x-request-id"].to_str().unwrap().to_string();
+    assert!(is_generated_id(&id), "{id}");
+    let on_follower = follower.line(&id).await;
+    let on_leader = leader.line(&id).await;
+    assert_eq!(
+        field(&on_follower, "trace_id"),
+        field(&on_leader, "trace_id"),
+        "{on_follower}\n{on_leader}"
+    );
+}
