@@ -119,6 +119,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "2000",
     ),
     ("log_format", "log output: text or json", "text"),
+    (
+        "access_log",
+        "one log line per request (target \"access\", level info) (true/false)",
+        "true",
+    ),
     ("log_level", "log filter (tracing EnvFilter syntax)", "info"),
 ];
 
@@ -319,6 +324,7 @@ impl Settings {
                     other => return Err(format!("{other:?} is not text or json")),
                 }
             }
+            "access_log" => s.access_log = parse::<bool>(value, "true or false")?,
             "log_level" => {
                 tracing_subscriber::EnvFilter::try_new(value)
                     .map_err(|e| format!("{value:?} is not a log filter ({e})"))?;
@@ -498,6 +504,7 @@ mod tests {
             "advertise_url" => v.cluster.advertise_url.clone().unwrap_or("(none)".into()),
             "cluster_lease_ms" => v.cluster.lease_ms.to_string(),
             "log_format" => "text".into(),
+            "access_log" => v.access_log.to_string(),
             "log_level" => s.log_level.clone(),
             other => panic!("KEYS has {other}, which this test does not know"),
         }

@@ -141,6 +141,10 @@ pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// Most header fields in one request; more → 431.
 pub const HEADERS_MAX: usize = 100;
+/// Longest `X-Request-Id` accepted from a client, in bytes. A longer one, an empty one, or
+/// one with a character outside printable ASCII is replaced by a generated id (the request
+/// is served, not refused).
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
 // ---- Tokens ----
 

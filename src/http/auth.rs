@@ -90,11 +90,13 @@ pub fn authenticate(headers: &HeaderMap, tokens: &TokenStore) -> Result<Principa
     if secret.is_empty() || secret.len() > crate::limits::TOKEN_SECRET_BYTES_MAX {
         return Err(AuthFailure::Unknown);
     }
-    tokens.authenticate(&secret).map_err(|r| match r {
+    let principal = tokens.authenticate(&secret).map_err(|r| match r {
         Refusal::Unknown => AuthFailure::Unknown,
         Refusal::Expired { name, at } => AuthFailure::Expired { name, at },
         Refusal::Stale => AuthFailure::Unavailable,
-    })
+    })?;
+    super::access::record_caller(&principal);
+    Ok(principal)
 }
 
 /// Refuses (401, as an unknown token is) a request whose token was revoked after it

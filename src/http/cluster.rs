@@ -8,8 +8,10 @@
 //!   own write on any node by passing the position its write was answered with.
 //! - **Forwarding** (cluster mode): a follower sends every request that is not a read (any
 //!   method but GET, HEAD and OPTIONS, and not a token change: tokens live in the cluster's
-//!   token table, which every node writes itself) to the leader's advertise URL and relays the answer —
-//!   headers, `Authorization` and `Idempotency-Key` included, never a redirect. With no
+//!   token table, which every node writes itself) to the leader's advertise URL and relays
+//!   the answer — headers, `Authorization`, `Idempotency-Key`, `X-Request-Id` and
+//!   `traceparent` included (the request id and trace context [`super::access`] settled,
+//!   generated ones too, so both nodes log the same ids), never a redirect. With no
 //!   leader known it answers 503 `no_leader` with `Retry-After`. A forwarded request carries
 //!   [`FORWARDED_BY`] and is never forwarded again.
 

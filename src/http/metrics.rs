@@ -101,6 +101,11 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let route = req.extensions().get::<MatchedPath>().cloned();
+        // The access log's line names the same route template.
+        if let (Some(r), Some(info)) = (&route, req.extensions().get::<Arc<super::access::Info>>())
+        {
+            info.set_route(r);
+        }
         let method = req.method().clone();
         Tracked {
             start: Instant::now(),
@@ -147,6 +152,107 @@ where
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// The process's families under their conventional names (those of the Prometheus Go and
+/// Rust clients), read from `/proc/self` on Linux; none elsewhere, and a family whose
+/// source cannot be read is left out.
+pub fn process_metrics() -> Vec<(&'static str, &'static str, &'static str, f64)> {
+    #[cfg(target_os = "linux")]
+    {
+        linux_process_metrics()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Linux's clock ticks per second in `/proc` (`USER_HZ`, 100 on every architecture this
+/// server is built for; reading `sysconf(_SC_CLK_TCK)` would need unsafe code).
+#[cfg(target_os = "linux")]
+const USER_HZ: f64 = 100.0;
+
+#[cfg(target_os = "linux")]
+fn linux_process_metrics() -> Vec<(&'static str, &'static str, &'static str, f64)> {
+    let mut rows = Vec::new();
+    // /proc/self/stat: the fields after the command name (which may hold spaces), from
+    // field 3 (state) on: utime is field 14, stime 15, starttime 22, vsize 23.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        rows.push((
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (utime + stime) / USER_HZ,
+        ));
+    }
+    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot_time, field(22)) {
+        rows.push((
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / USER_HZ,
+        ));
+    }
+    if let Some(vsize) = field(23) {
+        rows.push((
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            vsize,
+        ));
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kb = status.lines().find_map(|l| {
+        l.strip_prefix("VmRSS:")
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    });
+    if let Some(kb) = rss_kb {
+        rows.push((
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            kb * 1024.0,
+        ));
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        // The directory's own descriptor, open while it is read, is not counted.
+        let open = dir.count().saturating_sub(1);
+        rows.push((
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            open as f64,
+        ));
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Max open files"))
+                .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
+        })
+        .and_then(|soft| soft.parse::<f64>().ok());
+    if let Some(max) = max_fds {
+        rows.push((
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        ));
+    }
+    rows
 }
 
 /// `GET /metrics`.
@@ -350,6 +456,7 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
     if let Some(face) = &state.cluster {
         cluster_metrics(&mut out, face, stats);
     }
+    families(&mut out, &process_metrics());
     let fsyncs = stats.fsyncs.load(Ordering::Relaxed).max(1);
     let _ = writeln!(
         out,

@@ -2,6 +2,7 @@
 //! dialects, health, readiness and metrics. Handlers translate; the [`Ledger`] decides.
 //!
 //! - [`native`]: `/api/v1` as docs/api.md describes it.
+//! - [`access`]: request ids, trace context and the access log.
 //! - [`auth`]: tokens from any of the four header forms → [`Principal`].
 //! - [`cluster`]: `X-Ledger-Position`, `min_position`, and a follower's forwarding of writes.
 //! - [`error`]: the native error type and body.
@@ -11,6 +12,7 @@
 //! - [`render`]: a memo of each action state's native JSON.
 //! - [`server`]: listeners, limits, graceful shutdown.
 
+pub mod access;
 pub mod auth;
 pub mod cluster;
 pub mod dialect;

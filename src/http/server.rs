@@ -41,6 +41,9 @@ pub struct ServeConfig {
     pub append_queue_max: usize,
     pub limits: HttpLimits,
     pub public_metrics: bool,
+    /// One access log line per request (target `access`, level info; see
+    /// [`super::access`]).
+    pub access_log: bool,
     /// The Redis Enterprise dialect's own listener (`--redis-listen`; `serve` defaults to
     /// `127.0.0.1:9443`). `None`: no such listener (Redis stays under `/redis` on the main
     /// listener).
@@ -148,6 +151,7 @@ impl ServeConfig {
             append_queue_max: crate::limits::APPEND_QUEUE_MAX,
             limits: HttpLimits::default(),
             public_metrics: false,
+            access_log: true,
             redis_listen: None,
             log_storage: LogStorage(Arc::new(crate::log::FsStorage)),
             cluster: ClusterSettings::new(),
@@ -427,6 +431,8 @@ impl Running {
 #[derive(Clone)]
 struct Front {
     slot: Arc<OnceLock<Router>>,
+    /// Request ids and the access log of this listener ([`super::access`]).
+    log: super::access::AccessLog,
 }
 
 impl Front {
@@ -447,9 +453,11 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<
-        axum::routing::future::RouteFuture<std::convert::Infallible>,
-        std::future::Ready<Result<Response, std::convert::Infallible>>,
+    type Future = super::access::Answer<
+        futures_util::future::Either<
+            axum::routing::future::RouteFuture<std::convert::Infallible>,
+            std::future::Ready<Result<Response, std::convert::Infallible>>,
+        >,
     >;
 
     fn poll_ready(
@@ -462,10 +470,11 @@ where
     fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
         use futures_util::future::Either;
         strip_trailing_slash(req.uri_mut());
-        match self.slot.get() {
+        let slot = &self.slot;
+        super::access::serve(self.log, req, |req| match slot.get() {
             Some(app) => Either::Left(app.clone().call(req)),
             None => Either::Right(std::future::ready(Ok(Front::starting(req.uri().path())))),
-        }
+        })
     }
 }
 
@@ -527,9 +536,17 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
     let redis_slot: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-    let front = Front { slot: slot.clone() };
+    let access_log = |listener| super::access::AccessLog {
+        listener,
+        enabled: config.access_log,
+    };
+    let front = Front {
+        slot: slot.clone(),
+        log: access_log("main"),
+    };
     let redis_front = Front {
         slot: redis_slot.clone(),
+        log: access_log("redis"),
     };
 
     // Serve from now on: until recovery is done, `Front` answers `/healthz` 200 and 503

@@ -1099,6 +1099,16 @@ async fn while_recovering_healthz_is_up_and_everything_else_is_503() {
             .contains("starting"),
         "{body}"
     );
+    // The refusal echoes the request id, and says when to retry.
+    let resp = client
+        .get(format!("{base}/api/v1/actions"))
+        .header("x-request-id", "while-starting")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["x-request-id"], "while-starting");
+    assert_eq!(resp.headers()["retry-after"], "1");
     assert!(!starting.is_finished(), "recovery is held at the gate");
 
     open.store(true, std::sync::atomic::Ordering::Release);

@@ -1,5 +1,6 @@
 //! The integration test binary: one binary, one module per topic (docs/testing.md lists what each proves).
 
+mod access_log;
 mod app;
 mod binserver;
 mod cli;
