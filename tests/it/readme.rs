@@ -557,6 +557,7 @@ fn readme_limits_table_matches_the_constants() {
         ),
         ("TOKEN_NAME_BYTES_MAX", l::TOKEN_NAME_BYTES_MAX as u64),
         ("TOKENS_MAX", l::TOKENS_MAX as u64),
+        ("CLUSTER_TOKENS_STALE_MS", l::CLUSTER_TOKENS_STALE_MS),
     ];
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let section = readme

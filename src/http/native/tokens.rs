@@ -58,9 +58,11 @@ fn token_error(e: crate::tokens::TokenError) -> ApiError {
         E::NotFound(name) => ApiError::not_found(format!("token {name:?}")),
         E::Invalid { field, reason } => ApiError::field(field, &reason),
         E::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, "last_admin_token", e.to_string()),
-        E::Unavailable(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "tokens_unavailable", e.to_string())
-        }
+        E::Unavailable(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tokens_unavailable",
+            e.to_string(),
+        ),
         E::File { .. } | E::Damaged(_) => ApiError::internal(e),
     }
 }
