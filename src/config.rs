@@ -123,11 +123,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "TLS on both listeners: certificate chain (PEM); reloaded on SIGHUP or change",
         "(none)",
     ),
-    (
-        "tls_key",
-        "TLS: private key (PEM) of tls_cert",
-        "(none)",
-    ),
+    ("tls_key", "TLS: private key (PEM) of tls_cert", "(none)"),
     (
         "tls_client_ca",
         "TLS: require client certificates signed by these CAs (PEM)",
@@ -657,8 +653,8 @@ mod tests {
         );
         let e = Settings::load(None, |_| None, &flags(&[("tls_cert", "/c.pem")])).unwrap_err();
         assert_eq!(e.key, "tls_key");
-        let e = Settings::load(None, |_| None, &flags(&[("tls_client_ca", "/ca.pem")]))
-            .unwrap_err();
+        let e =
+            Settings::load(None, |_| None, &flags(&[("tls_client_ca", "/ca.pem")])).unwrap_err();
         assert_eq!(e.key, "tls_client_ca");
         let s = Settings::load(None, |_| None, &[]).unwrap();
         assert!(s.serve.tls.is_none());

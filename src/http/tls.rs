@@ -202,16 +202,16 @@ impl Tls {
             let why = tokio::select! {
                 _ = hangup.recv() => "SIGHUP",
                 _ = poll.tick() => {
-                    let now = self.stamps();
-                    if now == seen {
+                    if self.stamps() == seen {
                         continue;
                     }
                     "a file changed"
                 }
                 _ = &mut stop => return,
             };
-            // The stamps of what this reload reads: a SIGHUP is not followed by a second
-            // reload of the same files at the next poll.
+            // The stamps taken before reading: a SIGHUP is not followed by a second reload of
+            // the same files, and a file replaced while this reload reads (a new certificate
+            // read with the old key) is read again at the next poll.
             seen = self.stamps();
             let files = &self.files;
             match self.reload() {

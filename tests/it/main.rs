@@ -31,4 +31,5 @@ mod remote;
 mod schemathesis;
 mod security;
 mod support;
+mod tls;
 mod tokens;

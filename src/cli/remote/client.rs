@@ -22,6 +22,8 @@ pub struct Client {
     shown: String,
     auth: Option<HeaderValue>,
     timeout: Duration,
+    /// Whether a client certificate is presented (`--cert`).
+    client_cert: bool,
 }
 
 impl Client {
@@ -70,6 +72,7 @@ impl Client {
             shown,
             auth,
             timeout,
+            client_cert: opts.cert.is_some(),
         })
     }
 
@@ -170,10 +173,14 @@ impl Client {
             return self.timed_out();
         }
         let mut cause = root_cause(&e);
-        if cause.contains("certificate") && !cause.contains("CertificateRequired") {
+        if cause.contains("certificate") {
             cause.push_str(" (for a server with a private CA, --cacert FILE trusts it)");
-        } else if cause.contains("CertificateRequired") {
-            cause.push_str(" (the server requires a client certificate: --cert FILE --key FILE)");
+        } else if self.base.scheme() == "https" && !self.client_cert && cause == "connection closed"
+        {
+            // TLS 1.3 refuses a missing client certificate after the handshake, so the
+            // client only sees the connection close.
+            cause
+                .push_str(" (if the server requires a client certificate: --cert FILE --key FILE)");
         }
         if e.is_connect() {
             Failure::error(format!("cannot connect to {}: {cause}", self.shown))
@@ -216,9 +223,10 @@ fn tls_options(
         let certs = read_certs("--cacert", path).map_err(Failure::error)?;
         let mut roots = Vec::new();
         for der in certs {
-            roots.push(reqwest::Certificate::from_der(&der).map_err(|e| {
-                Failure::error(format!("--cacert {}: {e}", path.display()))
-            })?);
+            roots.push(
+                reqwest::Certificate::from_der(&der)
+                    .map_err(|e| Failure::error(format!("--cacert {}: {e}", path.display())))?,
+            );
         }
         builder = builder.tls_certs_only(roots);
     }
