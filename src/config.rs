@@ -118,6 +118,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "cluster mode: the leader's lease; a dead leader is replaced after it",
         "2000",
     ),
+    (
+        "tls_cert",
+        "TLS on both listeners: certificate chain (PEM); reloaded on SIGHUP or change",
+        "(none)",
+    ),
+    ("tls_key", "TLS: private key (PEM) of tls_cert", "(none)"),
+    (
+        "tls_client_ca",
+        "TLS: require client certificates signed by these CAs (PEM)",
+        "(none)",
+    ),
     ("log_format", "log output: text or json", "text"),
     (
         "access_log",
@@ -137,6 +148,9 @@ pub const FLAG_KEYS: &[&str] = &[
     "cluster_log",
     "node_id",
     "advertise_url",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 ];
 
 #[derive(Debug, Error, PartialEq)]
@@ -160,6 +174,11 @@ pub struct Settings {
     pub serve: ServeConfig,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// The TLS keys as set; [`Settings::load`] makes them `serve.tls` (both of cert and key,
+    /// or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -170,6 +189,9 @@ impl Default for Settings {
             serve,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -317,6 +339,9 @@ impl Settings {
                     "the longest lease",
                 )?
             }
+            "tls_cert" => self.tls_cert = path_or_none(value),
+            "tls_key" => self.tls_key = path_or_none(value),
+            "tls_client_ca" => self.tls_client_ca = path_or_none(value),
             "log_format" => {
                 self.log_format = match value.trim() {
                     "text" => LogFormat::Text,
@@ -406,7 +431,39 @@ impl Settings {
                 reason,
             })?;
         }
+        settings.serve.tls = settings.tls_files()?;
         Ok(settings)
+    }
+
+    /// The TLS files: `tls_cert` and `tls_key` together, `tls_client_ca` only with them.
+    fn tls_files(&self) -> Result<Option<crate::http::tls::TlsFiles>, ConfigError> {
+        let err = |key: &str, reason: &str| ConfigError {
+            key: key.into(),
+            origin: "the configuration".into(),
+            reason: reason.into(),
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::http::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (Some(_), None) => Err(err("tls_key", "tls_cert is set but tls_key is not")),
+            (None, Some(_)) => Err(err("tls_cert", "tls_key is set but tls_cert is not")),
+            (None, None) if self.tls_client_ca.is_some() => Err(err(
+                "tls_client_ca",
+                "client certificates need TLS: set tls_cert and tls_key too",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A file path, or `None` for an empty value.
+fn path_or_none(value: &str) -> Option<PathBuf> {
+    match value.trim() {
+        "" => None,
+        v => Some(PathBuf::from(v)),
     }
 }
 
@@ -503,6 +560,7 @@ mod tests {
             "node_id" => v.cluster.node_id.clone().unwrap_or("(none)".into()),
             "advertise_url" => v.cluster.advertise_url.clone().unwrap_or("(none)".into()),
             "cluster_lease_ms" => v.cluster.lease_ms.to_string(),
+            "tls_cert" | "tls_key" | "tls_client_ca" => "(none)".into(),
             "log_format" => "text".into(),
             "access_log" => v.access_log.to_string(),
             "log_level" => s.log_level.clone(),
@@ -547,6 +605,9 @@ mod tests {
                 "cluster_log",
                 "node_id",
                 "advertise_url",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
             ]
             .contains(key)
             {
@@ -576,6 +637,34 @@ mod tests {
             let e = set(key, usize::MAX.to_string()).unwrap_err();
             assert!(e.reason.contains(limit), "{e}");
         }
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let flags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = Settings::load(
+            None,
+            |k| (k == "ACTION_LEDGER_TLS_KEY").then(|| "/k.pem".into()),
+            &flags(&[("tls_cert", "/c.pem")]),
+        )
+        .unwrap();
+        let tls = s.serve.tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str(), tls.client_ca),
+            (Some("/c.pem"), Some("/k.pem"), None)
+        );
+        let e = Settings::load(None, |_| None, &flags(&[("tls_cert", "/c.pem")])).unwrap_err();
+        assert_eq!(e.key, "tls_key");
+        let e =
+            Settings::load(None, |_| None, &flags(&[("tls_client_ca", "/ca.pem")])).unwrap_err();
+        assert_eq!(e.key, "tls_client_ca");
+        let s = Settings::load(None, |_| None, &[]).unwrap();
+        assert!(s.serve.tls.is_none());
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -146,6 +146,27 @@ pub const HEADERS_MAX: usize = 100;
 /// is served, not refused).
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
+// ---- TLS (src/http/tls.rs) ----
+
+/// How long a client has to complete the TLS handshake after connecting, in milliseconds;
+/// a client that does not is disconnected (the request head then has
+/// [`HEADER_READ_TIMEOUT_MS`] of its own).
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// How often the TLS certificate, key and client CA files are checked for a change (then
+/// reloaded), in milliseconds. SIGHUP reloads at once.
+pub const TLS_RELOAD_POLL_MS: u64 = 5_000;
+/// Largest PEM file (certificate chain, key, client CA) read, in bytes.
+pub const TLS_PEM_BYTES_MAX: usize = 1024 * 1024;
+/// Most concurrent requests (streams) on one HTTP/2 connection; the client is told so in
+/// its SETTINGS. (`connections_max` counts connections, whatever their protocol.)
+pub const H2_STREAMS_MAX: u32 = 128;
+/// Interval of the HTTP/2 PING that checks an idle connection's peer is still there, in
+/// milliseconds; a peer that does not answer within [`H2_KEEPALIVE_TIMEOUT_MS`] is
+/// disconnected.
+pub const H2_KEEPALIVE_INTERVAL_MS: u64 = 30_000;
+/// How long the answer to that PING may take, in milliseconds.
+pub const H2_KEEPALIVE_TIMEOUT_MS: u64 = 20_000;
+
 // ---- Tokens ----
 
 /// Longest token secret a request may present, in bytes; a longer one is unknown (401).

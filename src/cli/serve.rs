@@ -37,6 +37,16 @@ pub struct ServeArgs {
     /// Cluster mode: the URL other nodes reach this node at [key advertise_url].
     #[arg(long, value_name = "URL")]
     pub advertise_url: Option<String>,
+    /// TLS on both listeners: the certificate chain (PEM); reloaded on SIGHUP and when the
+    /// file changes [key tls_cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// TLS: the private key (PEM) of --tls-cert [key tls_key].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
+    /// TLS: require a client certificate signed by one of these CAs (PEM) [key tls_client_ca].
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<String>,
     /// Set any configuration key (repeatable), e.g. --set segment_bytes=1048576.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -54,6 +64,9 @@ impl ServeArgs {
             ("cluster_log", &self.cluster_log),
             ("node_id", &self.node_id),
             ("advertise_url", &self.advertise_url),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
         ];
         for (key, value) in named {
             if let Some(v) = value {
@@ -94,10 +107,11 @@ pub fn run(args: ServeArgs) -> CliResult {
         let running = server::start(config, server::termination_signal())
             .await
             .map_err(failed)?;
-        let base = format!("http://{}", running.addr);
+        let scheme = if running.tls { "https" } else { "http" };
+        let base = format!("{scheme}://{}", running.addr);
         eprintln!("action-ledger listening on {base}");
         if let Some(redis) = running.redis_addr {
-            eprintln!("Redis Enterprise dialect listening on http://{redis}");
+            eprintln!("Redis Enterprise dialect listening on {scheme}://{redis}");
         }
         if let Some(file) = &running.first_admin_token_file {
             // A closed stdout must not stop the server; the token is in the file anyway.

@@ -22,6 +22,7 @@ pub mod native;
 pub mod openapi;
 pub mod render;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 use crate::ledger::Ledger;

@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub log_storage: LogStorage,
     /// Cluster mode (docs/cluster.md); the embedded default when its `log` is `None`.
     pub cluster: ClusterSettings,
+    /// TLS on both listeners (`tls_cert`, `tls_key`, `tls_client_ca`); `None`: plain HTTP.
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 /// The log's storage seam, as a config field.
@@ -103,6 +105,9 @@ pub enum ServeError {
     /// The log could not be recovered or the projection caught up with it.
     #[error("cannot open the ledger: {0}")]
     Ledger(#[source] LedgerError),
+    /// The TLS certificate, key or client CA cannot be used (the message names the file).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Serving a listener failed.
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -155,6 +160,7 @@ impl ServeConfig {
             redis_listen: None,
             log_storage: LogStorage(Arc::new(crate::log::FsStorage)),
             cluster: ClusterSettings::new(),
+            tls: None,
         }
     }
 }
@@ -407,6 +413,8 @@ pub struct Running {
     pub redis_addr: Option<SocketAddr>,
     /// Where the admin token created on this first start was written, if one was.
     pub first_admin_token_file: Option<PathBuf>,
+    /// Whether the listeners speak TLS (`https://`).
+    pub tls: bool,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
@@ -515,12 +523,19 @@ pub async fn start(
     // Before anything else touches the directory or a port: a second server fails here.
     let data_dir_lock =
         crate::datadir::lock(&config.data_dir).map_err(|source| ServeError::Lock { source })?;
+    // TLS files are read before binding: a bad one stops the start with nothing listening.
+    // SIGHUP reloads them from now on (it no longer ends the process, TLS or not).
+    let tls = match &config.tls {
+        Some(files) => Some(super::tls::Tls::open(files.clone()).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let hangup = super::tls::Hangup::listen();
     let (listener, addr) = bind(config.listen, |addr, source| ServeError::Listen {
         addr,
         source,
     })
     .await?;
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, tls = tls.is_some(), "listening");
     let (redis_listener, redis_addr) = match config.redis_listen {
         Some(a) => {
             let (l, addr) =
@@ -554,11 +569,18 @@ pub async fn start(
     let limits = config.limits.clone();
     let stop_rx = shutdown_rx.clone();
     let redis_stop_rx = shutdown_rx.clone();
+    tokio::spawn(super::tls::reload_on_hangup(
+        tls.clone(),
+        hangup,
+        super::shutting_down(shutdown_rx.clone()),
+    ));
+    let redis_tls = tls.clone();
     let serving = tokio::spawn(async move {
         let serve = serve_listener(
             listener,
             front,
             limits.clone(),
+            tls,
             connections_refusal_body,
             async move {
                 super::shutting_down(stop_rx).await;
@@ -573,6 +595,7 @@ pub async fn start(
                         l,
                         redis_front,
                         limits,
+                        redis_tls,
                         super::dialect::redis::connections_refusal_body,
                         super::shutting_down(redis_stop_rx),
                     )
@@ -675,6 +698,7 @@ pub async fn start(
         addr,
         redis_addr,
         first_admin_token_file,
+        tls: config.tls.is_some(),
         shutdown: shutdown_tx,
         task,
     })
@@ -830,7 +854,10 @@ pub fn connections_refusal_body(max: usize) -> String {
 /// listener's error shape.
 type RefusalBody = fn(usize) -> String;
 
-async fn refuse(mut stream: tokio::net::TcpStream, max: usize, refusal_body: RefusalBody) {
+async fn refuse<S>(mut stream: S, max: usize, refusal_body: RefusalBody)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let body = refusal_body(max);
     let head = format!(
@@ -875,6 +902,7 @@ async fn serve_listener(
     listener: tokio::net::TcpListener,
     app: Front,
     limits: HttpLimits,
+    tls: Option<super::tls::Tls>,
     refusal_body: RefusalBody,
     stop: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -885,6 +913,7 @@ async fn serve_listener(
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
         .max_header_size(limits.header_bytes_max)
         .max_headers(HEADERS_MAX);
+    let h2 = h2_builder(&limits);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let max = limits.connections_max.max(1);
     let permits = Arc::new(tokio::sync::Semaphore::new(max));
@@ -918,8 +947,12 @@ async fn serve_listener(
             }
             if refusing.fetch_add(1, Ordering::AcqRel) < REFUSALS_IN_FLIGHT_MAX {
                 let refusing = refusing.clone();
+                let acceptor = tls.as_ref().map(super::tls::Tls::acceptor);
                 tokio::spawn(async move {
-                    refuse(stream, max, refusal_body).await;
+                    match acceptor {
+                        None => refuse(stream, max, refusal_body).await,
+                        Some(acceptor) => refuse_tls(acceptor, stream, max, refusal_body).await,
+                    }
                     refusing.fetch_sub(1, Ordering::AcqRel);
                 });
             } else {
@@ -930,6 +963,18 @@ async fn serve_listener(
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        if let Some(tls) = &tls {
+            // The handshake runs on the connection's task, bounded, holding its permit;
+            // the watcher counts it for the graceful stop from now on.
+            let acceptor = tls.acceptor();
+            let watcher = graceful.watcher();
+            let (h1, h2) = (builder.clone(), h2.clone());
+            tokio::spawn(async move {
+                serve_tls(acceptor, stream, h1, h2, service, watcher).await;
+                drop(permit);
+            });
+            continue;
+        }
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -942,6 +987,79 @@ async fn serve_listener(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The HTTP/2 settings of a TLS connection that negotiated `h2`: the same head size limit
+/// as HTTP/1, at most [`H2_STREAMS_MAX`] requests at once, and a PING that disconnects a
+/// peer gone silent.
+fn h2_builder(
+    limits: &HttpLimits,
+) -> hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor> {
+    use crate::limits::{H2_KEEPALIVE_INTERVAL_MS, H2_KEEPALIVE_TIMEOUT_MS, H2_STREAMS_MAX};
+    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    h2.timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.header_bytes_max).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_STREAMS_MAX)
+        .keep_alive_interval(Duration::from_millis(H2_KEEPALIVE_INTERVAL_MS))
+        .keep_alive_timeout(Duration::from_millis(H2_KEEPALIVE_TIMEOUT_MS));
+    h2
+}
+
+/// One TLS connection: the handshake within [`TLS_HANDSHAKE_TIMEOUT_MS`] (a client that
+/// fails it, or presents no acceptable certificate when `tls_client_ca` is set, is
+/// disconnected), then HTTP/2 or HTTP/1.1 as ALPN chose (HTTP/1.1 when the client offered
+/// none), under the graceful stop.
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+    service: hyper_util::service::TowerToHyperService<Front>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    use crate::limits::TLS_HANDSHAKE_TIMEOUT_MS;
+    use hyper_util::rt::TokioIo;
+    let timeout = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+    let peer = stream.peer_addr().ok();
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "TLS handshake timed out (TLS_HANDSHAKE_TIMEOUT_MS)");
+            return;
+        }
+    };
+    let result = if super::tls::is_h2(&stream) {
+        watcher
+            .watch(h2.serve_connection(TokioIo::new(stream), service))
+            .await
+    } else {
+        watcher
+            .watch(h1.serve_connection(TokioIo::new(stream), service))
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// [`refuse`] over TLS: the handshake (bounded like the answer, by `REFUSAL_LINGER_MS`),
+/// then the HTTP/1.1 503. A client that negotiated HTTP/2 is closed without it.
+async fn refuse_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    max: usize,
+    refusal_body: RefusalBody,
+) {
+    let linger = Duration::from_millis(REFUSAL_LINGER_MS);
+    if let Ok(Ok(stream)) = tokio::time::timeout(linger, acceptor.accept(stream)).await {
+        if !super::tls::is_h2(&stream) {
+            refuse(stream, max, refusal_body).await;
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -78,10 +78,16 @@ pub fn create_pinned_venv(dir: &str, requirements: &str) -> Result<PathBuf, Stri
 /// Runs `tests/clients/<script>` with the venv's python and `args`; returns its stdout,
 /// failing the test with stdout and stderr if it exits non-zero.
 pub fn run_script(script: &str, args: &[&str]) -> String {
+    run_script_env(script, args, &[])
+}
+
+/// [`run_script`] with `env` set for the script.
+pub fn run_script_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let path: &Path = &root().join("tests/clients").join(script);
     let out = Command::new(python())
         .arg(path)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run the client script");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

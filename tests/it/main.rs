@@ -33,4 +33,5 @@ mod remote;
 mod schemathesis;
 mod security;
 mod support;
+mod tls;
 mod tokens;

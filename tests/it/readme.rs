@@ -551,6 +551,12 @@ fn readme_limits_table_matches_the_constants() {
         ("HEADER_READ_TIMEOUT_MS", l::HEADER_READ_TIMEOUT_MS),
         ("HEADER_BYTES_MAX", l::HEADER_BYTES_MAX as u64),
         ("HEADERS_MAX", l::HEADERS_MAX as u64),
+        ("TLS_HANDSHAKE_TIMEOUT_MS", l::TLS_HANDSHAKE_TIMEOUT_MS),
+        ("TLS_RELOAD_POLL_MS", l::TLS_RELOAD_POLL_MS),
+        ("TLS_PEM_BYTES_MAX", l::TLS_PEM_BYTES_MAX as u64),
+        ("H2_STREAMS_MAX", l::H2_STREAMS_MAX as u64),
+        ("H2_KEEPALIVE_INTERVAL_MS", l::H2_KEEPALIVE_INTERVAL_MS),
+        ("H2_KEEPALIVE_TIMEOUT_MS", l::H2_KEEPALIVE_TIMEOUT_MS),
         (
             "IDEMPOTENCY_KEY_BYTES_MAX",
             l::IDEMPOTENCY_KEY_BYTES_MAX as u64,

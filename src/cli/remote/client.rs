@@ -2,8 +2,10 @@
 //! an exit code ([`Failure::Refused`]: the server said no; [`Failure::Error`]: no usable
 //! answer), and the parser of the watch route's Server-Sent Events ([`SseParser`]).
 //!
-//! reqwest without default features: plain HTTP/1.1 over the hyper and tokio the server
-//! already builds, so the client adds almost nothing to the build and no OpenSSL.
+//! reqwest without default features: HTTP/1.1 (and https through rustls, the TLS stack the
+//! server already builds; no OpenSSL) over the hyper and tokio the server already builds.
+//! `--cacert` replaces the system's trusted roots; `--cert`/`--key` present a client
+//! certificate.
 
 use super::RemoteOpts;
 use crate::cli::Failure;
@@ -20,6 +22,8 @@ pub struct Client {
     shown: String,
     auth: Option<HeaderValue>,
     timeout: Duration,
+    /// Whether a client certificate is presented (`--cert`).
+    client_cert: bool,
 }
 
 impl Client {
@@ -31,16 +35,10 @@ impl Client {
         let _ = shown.set_password(None);
         let shown = shown.as_str().trim_end_matches('/').to_string();
         match base.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(Failure::error(format!(
-                    "--server {shown}: https is not supported by this build yet (use http, \
-                     or a TLS-terminating proxy on this machine)"
-                )))
-            }
+            "http" | "https" => {}
             other => {
                 return Err(Failure::error(format!(
-                    "--server {shown}: the scheme must be http, not {other:?}"
+                    "--server {shown}: the scheme must be http or https, not {other:?}"
                 )))
             }
         }
@@ -60,17 +58,21 @@ impl Client {
             }
         };
         let timeout = opts.timeout();
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .user_agent(concat!("action-ledger/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Failure::error(format!("cannot set up the HTTP client: {e}")))?;
+        let http = tls_options(
+            reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .user_agent(concat!("action-ledger/", env!("CARGO_PKG_VERSION"))),
+            opts,
+        )?
+        .build()
+        .map_err(|e| Failure::error(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Client {
             http,
             base,
             shown,
             auth,
             timeout,
+            client_cert: opts.cert.is_some(),
         })
     }
 
@@ -170,7 +172,16 @@ impl Client {
         if e.is_timeout() {
             return self.timed_out();
         }
-        let cause = root_cause(&e);
+        let mut cause = root_cause(&e);
+        if cause.contains("certificate") {
+            cause.push_str(" (for a server with a private CA, --cacert FILE trusts it)");
+        } else if self.base.scheme() == "https" && !self.client_cert && cause == "connection closed"
+        {
+            // TLS 1.3 refuses a missing client certificate after the handshake, so the
+            // client only sees the connection close.
+            cause
+                .push_str(" (if the server requires a client certificate: --cert FILE --key FILE)");
+        }
         if e.is_connect() {
             Failure::error(format!("cannot connect to {}: {cause}", self.shown))
         } else {
@@ -199,6 +210,43 @@ impl Client {
             Failure::Error(msg)
         }
     }
+}
+
+/// `--cacert` (the only roots trusted) and `--cert`/`--key` (the client certificate), each
+/// read and checked now, so a bad file is named before any connection.
+fn tls_options(
+    mut builder: reqwest::ClientBuilder,
+    opts: &RemoteOpts,
+) -> Result<reqwest::ClientBuilder, Failure> {
+    use crate::http::tls::{read_certs, read_key, read_pem};
+    if let Some(path) = &opts.cacert {
+        let certs = read_certs("--cacert", path).map_err(Failure::error)?;
+        let mut roots = Vec::new();
+        for der in certs {
+            roots.push(
+                reqwest::Certificate::from_der(&der)
+                    .map_err(|e| Failure::error(format!("--cacert {}: {e}", path.display())))?,
+            );
+        }
+        builder = builder.tls_certs_only(roots);
+    }
+    if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
+        read_certs("--cert", cert).map_err(Failure::error)?;
+        read_key("--key", key).map_err(Failure::error)?;
+        let mut pem = read_pem("--cert", cert).map_err(Failure::error)?;
+        pem.push(b'\n');
+        pem.extend(read_pem("--key", key).map_err(Failure::error)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            Failure::error(format!(
+                "--cert {} and --key {}: {}",
+                cert.display(),
+                key.display(),
+                root_cause(&e)
+            ))
+        })?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder)
 }
 
 /// The innermost cause of `e` ("Connection refused (os error 111)"), which says more than

@@ -65,6 +65,28 @@ pub struct RemoteOpts {
     /// none once connected. Default 30s.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// For an https:// server: trust only the CA certificates (PEM) in this file, instead of
+    /// the system's trusted roots (for a server with a private CA).
+    #[arg(long, global = true, env = "ACTION_LEDGER_CACERT", value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// For an https:// server that asks for one: this client certificate (PEM; with --key).
+    #[arg(
+        long,
+        global = true,
+        env = "ACTION_LEDGER_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "ACTION_LEDGER_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl RemoteOpts {
