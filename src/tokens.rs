@@ -203,8 +203,17 @@ pub use crate::limits::{TOKENS_MAX, TOKEN_NAME_BYTES_MAX};
 /// Where tokens are stored. `update` is one atomic step: it reads the stored tokens, lets
 /// `change` edit them (an error leaves them unchanged), stores the result, and returns it.
 pub trait TokenBackend: Send + Sync {
-    fn load(&self) -> Result<Vec<TokenRecord>, TokenError>;
-    fn update(&self, change: &mut Change<'_>) -> Result<Vec<TokenRecord>, TokenError>;
+    fn load(&self) -> Result<Stored, TokenError>;
+    fn update(&self, change: &mut Change<'_>) -> Result<Stored, TokenError>;
+}
+
+/// The stored tokens as one read saw them, and the version of the store they are: every
+/// change makes a higher version, so of two reads the store keeps the newer even when
+/// their answers arrive in the other order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub version: u64,
+    pub tokens: Vec<TokenRecord>,
 }
 
 /// An edit of the stored tokens, run by [`TokenBackend::update`].
@@ -217,6 +226,8 @@ pub struct FileTokens {
     /// Serialises this process's changes (other processes are kept out by the data
     /// directory's lock).
     writing: Mutex<()>,
+    /// The version of the last read or change (this process's count).
+    version: AtomicU64,
 }
 
 impl FileTokens {
@@ -224,6 +235,7 @@ impl FileTokens {
         FileTokens {
             path: path.into(),
             writing: Mutex::new(()),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -269,8 +281,8 @@ pub fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-impl TokenBackend for FileTokens {
-    fn load(&self) -> Result<Vec<TokenRecord>, TokenError> {
+impl FileTokens {
+    fn read(&self) -> Result<Vec<TokenRecord>, TokenError> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice::<TokenFile>(&bytes)
                 .map(|f| f.tokens)
@@ -280,18 +292,35 @@ impl TokenBackend for FileTokens {
         }
     }
 
-    fn update(&self, change: &mut Change<'_>) -> Result<Vec<TokenRecord>, TokenError> {
+    fn stored(&self, tokens: Vec<TokenRecord>) -> Stored {
+        Stored {
+            version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
+            tokens,
+        }
+    }
+}
+
+impl TokenBackend for FileTokens {
+    fn load(&self) -> Result<Stored, TokenError> {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tokens = self.load()?;
+        let tokens = self.read()?;
+        Ok(self.stored(tokens))
+    }
+
+    fn update(&self, change: &mut Change<'_>) -> Result<Stored, TokenError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tokens = self.read()?;
         change(&mut tokens)?;
         self.persist(&tokens)?;
-        Ok(tokens)
+        Ok(self.stored(tokens))
     }
 }
 
 pub struct TokenStore {
     backend: Box<dyn TokenBackend>,
     tokens: RwLock<Vec<Entry>>,
+    /// The [`Stored::version`] the in-memory copy is (changed under `tokens`' write lock).
+    version: AtomicU64,
     /// Tokens given on the command line (`--admin-token`): valid for this run, never stored.
     ephemeral: Vec<Entry>,
     /// Cluster mode: when the in-memory copy was last known to match the stored tokens.
@@ -515,6 +544,7 @@ impl TokenStore {
         let store = TokenStore {
             backend,
             tokens: RwLock::new(Vec::new()),
+            version: AtomicU64::new(0),
             ephemeral: Vec::new(),
             freshness: stale_after.map(|stale_after| Freshness {
                 base: Instant::now(),
@@ -546,20 +576,29 @@ impl TokenStore {
 
     /// Re-reads the stored tokens and replaces the in-memory copy with them.
     pub fn sync(&self) -> Result<(), TokenError> {
-        let records = self.backend.load()?;
-        self.replace(records)
+        let stored = self.backend.load()?;
+        self.replace(stored)
     }
 
-    /// Replaces the in-memory copy with `records`, the stored tokens as just read. A token
+    /// Replaces the in-memory copy with `stored`, the stored tokens as just read, unless the
+    /// copy is already of a newer version (a read that was overtaken by a change). A token
     /// whose name and hash are unchanged keeps its entry (its open streams, its last use);
-    /// every other entry is dropped, which revokes its principals.
-    pub fn replace(&self, records: Vec<TokenRecord>) -> Result<(), TokenError> {
+    /// every other entry is dropped, which revokes its principals. Either way the copy counts
+    /// as fresh: the store was just read.
+    pub fn replace(&self, stored: Stored) -> Result<(), TokenError> {
         // Every record is checked before anything changes: a damaged table changes nothing.
-        let mut fresh = records
+        let mut fresh = stored
+            .tokens
             .into_iter()
             .map(Entry::new)
             .collect::<Result<Vec<Entry>, TokenError>>()?;
         let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        if stored.version < self.version.load(Ordering::Relaxed) {
+            drop(tokens);
+            self.mark_fresh();
+            return Ok(());
+        }
+        self.version.store(stored.version, Ordering::Relaxed);
         let mut old: Vec<Entry> = std::mem::take(&mut *tokens);
         for e in &mut fresh {
             let same =
@@ -574,11 +613,15 @@ impl TokenStore {
         drop(tokens);
         // `old` now holds the revoked and rotated tokens: dropping it fires their signals.
         drop(old);
+        self.mark_fresh();
+        Ok(())
+    }
+
+    fn mark_fresh(&self) {
         if let Some(f) = &self.freshness {
             let ms = f.base.elapsed().as_millis() as u64;
             f.synced_ms.store(ms.max(1), Ordering::Relaxed);
         }
-        Ok(())
     }
 
     /// Whether a shared token table has not been read for too long to trust it.
@@ -633,8 +676,8 @@ impl TokenStore {
 
     /// Runs `change` through the backend and takes its answer as the new in-memory copy.
     fn update(&self, change: &mut Change<'_>) -> Result<(), TokenError> {
-        let records = self.backend.update(change)?;
-        self.replace(records)
+        let stored = self.backend.update(change)?;
+        self.replace(stored)
     }
 
     /// Creates a token and returns its secret (shown once, never stored). `expires_at`:
@@ -823,7 +866,12 @@ mod tests {
         // Expire it by rewriting the stored record, as another node of a cluster might.
         let mut records = store.list();
         records[1].expires_at = Some(format_time(now_secs() - 1));
-        store.replace(records).unwrap();
+        store
+            .replace(Stored {
+                version: u64::MAX,
+                tokens: records,
+            })
+            .unwrap();
         assert!(
             matches!(store.authenticate(&secret), Err(Refusal::Expired { name, .. }) if name == "t")
         );
@@ -955,8 +1003,27 @@ mod tests {
         // A damaged table changes nothing.
         let mut bad = here.list();
         bad[0].sha256 = "zz".into();
+        let bad = Stored {
+            version: u64::MAX,
+            tokens: bad,
+        };
         assert!(there.replace(bad).is_err());
         assert_eq!(there.list().len(), 1);
+    }
+
+    #[test]
+    fn a_read_overtaken_by_a_change_does_not_undo_it() {
+        let (_dir, store) = store();
+        store.create("admin", "default", Role::Admin, None).unwrap();
+        let before = store.backend.load().unwrap();
+        let (_, w) = store.create("w", "acme", Role::Writer, None).unwrap();
+        let p = store.authenticate(&w).unwrap();
+        store.revoke("w").unwrap();
+        // The read made before the create and the revoke answers last: it is older, ignored.
+        let (_, r) = store.create("r", "acme", Role::Reader, None).unwrap();
+        store.replace(before).unwrap();
+        assert!(store.authenticate(&w).is_err() && p.is_revoked());
+        assert!(store.authenticate(&r).is_ok(), "the newer copy stays");
     }
 
     #[test]

@@ -169,7 +169,8 @@ async fn copy_tokens(log: &ClusterLog, data_dir: &Path) -> Result<(usize, Vec<St
     let err = |e: crate::tokens::TokenError| Failure::error(e.to_string());
     let local = crate::tokens::FileTokens::new(data_dir.join("tokens.json"))
         .load()
-        .map_err(err)?;
+        .map_err(err)?
+        .tokens;
     let table = ClusterTokens::new(log.options().clone(), tokio::runtime::Handle::current());
     let (mut copied, mut kept) = (0, Vec::new());
     table

@@ -8,6 +8,7 @@
 //!                recorded_at)                                          one row per log record
 //! ledger_tokens (name PK, tenant, role, created_at, expires_at, last_used_at, sha256)
 //!                                                  the cluster's API tokens (version 2)
+//! ledger_tokens_version (id = 1, version)          bumped by every change of the tokens
 //! ```
 //!
 //! `ledger_head.epoch` is the fencing token: a new leader sets it in the same statement that
@@ -71,6 +72,11 @@ CREATE TABLE IF NOT EXISTS ledger_tokens (
     last_used_at timestamptz,
     sha256       text NOT NULL CHECK (length(sha256) = 64)
 );
+CREATE TABLE IF NOT EXISTS ledger_tokens_version (
+    id      smallint PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL CHECK (version >= 0)
+);
+INSERT INTO ledger_tokens_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 UPDATE ledger_meta SET schema_version = 2 WHERE id = 1;
 "#;
 

@@ -5,8 +5,11 @@
 //! - **Changes** ([`ClusterTokens`] as a [`TokenBackend`]): one transaction that locks the
 //!   table against other writers (`SHARE ROW EXCLUSIVE`, which still lets readers read),
 //!   reads every token, applies the change the token store decided, writes the rows that
-//!   differ, and sends `NOTIFY ledger_tokens`, which PostgreSQL delivers at COMMIT. The node
-//!   that made the change takes the table it wrote as its own copy at once.
+//!   differ, bumps the table's version (`ledger_tokens_version`) and sends `NOTIFY
+//!   ledger_tokens`, which PostgreSQL delivers at COMMIT. The node that made the change takes
+//!   the table it wrote as its own copy at once. Every read returns the version with the
+//!   tokens (one statement), and a node keeps the newest version it has seen, so a read that
+//!   a change overtook cannot bring back a token the change revoked.
 //! - **Following** ([`follow`]): every node `LISTEN`s on [`TOKENS_CHANNEL`] and re-reads the
 //!   whole table on each notification and at least every [`CLUSTER_TOKENS_POLL_MS`], so a
 //!   lost notification costs at most one poll interval.
@@ -19,7 +22,8 @@ use super::replica::Listener;
 use super::{ClusterError, ClusterOptions};
 use crate::limits::{CLUSTER_TOKENS_POLL_MS, CLUSTER_TOKENS_STALE_MS};
 use crate::tokens::{
-    format_time, parse_time, Change, Role, TokenBackend, TokenError, TokenRecord, TokenStore,
+    format_time, parse_time, Change, Role, Stored, TokenBackend, TokenError, TokenRecord,
+    TokenStore,
 };
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -33,8 +37,11 @@ pub const TOKENS_CHANNEL: &str = "ledger_tokens";
 /// How long a node trusts its copy of the token table without reading it again.
 pub const STALE_AFTER: Duration = Duration::from_millis(CLUSTER_TOKENS_STALE_MS);
 
-const SELECT_SQL: &str = "SELECT name, tenant, role, created_at, expires_at, last_used_at, \
-     sha256 FROM ledger_tokens ORDER BY created_at, name";
+/// The version and every token, in one statement (one snapshot): no token row means an
+/// empty table.
+const SELECT_SQL: &str = "SELECT v.version, t.name, t.tenant, t.role, t.created_at, \
+     t.expires_at, t.last_used_at, t.sha256 FROM ledger_tokens_version v \
+     LEFT JOIN ledger_tokens t ON true WHERE v.id = 1 ORDER BY t.created_at, t.name";
 
 const UPSERT_SQL: &str = "INSERT INTO ledger_tokens \
      (name, tenant, role, created_at, expires_at, last_used_at, sha256) \
@@ -62,31 +69,43 @@ fn time(s: &str, what: &str) -> Result<DateTime<Utc>, TokenError> {
         .ok_or_else(|| TokenError::Damaged(format!("{what} {s:?} is not an RFC 3339 time")))
 }
 
-fn record(row: &tokio_postgres::Row) -> Result<TokenRecord, TokenError> {
-    let name: String = row.get(0);
-    let role: String = row.get(2);
+/// The token of a row of [`SELECT_SQL`], `None` for the row of an empty table.
+fn record(row: &tokio_postgres::Row) -> Result<Option<TokenRecord>, TokenError> {
+    let Some(name) = row.get::<_, Option<String>>(1) else {
+        return Ok(None);
+    };
+    let role: String = row.get(3);
     let role = Role::parse(&role)
         .ok_or_else(|| TokenError::Damaged(format!("token {name:?} has role {role:?}")))?;
     let text = |t: DateTime<Utc>| format_time(t.timestamp());
-    Ok(TokenRecord {
-        tenant: row.get(1),
+    Ok(Some(TokenRecord {
+        tenant: row.get(2),
         role,
-        created_at: text(row.get(3)),
-        expires_at: row.get::<_, Option<DateTime<Utc>>>(4).map(text),
-        last_used_at: row.get::<_, Option<DateTime<Utc>>>(5).map(text),
-        sha256: row.get(6),
+        created_at: text(row.get(4)),
+        expires_at: row.get::<_, Option<DateTime<Utc>>>(5).map(text),
+        last_used_at: row.get::<_, Option<DateTime<Utc>>>(6).map(text),
+        sha256: row.get(7),
         name,
-    })
+    }))
 }
 
-async fn read_all(
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<Vec<TokenRecord>, TokenError> {
+async fn read_all(client: &impl tokio_postgres::GenericClient) -> Result<Stored, TokenError> {
     let rows = client
         .query(SELECT_SQL, &[])
         .await
         .map_err(|e| unavailable(ClusterError::pg("read the token table")(e)))?;
-    rows.iter().map(record).collect()
+    let version: i64 = rows
+        .first()
+        .ok_or_else(|| TokenError::Damaged("ledger_tokens_version has no row".into()))?
+        .get(0);
+    let tokens = rows
+        .iter()
+        .filter_map(|r| record(r).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Stored {
+        version: version as u64,
+        tokens,
+    })
 }
 
 impl ClusterTokens {
@@ -128,14 +147,14 @@ impl ClusterTokens {
         *self.client.lock().await = None;
     }
 
-    /// Every token in the table.
-    pub async fn read(&self) -> Result<Vec<TokenRecord>, TokenError> {
+    /// Every token in the table, and its version.
+    pub async fn read(&self) -> Result<Stored, TokenError> {
         let guard = self.client().await?;
         read_all(guard.as_ref().expect("connected")).await
     }
 
     /// One change as one transaction (see the module's documentation).
-    pub async fn change(&self, change: &mut Change<'_>) -> Result<Vec<TokenRecord>, TokenError> {
+    pub async fn change(&self, change: &mut Change<'_>) -> Result<Stored, TokenError> {
         let mut guard = self.client().await?;
         let client = guard.as_mut().expect("connected");
         let pg = |what: &'static str| move |e| unavailable(ClusterError::pg(what)(e));
@@ -146,7 +165,7 @@ impl ClusterTokens {
         tx.batch_execute("LOCK TABLE ledger_tokens IN SHARE ROW EXCLUSIVE MODE")
             .await
             .map_err(pg("lock the token table"))?;
-        let before = read_all(&tx).await?;
+        let before = read_all(&tx).await?.tokens;
         let mut after = before.clone();
         change(&mut after)?;
         let gone: Vec<&str> = before
@@ -187,22 +206,41 @@ impl ClusterTokens {
             .map_err(pg("store a token"))?;
             changed = true;
         }
-        if changed || !gone.is_empty() {
+        let version: i64 = if changed || !gone.is_empty() {
             tx.batch_execute(&format!("NOTIFY {TOKENS_CHANNEL}"))
                 .await
                 .map_err(pg("notify the other nodes"))?;
-        }
+            tx.query_one(
+                "UPDATE ledger_tokens_version SET version = version + 1 WHERE id = 1 \
+                 RETURNING version",
+                &[],
+            )
+            .await
+            .map_err(pg("count the change"))?
+            .get(0)
+        } else {
+            tx.query_one(
+                "SELECT version FROM ledger_tokens_version WHERE id = 1",
+                &[],
+            )
+            .await
+            .map_err(pg("read the version"))?
+            .get(0)
+        };
         tx.commit().await.map_err(pg("commit a token change"))?;
-        Ok(after)
+        Ok(Stored {
+            version: version as u64,
+            tokens: after,
+        })
     }
 }
 
 impl TokenBackend for Arc<ClusterTokens> {
-    fn load(&self) -> Result<Vec<TokenRecord>, TokenError> {
+    fn load(&self) -> Result<Stored, TokenError> {
         self.runtime.block_on(self.read())
     }
 
-    fn update(&self, change: &mut Change<'_>) -> Result<Vec<TokenRecord>, TokenError> {
+    fn update(&self, change: &mut Change<'_>) -> Result<Stored, TokenError> {
         self.runtime.block_on(self.change(change))
     }
 }
@@ -228,8 +266,8 @@ pub async fn follow(store: Arc<TokenStore>, table: Arc<ClusterTokens>) {
                 .ok();
         }
         match tokio::time::timeout(STALE_AFTER, table.read()).await {
-            Ok(Ok(records)) => {
-                if let Err(e) = store.replace(records) {
+            Ok(Ok(stored)) => {
+                if let Err(e) = store.replace(stored) {
                     tracing::error!(error = %e, "tokens: the token table is damaged; keeping the copy read before");
                 }
             }
