@@ -32,3 +32,4 @@ mod schemathesis;
 mod security;
 mod support;
 mod tokens;
+mod watch_filters;
