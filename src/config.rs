@@ -118,6 +118,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "cluster mode: the leader's lease; a dead leader is replaced after it",
         "2000",
     ),
+    (
+        "cors_origins",
+        "origins browsers may call from, comma-separated scheme://host[:port] (TOML: a list); empty: CORS off",
+        "(none)",
+    ),
     ("log_format", "log output: text or json", "text"),
     ("log_level", "log filter (tracing EnvFilter syntax)", "info"),
 ];
@@ -132,6 +137,7 @@ pub const FLAG_KEYS: &[&str] = &[
     "cluster_log",
     "node_id",
     "advertise_url",
+    "cors_origins",
 ];
 
 #[derive(Debug, Error, PartialEq)]
@@ -312,6 +318,16 @@ impl Settings {
                     "the longest lease",
                 )?
             }
+            "cors_origins" => {
+                // The whole list each time: a later source replaces an earlier one.
+                l.cors_origins = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(crate::http::web::check_origin)
+                    .collect::<Result<_, _>>()?;
+                l.cors_origins.dedup();
+            }
             "log_format" => {
                 self.log_format = match value.trim() {
                     "text" => LogFormat::Text,
@@ -367,6 +383,12 @@ impl Settings {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
+                    // A list (`cors_origins`): its strings, comma-separated.
+                    toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                        .iter()
+                        .filter_map(toml::Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     other => {
                         return Err(err(
                             &key,

@@ -37,6 +37,14 @@ pub struct ServeArgs {
     /// Cluster mode: the URL other nodes reach this node at [key advertise_url].
     #[arg(long, value_name = "URL")]
     pub advertise_url: Option<String>,
+    /// An origin browsers may call from, scheme://host[:port] (repeatable; replaces the
+    /// file's and the environment's list) [key cors_origins].
+    #[arg(
+        long = "cors-origin",
+        visible_alias = "cors-origins",
+        value_name = "ORIGIN"
+    )]
+    pub cors_origin: Vec<String>,
     /// Set any configuration key (repeatable), e.g. --set segment_bytes=1048576.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -62,6 +70,9 @@ impl ServeArgs {
         }
         if self.public_metrics {
             out.push(("public_metrics".into(), "true".into()));
+        }
+        if !self.cors_origin.is_empty() {
+            out.push(("cors_origins".into(), self.cors_origin.join(",")));
         }
         for kv in &self.set {
             let (k, v) = kv.split_once('=').ok_or_else(|| {

@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus counters and the request-metrics middleware.
 //! - [`render`]: a memo of each action state's native JSON.
 //! - [`server`]: listeners, limits, graceful shutdown.
+//! - [`web`]: compression of answers and CORS around both routers.
 
 pub mod auth;
 pub mod cluster;
@@ -20,6 +21,7 @@ pub mod native;
 pub mod openapi;
 pub mod render;
 pub mod server;
+pub mod web;
 pub mod wire;
 
 use crate::ledger::Ledger;
@@ -61,6 +63,9 @@ pub struct HttpLimits {
     /// Largest request head, request line and headers together (`HEADER_BYTES_MAX`); a
     /// larger one is answered 431.
     pub header_bytes_max: usize,
+    /// The origins browsers may call from (`cors_origins`; empty: CORS off), each
+    /// `scheme://host[:port]` as checked by [`web::check_origin`].
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpLimits {
@@ -76,6 +81,7 @@ impl Default for HttpLimits {
             drain_timeout_ms: limits::DRAIN_TIMEOUT_MS,
             header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS,
             header_bytes_max: limits::HEADER_BYTES_MAX,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -33,3 +33,4 @@ mod security;
 mod support;
 mod tokens;
 mod watch_filters;
+mod web_edges;
