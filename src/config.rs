@@ -129,6 +129,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "TLS: require client certificates signed by these CAs (PEM)",
         "(none)",
     ),
+    (
+        "cors_origins",
+        "origins browsers may call from, comma-separated scheme://host[:port] (TOML: a list); empty: CORS off",
+        "(none)",
+    ),
     ("log_format", "log output: text or json", "text"),
     (
         "access_log",
@@ -151,6 +156,7 @@ pub const FLAG_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "cors_origins",
 ];
 
 #[derive(Debug, Error, PartialEq)]
@@ -342,6 +348,16 @@ impl Settings {
             "tls_cert" => self.tls_cert = path_or_none(value),
             "tls_key" => self.tls_key = path_or_none(value),
             "tls_client_ca" => self.tls_client_ca = path_or_none(value),
+            "cors_origins" => {
+                // The whole list each time: a later source replaces an earlier one.
+                l.cors_origins = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(crate::http::web::check_origin)
+                    .collect::<Result<_, _>>()?;
+                l.cors_origins.dedup();
+            }
             "log_format" => {
                 self.log_format = match value.trim() {
                     "text" => LogFormat::Text,
@@ -398,6 +414,12 @@ impl Settings {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Boolean(b) => b.to_string(),
+                    // A list (`cors_origins`): its strings, comma-separated.
+                    toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                        .iter()
+                        .filter_map(toml::Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
                     other => {
                         return Err(err(
                             &key,

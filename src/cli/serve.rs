@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// TLS: require a client certificate signed by one of these CAs (PEM) [key tls_client_ca].
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<String>,
+    /// An origin browsers may call from, scheme://host[:port] (repeatable; replaces the
+    /// file's and the environment's list) [key cors_origins].
+    #[arg(
+        long = "cors-origin",
+        visible_alias = "cors-origins",
+        value_name = "ORIGIN"
+    )]
+    pub cors_origin: Vec<String>,
     /// Set any configuration key (repeatable), e.g. --set segment_bytes=1048576.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -75,6 +83,9 @@ impl ServeArgs {
         }
         if self.public_metrics {
             out.push(("public_metrics".into(), "true".into()));
+        }
+        if !self.cors_origin.is_empty() {
+            out.push(("cors_origins".into(), self.cors_origin.join(",")));
         }
         for kv in &self.set {
             let (k, v) = kv.split_once('=').ok_or_else(|| {

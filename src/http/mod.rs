@@ -11,6 +11,7 @@
 //! - [`metrics`]: Prometheus counters and the request-metrics middleware.
 //! - [`render`]: a memo of each action state's native JSON.
 //! - [`server`]: listeners, limits, graceful shutdown.
+//! - [`web`]: compression of answers and CORS around both routers.
 
 pub mod access;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod openapi;
 pub mod render;
 pub mod server;
 pub mod tls;
+pub mod web;
 pub mod wire;
 
 use crate::ledger::Ledger;
@@ -64,6 +66,9 @@ pub struct HttpLimits {
     /// Largest request head, request line and headers together (`HEADER_BYTES_MAX`); a
     /// larger one is answered 431.
     pub header_bytes_max: usize,
+    /// The origins browsers may call from (`cors_origins`; empty: CORS off), each
+    /// `scheme://host[:port]` as checked by [`web::check_origin`].
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpLimits {
@@ -79,6 +84,7 @@ impl Default for HttpLimits {
             drain_timeout_ms: limits::DRAIN_TIMEOUT_MS,
             header_read_timeout_ms: limits::HEADER_READ_TIMEOUT_MS,
             header_bytes_max: limits::HEADER_BYTES_MAX,
+            cors_origins: Vec::new(),
         }
     }
 }

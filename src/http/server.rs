@@ -193,15 +193,15 @@ fn redis_routes(timeout: Duration) -> Router<AppState> {
 /// The full application router over a ready state.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    main_routes(timeout)
+    let router = main_routes(timeout)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::cluster::positions,
         ))
-        .layer(metrics::TrackLayer(state.metrics.clone()))
-        .with_state(state)
+        .layer(metrics::TrackLayer(state.metrics.clone()));
+    super::web::around(router, &state.limits).with_state(state)
 }
 
 /// The Redis listener's router: the Redis Enterprise dialect at its documented root paths
@@ -209,9 +209,8 @@ pub fn router(state: AppState) -> Router {
 /// main router.
 pub fn redis_router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    redis_routes(timeout)
-        .layer(metrics::TrackLayer(state.metrics.clone()))
-        .with_state(state)
+    let router = redis_routes(timeout).layer(metrics::TrackLayer(state.metrics.clone()));
+    super::web::around(router, &state.limits).with_state(state)
 }
 
 /// The path templates of every route of the main listener and of the Redis listener, read

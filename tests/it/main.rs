@@ -35,3 +35,5 @@ mod security;
 mod support;
 mod tls;
 mod tokens;
+mod watch_filters;
+mod web_edges;

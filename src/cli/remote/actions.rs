@@ -154,6 +154,14 @@ pub struct WatchArgs {
     /// live progress bar shows it.
     #[arg(long, value_name = "ID")]
     pub action: Option<String>,
+    /// Only operations of these types (`created`, `started`, `progress`, …; repeatable,
+    /// or comma-separated).
+    #[arg(long, value_name = "TYPE")]
+    pub event_type: Vec<String>,
+    /// Only operations that leave their action in one of these statuses (repeatable, or
+    /// comma-separated).
+    #[arg(long, value_name = "STATUS")]
+    pub status: Vec<String>,
     /// Start after this log position (default: from now).
     #[arg(long, value_name = "POSITION")]
     pub after: Option<u64>,
@@ -468,6 +476,8 @@ async fn watch(client: &Client, printer: &Printer, a: WatchArgs) -> CliResult {
     if let Some(id) = &action_id {
         query.push(("id", id.clone()));
     }
+    query.extend(a.event_type.iter().map(|t| ("event_type", t.clone())));
+    query.extend(a.status.iter().map(|s| ("status", s.clone())));
     if let Some(after) = a.after {
         query.push(("after", after.to_string()));
     }

@@ -313,7 +313,9 @@ impl SseParser {
             let line = String::from_utf8_lossy(&line);
             if line.is_empty() {
                 let ev = std::mem::take(&mut self.pending);
-                if self.has_data || ev.event.is_some() {
+                // An `id:`-only frame (the server's mark past events that matched no
+                // filter) is kept too: it moves the resume point.
+                if self.has_data || ev.event.is_some() || ev.id.is_some() {
                     out.push(ev);
                 }
                 self.has_data = false;
