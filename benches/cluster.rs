@@ -41,6 +41,16 @@
 //! request: this process's threads (all nodes), the client's, and the PostgreSQL server's
 //! processes (postmaster and its children, `/proc/*/stat`).
 //!
+//! **Reads** (after the write cases, no write load): the same GET workload — three of four
+//! requests `GET /api/v1/actions/{id}` of an id both ledgers hold, one a list page
+//! `GET /api/v1/actions?limit=20` —, `CLUSTER_BENCH_CONNECTIONS` connections,
+//! `CLUSTER_BENCH_SECS` per round, against the embedded node and against a follower of the
+//! 3-node cluster, alternating, `CLUSTER_BENCH_ROUNDS` times. CPU per read is the serving
+//! node's threads' CPU time (its runtime's workers and blocking threads, named after it:
+//! `/proc/self/task/*/schedstat`, before and after) over the reads it answered; the follower's
+//! includes its idle cluster work (the replica's poll, LISTEN, the lease reads), which is the
+//! point: a follower read needs no coordination, so the two should be equal.
+//!
 //! The bench starts its own throwaway PostgreSQL with the cluster tests' harness
 //! (tests/it/pg.rs: Debian's binaries, initdb as the `postgres` user when run as root, a free
 //! loopback port, `fsync` and `synchronous_commit` on, PostgreSQL's default memory settings);
@@ -205,6 +215,77 @@ fn own_cpu() -> (Duration, Duration) {
         }
     }
     (client, rest)
+}
+
+/// CPU time of this process's threads whose name starts with `prefix` (one node's runtime:
+/// its workers and blocking threads).
+fn threads_cpu(prefix: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !comm.trim().starts_with(prefix) {
+            continue;
+        }
+        let ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        total += Duration::from_nanos(ns);
+    }
+    total
+}
+
+/// `conns` connections reading from `base` for `secs`: three of four requests fetch one
+/// action (ids `1..=ids`, spread), one a list page. Every answer must be 200.
+async fn read_load(base: &str, conns: usize, secs: f64, ids: u64) -> Vec<Duration> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::with_capacity(conns);
+    for c in 0..conns {
+        let base = base.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
+            let mut lat = Vec::new();
+            let mut i = c as u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let url = if i % 4 == 0 {
+                    format!("{base}/api/v1/actions?limit=20")
+                } else {
+                    format!("{base}/api/v1/actions/{}", 1 + (i * 7919) % ids)
+                };
+                let t = Instant::now();
+                let resp = client
+                    .get(url)
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .expect("request");
+                let status = resp.status();
+                let body = resp.bytes().await.expect("body");
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "{base}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all
 }
 
 /// CPU time (user + system) of the postmaster `pid` and its children.
@@ -766,6 +847,56 @@ fn main() {
         percentile(&lag.positions, 0.99),
         lag.positions.last().copied().unwrap_or(0),
     );
+
+    // Reads, no write load: the embedded node against a follower (b), on ids both hold.
+    let ids = client_rt.block_on(async {
+        let mut held = u64::MAX;
+        for base in [&embedded.base, &b.base] {
+            let v = readyz(base).await;
+            held = held.min(v["applied_position"].as_u64().unwrap_or(0));
+        }
+        // Every create is one record, so ids up to the lower head exist on both.
+        held.clamp(1, 10_000)
+    });
+    let mut reads: BTreeMap<&str, (Vec<Duration>, Duration, f64)> = BTreeMap::new();
+    for _ in 0..rounds {
+        for (name, base, threads_of) in [
+            ("embedded single node", &embedded.base, "node-embedded"),
+            ("follower of 3 nodes + PG", &b.base, "node-b"),
+        ] {
+            let cpu = threads_cpu(threads_of);
+            let t = Instant::now();
+            let lat = client_rt.block_on(read_load(base, conns, secs, ids));
+            let wall = t.elapsed().as_secs_f64();
+            let cpu = threads_cpu(threads_of) - cpu;
+            let e = reads.entry(name).or_default();
+            e.0.extend(lat);
+            e.1 += cpu;
+            e.2 += wall;
+        }
+    }
+    println!();
+    println!(
+        "| reads (no write load; GET one action x3, list page x1; ids 1..={ids}) | reads/s | p50 ms | p99 ms | CPU µs/read (serving node's threads) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let mut per_read = BTreeMap::new();
+    for (name, (lat, cpu, wall)) in reads.iter_mut() {
+        lat.sort_unstable();
+        let us = cpu.as_secs_f64() * 1e6 / lat.len().max(1) as f64;
+        per_read.insert(*name, us);
+        println!(
+            "| {name} | {:.0} | {} | {} | {us:.1} |",
+            lat.len() as f64 / *wall,
+            ms(percentile(lat, 0.5)),
+            ms(percentile(lat, 0.99)),
+        );
+    }
+    let ratio = per_read["follower of 3 nodes + PG"] / per_read["embedded single node"];
+    println!(
+        "CPU per read, follower / embedded: {ratio:.2} (target: equal, within the noise of a shared machine)"
+    );
+
     if !missed.is_empty() {
         println!("targets missed: {}", missed.join(", "));
     }

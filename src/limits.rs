@@ -186,6 +186,15 @@ pub const CLUSTER_TOKENS_POLL_MS: u64 = 1_000;
 /// 503 `tokens_unavailable` instead of trusting it, so a token revoked on another node works
 /// nowhere after this bound.
 pub const CLUSTER_TOKENS_STALE_MS: u64 = 5_000;
+/// Cluster mode: a node that has not heard from PostgreSQL (a replica read, a notification,
+/// a lease acquisition or renewal) for longer than this answers `/readyz` 503
+/// `cluster_log_unreachable`, so a load balancer stops sending it traffic; it keeps serving
+/// reads from its replica. Healthy, a node hears from PostgreSQL at least every
+/// [`CLUSTER_POLL_INTERVAL_MS`] (the replica's poll), so this is six missed polls — no flapping
+/// on one slow read — and it is shorter than [`CLUSTER_TOKENS_STALE_MS`], so a load balancer
+/// checking every second or two has drained the node before its token table goes stale and
+/// it starts refusing authentication.
+pub const CLUSTER_LOG_STALE_MS: u64 = 3_000;
 
 // ---- The projection's memory ----
 

@@ -196,7 +196,11 @@ fn init_tracing(filter: &str, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Where stderr cannot be written (a file on a full or failed disk), a log line is
+        // lost; the default would report that with eprintln!, which panics the thread that
+        // logged — the writer thread or a cluster node's leadership task.
+        .log_internal_errors(false);
     let _ = if json {
         builder.json().try_init()
     } else {

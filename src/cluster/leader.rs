@@ -15,7 +15,7 @@
 //! is `None` past it, whatever the task is doing. The append itself is fenced in PostgreSQL
 //! as well (src/cluster/store.rs), so a leader that is wrong about its role appends nothing.
 
-use super::{Acquire, ClusterLog, ClusterOptions, Head, Lease};
+use super::{Acquire, ClusterLog, ClusterOptions, Contact, Head, Lease};
 use crate::limits::CLUSTER_LEASE_LOCAL_MARGIN_PERCENT;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,13 +102,19 @@ impl Leadership {
     /// losing its connection; until it knows better the node is a follower of no known
     /// leader.
     pub fn start(options: ClusterOptions) -> Leadership {
+        Leadership::start_with(options, Arc::default())
+    }
+
+    /// [`Leadership::start`], noting every answer from PostgreSQL (an acquisition, a renewal,
+    /// the lease holder read) in `contact`.
+    pub fn start_with(options: ClusterOptions, contact: Arc<Contact>) -> Leadership {
         let (tx, role) = watch::channel(Role::Follower {
             leader: None,
             epoch: 0,
         });
         let shared = Arc::new(Mutex::new(Shared::default()));
         let tx = Arc::new(tx);
-        let task = tokio::spawn(run(options, tx.clone(), shared.clone()));
+        let task = tokio::spawn(run(options, tx.clone(), shared.clone(), contact));
         Leadership {
             role,
             tx,
@@ -182,7 +188,12 @@ fn local_deadline(lease: &Lease, ttl: Duration) -> Instant {
         .unwrap_or(lease.valid_until)
 }
 
-async fn run(options: ClusterOptions, tx: Arc<watch::Sender<Role>>, shared: Arc<Mutex<Shared>>) {
+async fn run(
+    options: ClusterOptions,
+    tx: Arc<watch::Sender<Role>>,
+    shared: Arc<Mutex<Shared>>,
+    contact: Arc<Contact>,
+) {
     let retry = options.lease_ttl / 3;
     let mut log: Option<ClusterLog> = None;
     let mut last_epoch = 0u64;
@@ -202,9 +213,10 @@ async fn run(options: ClusterOptions, tx: Arc<watch::Sender<Role>>, shared: Arc<
         let conn = log.as_ref().expect("connected");
         match conn.acquire_lease().await {
             Ok(Acquire::Acquired { lease, head }) => {
+                contact.touch();
                 last_epoch = lease.epoch;
                 tracing::info!(epoch = lease.epoch, position = head.position, "leading");
-                let keep = lead(conn, &options, lease, head, &tx, &shared).await;
+                let keep = lead(conn, &options, lease, head, &tx, &shared, &contact).await;
                 if !keep {
                     log = None;
                 }
@@ -212,6 +224,7 @@ async fn run(options: ClusterOptions, tx: Arc<watch::Sender<Role>>, shared: Arc<
                 tokio::time::sleep(retry).await;
             }
             Ok(Acquire::HeldBy(info)) => {
+                contact.touch();
                 last_epoch = last_epoch.max(info.epoch);
                 let leader = match (info.valid, info.holder, info.advertise_url) {
                     (true, Some(holder), url) => Some((holder, url.unwrap_or_default())),
@@ -247,6 +260,7 @@ async fn lead(
     head: Head,
     tx: &watch::Sender<Role>,
     shared: &Mutex<Shared>,
+    contact: &Contact,
 ) -> bool {
     let ttl = options.lease_ttl;
     let epoch = lease.epoch;
@@ -311,6 +325,7 @@ async fn lead(
         };
         match renewed {
             Ok(new) => {
+                contact.touch();
                 lease = new;
                 deadline = local_deadline(&lease, ttl);
                 renew_at = Some(started + ttl / 3);

@@ -39,7 +39,44 @@ pub use store::{
     LeaseInfo, NOTIFY_CHANNEL,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// When this node last heard from PostgreSQL: a replica read, a notification, a lease
+/// acquisition, renewal or the lease holder's answer. `/readyz` and `/metrics` report it, and
+/// past [`crate::limits::CLUSTER_LOG_STALE_MS`] the node is not ready.
+#[derive(Debug)]
+pub struct Contact {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last contact.
+    last_ms: AtomicU64,
+}
+
+impl Default for Contact {
+    /// Heard from just now (a node starts only after reaching PostgreSQL).
+    fn default() -> Contact {
+        Contact {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Contact {
+    /// Notes a successful exchange with PostgreSQL, now.
+    pub fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last successful exchange.
+    pub fn age(&self) -> Duration {
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
 
 /// Errors of the cluster log. The `Deposed`/`LeaseExpired`/`HeadMoved` family means "this
 /// node's append inserted nothing and it must stop acting as leader"

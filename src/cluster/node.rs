@@ -12,9 +12,11 @@ use super::{
     Role,
 };
 use crate::ledger::Ledger;
+use crate::limits::CLUSTER_LOG_STALE_MS;
 use crate::log::LogConfig;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -74,8 +76,18 @@ pub struct NodeStatus {
     pub cluster_position: u64,
     /// From the commit of the last copied batch in PostgreSQL to its local append.
     pub lag_micros: u64,
-    /// Whether the replica stopped for good (a broken chain, a divergence, a local failure).
+    /// Whether the replica stopped for good (a broken chain, a divergence, a local failure)
+    /// or the local ledger refuses writes after a storage failure ([`ClusterNode::failed`]).
     pub replica_failed: bool,
+    /// Time since the node last heard from PostgreSQL ([`super::Contact`]).
+    pub last_contact: Duration,
+}
+
+impl NodeStatus {
+    /// Whether the node heard from PostgreSQL within [`CLUSTER_LOG_STALE_MS`].
+    pub fn cluster_log_reachable(&self) -> bool {
+        self.last_contact <= Duration::from_millis(CLUSTER_LOG_STALE_MS)
+    }
 }
 
 /// A running cluster node.
@@ -114,11 +126,11 @@ impl ClusterNode {
             position = ledger.log_head().position,
             "replica caught up with the cluster log"
         );
-        let started = Leadership::start(options.clone());
+        let stats = replica.stats();
+        let started = Leadership::start_with(options.clone(), stats.contact.clone());
         let role = started.role();
         let _ = leadership.set(started);
         replica.follow_role(role.clone());
-        let stats = replica.stats();
         let task = tokio::spawn(async move {
             let result = replica.run().await;
             replica.close().await;
@@ -150,8 +162,17 @@ impl ClusterNode {
             applied_position: applied,
             cluster_position: self.stats.seen_head.load(Ordering::Relaxed).max(applied),
             lag_micros: self.stats.lag_micros.load(Ordering::Relaxed),
-            replica_failed: self.replica.is_finished(),
+            replica_failed: self.failed(),
+            last_contact: self.stats.contact.age(),
         }
+    }
+
+    /// Whether this node failed for good: its replica stopped (a broken chain, a divergence,
+    /// a local append that failed) or a local storage failure poisoned its ledger's writer
+    /// (which also ended its leadership). Such a node is not ready and takes no writes until
+    /// it is restarted.
+    pub fn failed(&self) -> bool {
+        self.replica.is_finished() || self.ledger.stats().poisoned.load(Ordering::Relaxed)
     }
 
     /// Stops leading and the replica task (a clean stop): the writer gets no term from now

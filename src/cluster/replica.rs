@@ -175,6 +175,9 @@ pub struct ReplicaStats {
     /// For the last copied batch: from its commit in PostgreSQL (`recorded_at`, the
     /// database's clock) to its local append, in microseconds.
     pub lag_micros: AtomicU64,
+    /// When the node last heard from PostgreSQL (this replica's reads and notifications, and
+    /// the node's leadership task, which shares it).
+    pub contact: Arc<super::Contact>,
 }
 
 /// A follower's local replica of the cluster log.
@@ -310,6 +313,7 @@ impl Replica {
         let mut fetched = head;
         loop {
             let records = cluster.read_after(fetched.position, limit).await?;
+            self.stats.contact.touch();
             let full = records.len() == limit;
             // Checks the chain (nothing when nothing was read).
             let digest = super::check_chain(fetched.position, fetched.digest, &records)?;
@@ -442,6 +446,7 @@ async fn listen(
     stats: Arc<ReplicaStats>,
 ) -> Result<Listener, ClusterError> {
     Listener::start(options, NOTIFY_CHANNEL, move |payload| {
+        stats.contact.touch();
         if let Ok(head) = payload.parse::<u64>() {
             stats.seen_head.fetch_max(head, Ordering::Relaxed);
         }

@@ -14,6 +14,8 @@
 //!   generated ones too, so both nodes log the same ids), never a redirect. With no
 //!   leader known it answers 503 `no_leader` with `Retry-After`. A forwarded request carries
 //!   [`FORWARDED_BY`] and is never forwarded again.
+//! - **A failed node** (its replica stopped, or a local storage failure poisoned its writer:
+//!   [`ClusterNode::failed`]) answers every write 503 `node_failed`, and `/readyz` 503.
 
 use super::error::ApiError;
 use super::AppState;
@@ -71,6 +73,9 @@ pub async fn positions(State(state): State<AppState>, mut req: Request, next: Ne
     let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || req.uri().path().starts_with("/api/v1/tokens");
     if let Some(face) = &state.cluster {
+        if !is_read && face.node.failed() {
+            return node_failed().into_response();
+        }
         let role = face.node.role().borrow().clone();
         if let (false, Role::Follower { leader, .. }) = (is_read, role) {
             return forward(&state, face, leader, req)
@@ -202,6 +207,16 @@ async fn forward(
         Ok(Err(e)) => Err(unknown(&leader_id, &e.to_string())),
         Err(_) => Err(unknown(&leader_id, "no answer within the request timeout")),
     }
+}
+
+/// 503 `node_failed`: this node's local replica or log failed (see its log); it neither
+/// writes nor forwards (its view of the leader is no longer kept up to date).
+fn node_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node_failed",
+        "this node failed for good (its local log or replica could not be written, or its replica diverged: see its log); it is not ready and takes no writes; send them to another node, and restart this one once its disk is fixed",
+    )
 }
 
 /// 503 `no_leader`: nothing was sent to a leader; retrying is safe.

@@ -266,7 +266,8 @@ fn families(out: &mut String, rows: &[(&str, &str, &str, f64)]) {
     }
 }
 
-/// Cluster mode's families: role, epoch, positions, lag, forwarding and commits.
+/// Cluster mode's families: role, epoch, positions, lag, reachability of the cluster log,
+/// forwarding and commits.
 fn cluster_metrics(
     out: &mut String,
     face: &crate::http::cluster::ClusterFace,
@@ -275,7 +276,7 @@ fn cluster_metrics(
     let status = face.node.status();
     let leader = matches!(status.role, crate::cluster::Role::Leader { .. });
     let epoch = status.role.epoch();
-    let gauges: [(&str, &str, &str, f64); 9] = [
+    let gauges: [(&str, &str, &str, f64); 11] = [
         (
             "action_ledger_cluster_leader",
             "gauge",
@@ -305,6 +306,18 @@ fn cluster_metrics(
             "gauge",
             "For the last batch copied from the cluster log: from its commit to its local append.",
             status.lag_micros as f64 / 1e6,
+        ),
+        (
+            "action_ledger_cluster_log_reachable",
+            "gauge",
+            "1 while this node has heard from PostgreSQL within CLUSTER_LOG_STALE_MS, else 0 (then /readyz answers 503 cluster_log_unreachable).",
+            f64::from(u8::from(status.cluster_log_reachable())),
+        ),
+        (
+            "action_ledger_cluster_log_last_contact_seconds",
+            "gauge",
+            "Time since this node last heard from PostgreSQL (a replica read, a notification, a lease answer).",
+            status.last_contact.as_secs_f64(),
         ),
         (
             "action_ledger_cluster_forwarded_total",

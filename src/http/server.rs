@@ -260,7 +260,10 @@ fn health() -> Json<serde_json::Value> {
 }
 
 /// `/readyz`: ready or not, the node's role, and how far it has applied. A cluster node
-/// whose replica stopped (a broken chain, a divergence) is not ready.
+/// whose replica stopped (a broken chain, a divergence, a local disk failure) is not ready
+/// (`failed`), nor is one that has not heard from PostgreSQL for longer than
+/// [`crate::limits::CLUSTER_LOG_STALE_MS`] (`cluster_log_unreachable`: it still serves reads
+/// from its replica, but its data may be stale and it cannot take writes).
 async fn readyz(State(state): State<AppState>) -> Response {
     if !state.is_ready() {
         return not_ready();
@@ -290,8 +293,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
         body["node_id"] = json!(node_id);
         body["applied_position"] = json!(status.applied_position);
         body["lag_positions"] = json!(status.cluster_position - status.applied_position);
+        body["cluster_log_last_contact_seconds"] = json!(status.last_contact.as_secs_f64());
         if status.replica_failed {
             body["status"] = json!("failed");
+            code = StatusCode::SERVICE_UNAVAILABLE;
+        } else if !status.cluster_log_reachable() {
+            body["status"] = json!("cluster_log_unreachable");
             code = StatusCode::SERVICE_UNAVAILABLE;
         }
     }

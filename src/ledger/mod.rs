@@ -104,6 +104,8 @@ pub struct LedgerStats {
     /// Cluster mode: records copied from the cluster log (written by other leaders, or whose
     /// commit this node never heard confirmed).
     pub records_replicated: AtomicU64,
+    /// Whether a storage failure poisoned the writer (it refuses every write from now on).
+    pub poisoned: std::sync::atomic::AtomicBool,
 }
 
 /// The ledger. Cheap to share behind an `Arc`; all writes funnel into one writer thread.

@@ -546,7 +546,21 @@ impl WriterState {
             Err(e) => {
                 // This batch's callers learn the log failed; later ones that it is poisoned.
                 self.poison(Poison::Log(e.clone()));
-                let refuse = || Err(LedgerError::Log(LogError::Poisoned(Box::new(e.clone()))));
+                // In cluster mode the batch is already committed in the log of record: "the
+                // disk is full, nothing was recorded" would be false, and a retry without
+                // the key would write it twice. The other nodes have it; the key settles it.
+                let in_cluster = self.cluster.is_some();
+                let refuse = || {
+                    Err(if in_cluster {
+                        LedgerError::OutcomeUnknown {
+                            reason: format!(
+                                "the batch was committed in the cluster log, but this node's local log failed ({e}); this node stops leading and another takes over"
+                            ),
+                        }
+                    } else {
+                        LedgerError::Log(LogError::Poisoned(Box::new(e.clone())))
+                    })
+                };
                 for p in accepted {
                     let _ = p.reply.send(refuse());
                 }
@@ -595,6 +609,7 @@ impl WriterState {
     /// node also stops leading at once (its lease then expires and another node takes
     /// over): a leader that cannot write its local log must not hold the cluster's writes.
     fn poison(&mut self, cause: Poison) {
+        self.stats.poisoned.store(true, Ordering::Relaxed);
         if self.poisoned.is_none() {
             if let Some(cluster) = &self.cluster {
                 tracing::error!(%cause, "the writer is poisoned: this node stops leading");

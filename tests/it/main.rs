@@ -6,6 +6,7 @@ mod binserver;
 mod cli;
 mod clients;
 mod cluster;
+mod cluster_faults;
 mod cluster_tokens;
 mod codec;
 mod crash;

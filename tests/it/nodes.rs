@@ -34,6 +34,11 @@ impl Node {
     }
 
     pub async fn start(&mut self) {
+        self.start_opts(&Options::default()).await;
+    }
+
+    /// [`Node::start`] with the binary's [`Options`] (a file size limit, say).
+    pub async fn start_opts(&mut self, opts: &Options) {
         let extra: Vec<String> = [
             "--cluster-log",
             &self.cluster_log,
@@ -45,7 +50,7 @@ impl Node {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let server = binserver::start_with(&self.dir, &self.output, &Options::default(), &extra)
+        let server = binserver::start_with(&self.dir, &self.output, opts, &extra)
             .await
             .unwrap_or_else(|e| panic!("node {} did not start: {e}", self.name));
         self.server = Some(server);
