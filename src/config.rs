@@ -583,6 +583,8 @@ mod tests {
             "advertise_url" => v.cluster.advertise_url.clone().unwrap_or("(none)".into()),
             "cluster_lease_ms" => v.cluster.lease_ms.to_string(),
             "tls_cert" | "tls_key" | "tls_client_ca" => "(none)".into(),
+            "cors_origins" if l.cors_origins.is_empty() => "(none)".into(),
+            "cors_origins" => l.cors_origins.join(","),
             "log_format" => "text".into(),
             "access_log" => v.access_log.to_string(),
             "log_level" => s.log_level.clone(),
@@ -630,6 +632,7 @@ mod tests {
                 "tls_cert",
                 "tls_key",
                 "tls_client_ca",
+                "cors_origins",
             ]
             .contains(key)
             {
