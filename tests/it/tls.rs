@@ -131,6 +131,20 @@ impl TlsServer {
 
 /// Starts the binary in `dir` with `extra` serve arguments and waits until it is ready,
 /// probing with `probe` (which must trust the server's certificate).
+/// [`start`] with a certificate of `ca` for the listeners (written into `dir`), plus
+/// `extra` arguments.
+async fn start_tls(dir: &Path, ca: &Ca, extra: &[&str], probe: &Client) -> TlsServer {
+    let (cert, key) = server_files(dir, ca);
+    let mut args = vec![
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    start(dir, &args, probe).await
+}
+
 async fn start(dir: &Path, extra: &[&str], probe: &Client) -> TlsServer {
     let out = dir.join("server.out");
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -227,19 +241,8 @@ async fn read_until(resp: &mut reqwest::Response, seen: &mut String, needle: &st
 async fn https_serves_the_api_over_http1_and_http2_and_a_watch_stream_over_http2() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
-    let (cert, key) = server_files(dir.path(), &ca);
     let h2 = client(&ca.pem, None, false);
-    let s = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        &h2,
-    )
-    .await;
+    let s = start_tls(dir.path(), &ca, &[], &h2).await;
     assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
     let base = &s.base;
 
@@ -284,19 +287,8 @@ async fn https_serves_the_api_over_http1_and_http2_and_a_watch_stream_over_http2
 async fn sighup_and_file_changes_reload_the_certificate_and_open_streams_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let (ca1, ca2) = (Ca::new("first CA"), Ca::new("second CA"));
-    let (cert, key) = server_files(dir.path(), &ca1);
     let c1 = client(&ca1.pem, None, false);
-    let s = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        &c1,
-    )
-    .await;
+    let s = start_tls(dir.path(), &ca1, &[], &c1).await;
     let base = s.base.clone();
     // A watch stream on a connection made with the first certificate.
     let mut watch = c1
@@ -330,6 +322,7 @@ async fn sighup_and_file_changes_reload_the_certificate_and_open_streams_go_on()
     assert!(!trusted_by(&base, &ca2.pem).await);
 
     // A bad file (on SIGHUP and as a change) keeps the certificate in use and says why.
+    let cert = dir.path().join("server.crt");
     put(&cert, "not a certificate\n");
     s.signal("-HUP");
     eventually(&s, "the failed reload's error line", || async {
@@ -455,21 +448,8 @@ fn text(o: &std::process::Output) -> String {
 async fn the_remote_cli_and_the_redis_listener_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
-    let (cert, key) = server_files(dir.path(), &ca);
     let c = client(&ca.pem, None, false);
-    let s = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--set",
-            "redis_listen=127.0.0.1:0",
-        ],
-        &c,
-    )
-    .await;
+    let s = start_tls(dir.path(), &ca, &["--set", "redis_listen=127.0.0.1:0"], &c).await;
     let ca_file = dir.path().join("ca.pem");
     put(&ca_file, &ca.pem);
     let ca_arg = ca_file.to_str().unwrap();
@@ -606,19 +586,8 @@ fn a_bad_certificate_or_key_at_start_is_one_error_line_and_exit_2() {
 async fn pydo_talks_to_the_https_listener_without_enforce_https_false() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
-    let (cert, key) = server_files(dir.path(), &ca);
     let c = client(&ca.pem, None, false);
-    let s = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        &c,
-    )
-    .await;
+    let s = start_tls(dir.path(), &ca, &[], &c).await;
     let r = c
         .post(format!("{}/api/v1/tokens", s.base))
         .bearer_auth(ADMIN)
