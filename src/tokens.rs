@@ -810,6 +810,18 @@ impl TokenStore {
 mod tests {
     use super::*;
 
+    /// Stores `records` as another process sharing the store would, then reads them back.
+    fn stored_elsewhere(store: &TokenStore, records: Vec<TokenRecord>) {
+        store
+            .backend
+            .update(&mut |t| {
+                *t = records.clone();
+                Ok(())
+            })
+            .unwrap();
+        store.sync().unwrap();
+    }
+
     fn store() -> (tempfile::TempDir, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::open(dir.path().join("tokens.json")).unwrap();
@@ -911,14 +923,7 @@ mod tests {
             .unwrap();
         let mut records = store.list();
         records[1].expires_at = Some(format_time(now_secs() - 1));
-        store
-            .backend
-            .update(&mut |t| {
-                *t = records.clone();
-                Ok(())
-            })
-            .unwrap();
-        store.sync().unwrap();
+        stored_elsewhere(&store, records);
         // a2 has expired, so a1 is the last live admin.
         assert!(matches!(store.revoke("a1"), Err(TokenError::LastAdmin(_))));
         store.revoke("a2").unwrap();
@@ -971,14 +976,7 @@ mod tests {
         let mut records = store.list();
         records[0].last_used_at = Some(format_time(now_secs() + 100));
         let later = records[0].last_used_at.clone();
-        store
-            .backend
-            .update(&mut |t| {
-                *t = records.clone();
-                Ok(())
-            })
-            .unwrap();
-        store.sync().unwrap();
+        stored_elsewhere(&store, records);
         assert_eq!(store.list()[0].last_used_at, later);
         store.authenticate(&secret).unwrap();
         store.store_last_used().unwrap();

@@ -235,13 +235,35 @@ impl ClusterTokens {
     }
 }
 
+impl ClusterTokens {
+    /// `work`, bounded by `CLUSTER_APPEND_TIMEOUT_MS`: a PostgreSQL that stopped answering
+    /// must not hold a request (or the server's stop) for ever. The connection is dropped
+    /// after a timeout; a change that timed out may or may not have been committed.
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, TokenError>>,
+    ) -> Result<T, TokenError> {
+        let limit = Duration::from_millis(crate::limits::CLUSTER_APPEND_TIMEOUT_MS);
+        match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.reset().await;
+                Err(TokenError::Unavailable(format!(
+                    "no answer within CLUSTER_APPEND_TIMEOUT_MS ({} ms)",
+                    limit.as_millis()
+                )))
+            }
+        }
+    }
+}
+
 impl TokenBackend for Arc<ClusterTokens> {
     fn load(&self) -> Result<Stored, TokenError> {
-        self.runtime.block_on(self.read())
+        self.runtime.block_on(self.bounded(self.read()))
     }
 
     fn update(&self, change: &mut Change<'_>) -> Result<Stored, TokenError> {
-        self.runtime.block_on(self.change(change))
+        self.runtime.block_on(self.bounded(self.change(change)))
     }
 }
 
