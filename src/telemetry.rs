@@ -81,9 +81,8 @@ pub fn layer(endpoint: &str, service_name: &str) -> Result<(crate::cli::ExtraLay
 
 /// Makes the caller's span (a valid W3C `traceparent`) the OpenTelemetry parent of `span`,
 /// so that it is exported with the caller's trace id and parent span id, and sampled as the
-/// caller says. A `traceparent` this server `made_up` (none came with the request) stands for
-/// a new trace, sampled.
-pub fn set_parent(span: &tracing::Span, traceparent: &str, made_up: bool) {
+/// caller says.
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId};
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let mut parts = traceparent.split('-').skip(1);
@@ -98,13 +97,27 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str, made_up: bool) {
     ) else {
         return;
     };
-    let flags = if made_up || flags & 1 == 1 {
+    let flags = if flags & 1 == 1 {
         TraceFlags::SAMPLED
     } else {
         TraceFlags::default()
     };
     let remote = SpanContext::new(trace, parent, flags, true, Default::default());
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+/// Starts `span` as the root of a new trace: its trace id, and the `traceparent` that names
+/// it as the parent (`None` if it is not exported after all).
+pub fn root_ids(span: &tracing::Span) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if !sc.is_valid() {
+        return None;
+    }
+    let (trace, id, flags) = (sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
+    Some((trace.to_string(), format!("00-{trace}-{id}-{flags:02x}")))
 }
 
 /// Renames the OpenTelemetry span of `span` (already started: `otel.name` would not do).

@@ -219,7 +219,8 @@ pub fn serve<B, F: Future>(
     mut req: Request<B>,
     call: impl FnOnce(Request<B>) -> F,
 ) -> Answer<F> {
-    let begun = begin(&mut req);
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut begun = begin(&mut req);
     let method = req.method().clone();
     let request_id = begun.request_id.to_str().unwrap_or("");
     let exported = SPAN_ATTRIBUTES.load(Ordering::Relaxed);
@@ -228,7 +229,7 @@ pub fn serve<B, F: Future>(
             target: SPAN_TARGET,
             "request",
             request_id,
-            trace_id = %begun.trace_id,
+            trace_id = tracing::field::Empty,
             otel.kind = "server",
             otel.name = method.as_str(), // "GET /route/{template}" when matched
             otel.status_code = tracing::field::Empty,
@@ -237,7 +238,20 @@ pub fn serve<B, F: Future>(
             http.response.status_code = tracing::field::Empty,
         );
         #[cfg(feature = "otlp")]
-        crate::telemetry::set_parent(&span, &begun.traceparent.0, begun.traceparent.1);
+        if begun.traceparent.1 {
+            // A new trace, whose root is this span: its ids become the request's trace id and
+            // the traceparent it carries on (to a leader), so the exported trace and the logs
+            // agree, and a forwarded request's span is this one's child.
+            if let Some((trace_id, traceparent)) = crate::telemetry::root_ids(&span) {
+                if let Ok(v) = HeaderValue::from_str(&traceparent) {
+                    req.headers_mut().insert(TRACEPARENT, v);
+                    begun.trace_id = trace_id;
+                }
+            }
+        } else {
+            crate::telemetry::set_parent(&span, &begun.traceparent.0);
+        }
+        span.record("trace_id", begun.trace_id.as_str());
         span
     } else {
         tracing::info_span!(

@@ -95,7 +95,7 @@ mod exported {
             )
             .await;
         assert_eq!(st, StatusCode::OK);
-        // No traceparent: the span has the trace id the access log names.
+        // No traceparent: a new trace, whose root span has the trace id the access log names.
         let (st, _, _) = s
             .request(
                 reqwest::Method::GET,
@@ -149,6 +149,11 @@ mod exported {
         assert_eq!(
             attribute(&span["attributes"], "request_id").as_deref(),
             Some("otlp-request-2")
+        );
+        // A root span: the trace is this server's.
+        assert!(
+            span["parentSpanId"].as_str().unwrap_or_default().is_empty(),
+            "{span}"
         );
     }
 
