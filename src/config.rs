@@ -141,7 +141,20 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "true",
     ),
     ("log_level", "log filter (tracing EnvFilter syntax)", "info"),
+    (
+        "otlp_endpoint",
+        "OpenTelemetry: export request spans to this OTLP/HTTP collector (http://HOST:4318); needs a build with --features otlp",
+        "(none)",
+    ),
+    (
+        "otlp_service_name",
+        "OpenTelemetry: the service.name of the exported spans",
+        "action-ledger",
+    ),
 ];
+
+/// What setting `otlp_endpoint` says in a build without the cargo feature `otlp`.
+pub const NO_OTLP: &str = "this build has no OTLP support: rebuild with --features otlp";
 
 /// Keys that have a flag of their own (the others are set with `--set key=value`).
 pub const FLAG_KEYS: &[&str] = &[
@@ -185,6 +198,9 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    /// The OTLP/HTTP collector's base URL (spans go to `<it>/v1/traces`), if any.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: String,
 }
 
 impl Default for Settings {
@@ -198,6 +214,8 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            otlp_endpoint: None,
+            otlp_service_name: "action-ledger".into(),
         }
     }
 }
@@ -371,6 +389,23 @@ impl Settings {
                     .map_err(|e| format!("{value:?} is not a log filter ({e})"))?;
                 self.log_level = value.to_string();
             }
+            "otlp_endpoint" => {
+                self.otlp_endpoint = match value.trim() {
+                    "" => None,
+                    _ if !cfg!(feature = "otlp") => return Err(NO_OTLP.into()),
+                    v => Some(otlp_endpoint(v)?),
+                }
+            }
+            "otlp_service_name" => {
+                let v = value.trim();
+                if v.is_empty() || v.len() > limits::NAME_BYTES_MAX {
+                    return Err(format!(
+                        "expected 1 to {} bytes (NAME_BYTES_MAX)",
+                        limits::NAME_BYTES_MAX
+                    ));
+                }
+                self.otlp_service_name = v.to_string();
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -481,6 +516,22 @@ impl Settings {
     }
 }
 
+/// An OTLP/HTTP collector's base URL: `http://` or `https://`, a host, maybe a port and a
+/// path; no query. Given without the trailing `/`.
+fn otlp_endpoint(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or_else(|| format!("{v:?} is not an http:// or https:// URL"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || v.contains(['?', '#', ' ']) || v.parse::<axum::http::Uri>().is_err() {
+        return Err(format!(
+            "{v:?} is not a collector URL like http://collector:4318"
+        ));
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
 /// A file path, or `None` for an empty value.
 fn path_or_none(value: &str) -> Option<PathBuf> {
     match value.trim() {
@@ -588,6 +639,8 @@ mod tests {
             "log_format" => "text".into(),
             "access_log" => v.access_log.to_string(),
             "log_level" => s.log_level.clone(),
+            "otlp_endpoint" => s.otlp_endpoint.clone().unwrap_or("(none)".into()),
+            "otlp_service_name" => s.otlp_service_name.clone(),
             other => panic!("KEYS has {other}, which this test does not know"),
         }
     }
@@ -633,6 +686,7 @@ mod tests {
                 "tls_key",
                 "tls_client_ca",
                 "cors_origins",
+                "otlp_endpoint",
             ]
             .contains(key)
             {

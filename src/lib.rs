@@ -25,6 +25,7 @@
 //! - [`limits`]: every named limit.
 //! - [`datadir`]: the data directory's lock (one process changes it at a time).
 //! - [`config`]: `serve`'s layered configuration; [`cli`]: the command line.
+//! - `telemetry` (cargo feature `otlp`): OpenTelemetry export of the request spans.
 //!
 //! ARCHITECTURE.md has the data flow and invariants; docs/format.md the bytes on disk.
 
@@ -39,6 +40,8 @@ pub mod ledger;
 pub mod limits;
 pub mod log;
 pub mod projection;
+#[cfg(feature = "otlp")]
+pub mod telemetry;
 pub mod tokens;
 
 /// The allocator the `action-ledger` binary installs (`src/main.rs`) and so do the

@@ -258,3 +258,17 @@ pub const REMOTE_WATCH_RECONNECT_DELAY_MS: u64 = 500;
 pub const REMOTE_SSE_EVENT_BYTES_MAX: usize = 8 * RECORD_PAYLOAD_BYTES_MAX;
 /// Largest `--body` file the remote CLI reads, in bytes (the server's `BODY_BYTES_MAX`).
 pub const REMOTE_BODY_BYTES_MAX: usize = BODY_BYTES_MAX;
+
+// ---- OpenTelemetry export (feature `otlp`, `otlp_endpoint`, src/telemetry.rs) ----
+
+/// Longest one export of a batch of spans to the collector may take, in milliseconds; then
+/// that batch is dropped (a warning says so).
+pub const OTLP_EXPORT_TIMEOUT_MS: u64 = 5_000;
+/// Longest the graceful stop waits for the last spans to reach the collector, in
+/// milliseconds.
+pub const OTLP_SHUTDOWN_TIMEOUT_MS: u64 = 10_000;
+/// Spans waiting for export at most; past it new spans are dropped, never a request delayed.
+pub const OTLP_QUEUE_SPANS_MAX: usize = 2_048;
+/// Shortest time between two warnings about failed exports, in milliseconds (the failures
+/// in between are counted in the next warning).
+pub const OTLP_WARN_INTERVAL_MS: u64 = 60_000;

@@ -191,21 +191,37 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 pub use crate::hex;
 
 fn init_tracing(filter: &str, json: bool) {
+    init_tracing_with(filter, json, None);
+}
+
+/// A `tracing` layer beside the log (with its own filter): the OpenTelemetry export.
+pub type ExtraLayer =
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Logging to stderr, filtered by `ACTION_LEDGER_LOG` or else `filter`, as text or JSON lines;
+/// and `extra`, which sees what its own filter lets through.
+fn init_tracing_with(filter: &str, json: bool, extra: Option<ExtraLayer>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ACTION_LEDGER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         // Where stderr cannot be written (a file on a full or failed disk), a log line is
         // lost; the default would report that with eprintln!, which panics the thread that
         // logged — the writer thread or a cluster node's leadership task.
         .log_internal_errors(false);
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = if json {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(extra)
+        .with(fmt)
+        .try_init();
 }
 
 /// Runs an offline command with logging to stderr (warnings only, unless `ACTION_LEDGER_LOG`

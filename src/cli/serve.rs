@@ -108,13 +108,30 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, Failure> {
 
 pub fn run(args: ServeArgs) -> CliResult {
     let settings = settings(&args)?;
-    super::init_tracing(&settings.log_level, settings.log_format == LogFormat::Json);
-    let config = settings.serve;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::error(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
+    // The OTLP exporter's batch task runs on the server's runtime.
+    #[cfg(feature = "otlp")]
+    let (extra, otlp) = match &settings.otlp_endpoint {
+        Some(endpoint) => {
+            let _on = runtime.enter();
+            let (layer, otlp) = crate::telemetry::layer(endpoint, &settings.otlp_service_name)
+                .map_err(Failure::error)?;
+            (Some(layer), Some(otlp))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let extra = None;
+    super::init_tracing_with(
+        &settings.log_level,
+        settings.log_format == LogFormat::Json,
+        extra,
+    );
+    let config = settings.serve;
+    let served = runtime.block_on(async move {
         let running = server::start(config, server::termination_signal())
             .await
             .map_err(failed)?;
@@ -134,7 +151,12 @@ pub fn run(args: ServeArgs) -> CliResult {
             }
         }
         running.wait().await.map_err(failed)
-    })
+    });
+    #[cfg(feature = "otlp")]
+    if let Some(otlp) = otlp {
+        runtime.block_on(otlp.shutdown());
+    }
+    served
 }
 
 /// The server's error, as the binary's one `error:` line (every [`server::ServeError`]

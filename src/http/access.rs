@@ -13,6 +13,12 @@
 //!   and trace id. Never a path with ids, a query string or a secret.
 //! - **Retry-After**: every 503 answer carries `Retry-After: 1` unless it set its own.
 //!
+//! - **The request span** (`tracing`, target [`SPAN_TARGET`], name `request`): carries
+//!   the request id and trace id into every line logged while the request is served. With
+//!   OpenTelemetry export on (feature `otlp`, [`crate::telemetry`]) it becomes a server span
+//!   whose parent is the caller's (from `traceparent`) and whose attributes are the method,
+//!   route template, status and request id.
+//!
 //! The route template comes from the metrics middleware ([`super::metrics::Track`], which
 //! sees axum's `MatchedPath`), the caller from [`super::auth::authenticate`]: both write
 //! into the request's [`Info`], which the access log reads at the end.
@@ -25,6 +31,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -33,6 +40,8 @@ use tracing::Instrument as _;
 /// The `tracing` target of the access log's lines (filter them with
 /// `ACTION_LEDGER_LOG=info,access=off` and the like).
 pub const TARGET: &str = "access";
+/// The `tracing` target of the request spans.
+pub const SPAN_TARGET: &str = "action_ledger::http::access";
 /// The route of a request no route matched (404s, and requests answered while starting).
 pub const UNMATCHED: &str = "<unmatched>";
 /// The request id header.
@@ -71,6 +80,16 @@ pub fn record_caller(p: &Principal) {
     });
 }
 
+/// Whether the request spans carry the OpenTelemetry attributes ([`export_span_attributes`]).
+static SPAN_ATTRIBUTES: AtomicBool = AtomicBool::new(false);
+
+/// Gives the request spans from now on the attributes of an exported OpenTelemetry server span
+/// (`otel.kind`, `otel.name`, `http.request.method`, `http.route`,
+/// `http.response.status_code`): called when the OTLP exporter is installed.
+pub fn export_span_attributes() {
+    SPAN_ATTRIBUTES.store(true, Ordering::Relaxed);
+}
+
 /// Which listener, and whether its requests are logged.
 #[derive(Clone, Copy, Debug)]
 pub struct AccessLog {
@@ -82,6 +101,10 @@ pub struct AccessLog {
 struct Begun {
     request_id: HeaderValue,
     trace_id: String,
+    /// The request's `traceparent` (valid), and whether this server made it up (no valid one
+    /// came with the request).
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+    traceparent: (String, bool),
     info: Arc<Info>,
 }
 
@@ -97,12 +120,12 @@ fn begin<B>(req: &mut Request<B>) -> Begun {
             v
         }
     };
-    let trace_id = match headers
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_of)
-    {
-        Some(t) => t.to_string(),
+    let given = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let (trace_id, traceparent) = match given.and_then(trace_id_of) {
+        Some(t) => (
+            t.to_string(),
+            (given.unwrap_or_default().trim().to_string(), false),
+        ),
         None => {
             if headers.contains_key(TRACEPARENT) {
                 // An invalid traceparent invalidates its tracestate.
@@ -114,7 +137,7 @@ fn begin<B>(req: &mut Request<B>) -> Begun {
                 TRACEPARENT,
                 HeaderValue::from_str(&parent).expect("hex is a header value"),
             );
-            trace_id
+            (trace_id, (parent, true))
         }
     };
     let info = Arc::new(Info::default());
@@ -122,6 +145,7 @@ fn begin<B>(req: &mut Request<B>) -> Begun {
     Begun {
         request_id,
         trace_id,
+        traceparent,
         info,
     }
 }
@@ -195,16 +219,52 @@ pub fn serve<B, F: Future>(
     mut req: Request<B>,
     call: impl FnOnce(Request<B>) -> F,
 ) -> Answer<F> {
-    let begun = begin(&mut req);
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut begun = begin(&mut req);
     let method = req.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = begun.request_id.to_str().unwrap_or(""),
-        trace_id = %begun.trace_id,
-    );
-    let inner = CURRENT.scope(begun.info.clone(), call(req).instrument(span));
+    let request_id = begun.request_id.to_str().unwrap_or("");
+    let exported = SPAN_ATTRIBUTES.load(Ordering::Relaxed);
+    let span = if exported {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "request",
+            request_id,
+            trace_id = tracing::field::Empty,
+            otel.kind = "server",
+            otel.name = method.as_str(), // "GET /route/{template}" when matched
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method.as_str(),
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        #[cfg(feature = "otlp")]
+        if begun.traceparent.1 {
+            // A new trace, whose root is this span: its ids become the request's trace id and
+            // the traceparent it carries on (to a leader), so the exported trace and the logs
+            // agree, and a forwarded request's span is this one's child.
+            if let Some((trace_id, traceparent)) = crate::telemetry::root_ids(&span) {
+                if let Ok(v) = HeaderValue::from_str(&traceparent) {
+                    req.headers_mut().insert(TRACEPARENT, v);
+                    begun.trace_id = trace_id;
+                }
+            }
+        } else {
+            crate::telemetry::set_parent(&span, &begun.traceparent.0);
+        }
+        span.record("trace_id", begun.trace_id.as_str());
+        span
+    } else {
+        tracing::info_span!(
+            target: SPAN_TARGET,
+            "request",
+            request_id,
+            trace_id = %begun.trace_id,
+        )
+    };
+    let inner = CURRENT.scope(begun.info.clone(), call(req).instrument(span.clone()));
     Answer {
         inner,
+        span: exported.then_some(span),
         line: Some(Line {
             listener: log.listener,
             enabled: log.enabled,
@@ -258,6 +318,8 @@ pin_project_lite::pin_project! {
     pub struct Answer<F> {
         #[pin]
         inner: tokio::task::futures::TaskLocalFuture<Arc<Info>, tracing::instrument::Instrumented<F>>,
+        // The request span, when it gets the answer's attributes (OpenTelemetry export).
+        span: Option<tracing::Span>,
         line: Option<Line>,
     }
 }
@@ -274,6 +336,18 @@ where
         let Ok(mut resp) = out else {
             return Poll::Ready(out);
         };
+        if let (Some(span), Some(line)) = (this.span.take(), this.line.as_ref()) {
+            let status = resp.status();
+            if let Some(route) = line.info.route.get() {
+                span.record("http.route", route.as_str());
+                #[cfg(feature = "otlp")]
+                crate::telemetry::rename(&span, format!("{} {}", line.method, route.as_str()));
+            }
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.record("otel.status_code", "error");
+            }
+        }
         let Some(mut line) = this.line.take() else {
             return Poll::Ready(Ok(resp));
         };

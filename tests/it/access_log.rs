@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 /// bound for failure, not a timed assertion).
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The binary, with stderr and stdout in a file, the access log at info.
-struct Server {
+/// The binary, with stderr and stdout in a file, the access log at info (also used by
+/// tests/it/otlp.rs).
+pub(crate) struct Server {
     child: Child,
     api: Api,
     redis: String,
@@ -24,7 +25,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(extra: &[&str]) -> Server {
+    pub(crate) async fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("output");
         let out = std::fs::File::create(&output).unwrap();
@@ -80,12 +81,12 @@ impl Server {
         }
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.output).unwrap_or_default()
     }
 
     /// The access log line of the request `id` (waiting for it to be written).
-    async fn line(&self, id: &str) -> String {
+    pub(crate) async fn line(&self, id: &str) -> String {
         let started = Instant::now();
         let needle = format!("request_id=\"{id}\"");
         loop {
@@ -102,7 +103,7 @@ impl Server {
     }
 
     /// Stops the server (SIGTERM) and returns its whole output.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let killed = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -128,7 +129,7 @@ impl Drop for Server {
 }
 
 /// The value of `field=` in a text line (quotes removed).
-fn field(line: &str, name: &str) -> Option<String> {
+pub(crate) fn field(line: &str, name: &str) -> Option<String> {
     let at = line.find(&format!(" {name}="))? + name.len() + 2;
     let rest = &line[at..];
     let value = match rest.strip_prefix('"') {

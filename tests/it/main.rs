@@ -24,6 +24,7 @@ mod http;
 mod lifecycle;
 mod limits;
 mod nodes;
+mod otlp;
 mod pg;
 mod powerloss;
 mod projection;
