@@ -261,22 +261,8 @@ async fn read_load(base: &str, conns: usize, secs: f64, ids: u64) -> Vec<Duratio
                 } else {
                     format!("{base}/api/v1/actions/{}", 1 + (i * 7919) % ids)
                 };
-                let t = Instant::now();
-                let resp = client
-                    .get(url)
-                    .bearer_auth(ADMIN)
-                    .send()
-                    .await
-                    .expect("request");
-                let status = resp.status();
-                let body = resp.bytes().await.expect("body");
-                assert_eq!(
-                    status,
-                    StatusCode::OK,
-                    "{base}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-                lat.push(t.elapsed());
+                let req = client.get(url).bearer_auth(ADMIN);
+                lat.push(timed(req, StatusCode::OK, &base).await);
             }
             lat
         }));
@@ -286,6 +272,16 @@ async fn read_load(base: &str, conns: usize, secs: f64, ids: u64) -> Vec<Duratio
         all.extend(t.await.expect("client task"));
     }
     all
+}
+
+/// Sends `req`, checks that it is answered `want`, and returns how long the answer took.
+async fn timed(req: reqwest::RequestBuilder, want: StatusCode, base: &str) -> Duration {
+    let t = Instant::now();
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let body = resp.bytes().await.expect("body");
+    assert_eq!(status, want, "{base}: {}", String::from_utf8_lossy(&body));
+    t.elapsed()
 }
 
 /// CPU time (user + system) of the postmaster `pid` and its children.
@@ -358,24 +354,12 @@ async fn http_load(base: &str, tag: String, conns: usize, secs: f64) -> Vec<Dura
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
-                let t = Instant::now();
-                let resp = client
+                let req = client
                     .post(format!("{base}/api/v1/actions"))
                     .bearer_auth(ADMIN)
                     .header("content-type", "application/json")
-                    .body(create_body(&format!("{tag}-{c}-{i}")))
-                    .send()
-                    .await
-                    .expect("request");
-                let status = resp.status();
-                let body = resp.bytes().await.expect("body");
-                assert_eq!(
-                    status,
-                    StatusCode::CREATED,
-                    "{base}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-                lat.push(t.elapsed());
+                    .body(create_body(&format!("{tag}-{c}-{i}")));
+                lat.push(timed(req, StatusCode::CREATED, &base).await);
             }
             lat
         }));
