@@ -181,6 +181,19 @@ impl EventBody {
             EventBody::Cancelled { .. } => "cancelled",
         }
     }
+
+    /// Every [`type_name`](EventBody::type_name), in lifecycle order.
+    pub const TYPE_NAMES: [&'static str; 9] = [
+        "started",
+        "progress",
+        "event_started",
+        "event_finished",
+        "heartbeat",
+        "completed",
+        "failed",
+        "cancel_requested",
+        "cancelled",
+    ];
 }
 
 /// A new action as the log stores it: everything the client gave, plus the id and uid the

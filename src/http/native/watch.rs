@@ -110,20 +110,6 @@ pub const WATCH_PARAMS: [&str; 12] = [
     "min_position",
 ];
 
-/// What `event_type` may name: `created` and the types of events.
-pub const EVENT_TYPES: [&str; 10] = [
-    "created",
-    "started",
-    "progress",
-    "event_started",
-    "event_finished",
-    "heartbeat",
-    "completed",
-    "failed",
-    "cancel_requested",
-    "cancelled",
-];
-
 /// The filters of one watch stream: the identity filters it shares with the list, one
 /// action, the operation's type, and the status the operation leaves its action in.
 struct WatchFilter {
@@ -167,16 +153,20 @@ fn parse_watch_params(
             }
             "event_type" => {
                 for t in each(&v) {
-                    let known = EVENT_TYPES.iter().find(|x| **x == t).ok_or_else(|| {
-                        ApiError::field(
-                            "event_type",
-                            &format!(
-                                "unknown event type {t:?} (one of {})",
-                                EVENT_TYPES.join(", ")
-                            ),
-                        )
-                    })?;
-                    event_types.push(*known);
+                    // `created` and the types of events.
+                    let known = std::iter::once("created")
+                        .chain(EventBody::TYPE_NAMES)
+                        .find(|x| *x == t)
+                        .ok_or_else(|| {
+                            ApiError::field(
+                                "event_type",
+                                &format!(
+                                    "unknown event type {t:?} (one of created, {})",
+                                    EventBody::TYPE_NAMES.join(", ")
+                                ),
+                            )
+                        })?;
+                    event_types.push(known);
                 }
             }
             "status" => {
@@ -188,7 +178,8 @@ fn parse_watch_params(
                             ApiError::field(
                                 "status",
                                 &format!(
-                                    "unknown status {s:?} (one of queued, running, completed, failed, cancelled)"
+                                    "unknown status {s:?} (one of {})",
+                                    Status::ALL.map(Status::as_str).join(", ")
                                 ),
                             )
                         })?;
