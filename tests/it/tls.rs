@@ -401,7 +401,7 @@ async fn with_tls_client_ca_only_clients_with_a_certificate_of_that_ca_get_in() 
     let o = cli(base, &["actions", "list", "--cacert", &arg("ca.pem")]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("connection closed (if the server requires a client certificate: --cert FILE --key FILE)"),
+        text(&o).contains("(if the server requires a client certificate: --cert FILE --key FILE)"),
         "{}",
         text(&o)
     );

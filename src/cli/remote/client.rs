@@ -173,14 +173,17 @@ impl Client {
             return self.timed_out();
         }
         let mut cause = root_cause(&e);
-        if cause.contains("certificate") {
-            cause.push_str(" (for a server with a private CA, --cacert FILE trusts it)");
-        } else if self.base.scheme() == "https" && !self.client_cert && cause == "connection closed"
-        {
-            // TLS 1.3 refuses a missing client certificate after the handshake, so the
-            // client only sees the connection close.
+        // TLS 1.3 refuses a missing client certificate after the handshake: the client sees
+        // the server's CertificateRequired alert, or (when the alert loses the race with
+        // the close) only the connection close.
+        let refused_without_cert = self.base.scheme() == "https"
+            && !self.client_cert
+            && (cause.contains("CertificateRequired") || cause == "connection closed");
+        if refused_without_cert {
             cause
                 .push_str(" (if the server requires a client certificate: --cert FILE --key FILE)");
+        } else if cause.contains("certificate") {
+            cause.push_str(" (for a server with a private CA, --cacert FILE trusts it)");
         }
         if e.is_connect() {
             Failure::error(format!("cannot connect to {}: {cause}", self.shown))
