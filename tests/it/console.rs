@@ -546,7 +546,7 @@ async fn filters_and_paging_give_the_right_rows() {
     let older = href_of(&first.body, "page-older").unwrap();
     let second = b.get(&older).await;
     assert_eq!(row_ids(&second.body), (1..=10).rev().collect::<Vec<_>>());
-    assert!(second.body.contains("id=\"page-older\"") == false);
+    assert!(!second.body.contains("id=\"page-older\""));
     let newer = href_of(&second.body, "page-newer").unwrap();
     assert_eq!(row_ids(&b.get(&newer).await.body), row_ids(&first.body));
 

@@ -303,6 +303,23 @@ fn tokens_never_reach_the_logs() {
                     .await
                     .unwrap();
             }
+            // The console's sign-in form and cookie (the token hex-encoded).
+            client
+                .post(format!("http://{main}/console/login"))
+                .header("sec-fetch-site", "same-origin")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            for path in ["/console/actions", "/console/actions/1", "/console/watch"] {
+                let _ = client
+                    .get(format!("http://{main}{path}"))
+                    .header("cookie", format!("ledger_console={}", hex(token)))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await;
+            }
         }
         secret
     });
@@ -328,7 +345,16 @@ fn tokens_never_reach_the_logs() {
             !output.contains(&b),
             "a Basic credential appears in the output"
         );
+        assert!(
+            !output.contains(&hex(secret)),
+            "a console cookie appears in the output"
+        );
     }
+}
+
+/// A token as the console's cookie carries it.
+fn hex(token: &str) -> String {
+    token.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(unix)]
