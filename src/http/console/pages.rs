@@ -823,7 +823,7 @@ fn timeline(a: &Action) -> Markup {
                                 span.span-name { (e.name) }
                                 span class={ "badge result-" (result) } { (result) }
                                 span.span-duration {
-                                    @if e.finished_at.is_some() { (duration(length)) } @else { "running for " (duration(length)) }
+                                    @if e.finished_at.is_some() { (duration(length)) } @else { "unfinished (" (duration(length)) " until the last update)" }
                                 }
                                 @if let Some(h) = &e.host { span.span-host { "on " (h) } }
                                 (time(Some(e.started_at)))
