@@ -42,7 +42,9 @@
 //!    p50/p99 over `QUERY_PG_OPS` requests after a 10% warm-up; then
 //!    `QUERY_PG_CONNECTIONS` (16) concurrent connections for `QUERY_PG_SECS` (10) s: requests
 //!    per second (each connection sends its next request when it has read the whole
-//!    answer). The client runs on 2 tokio workers in this process; the server, PostgreSQL and
+//!    answer), and the CPU time per request of the serving side (the server process's
+//!    utime + stime; PostgreSQL's postmaster, its children and its exited children) and of
+//!    the client threads — on a shared 2-core machine the steadiest figure. The client runs on 2 tokio workers in this process; the server, PostgreSQL and
 //!    the client share the machine's cores.
 //! 8. **Memory**: the server's VmRSS when ready (idle) and VmHWM at the end (peak under
 //!    load), from `/proc/<pid>/status`; PostgreSQL's as the sum of the PSS of the postmaster
@@ -99,6 +101,10 @@ const SIZE_MAX: u64 = 10_000_000;
 /// Resources and ids whose answers are compared between the two before timing.
 const AGREEMENT_SAMPLES: usize = 20;
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// How long connections get to close before and after a measured round.
+const CPU_SETTLE: Duration = Duration::from_millis(300);
+/// `USER_HZ`, the unit of `/proc/<pid>/stat`'s times on Linux.
+const CLOCK_TICKS: f64 = 100.0;
 
 /// Indexes and constraints, created after COPY as a bulk load does.
 const PG_INDEXES: [&str; 4] = [
@@ -309,7 +315,7 @@ async fn throughput(
     keys: &Arc<Vec<Key>>,
     conns: usize,
     secs: f64,
-) -> (usize, Duration, Vec<Duration>) {
+) -> Load {
     // Connect (and prepare) before the clock starts.
     let mut tasks = Vec::with_capacity(conns);
     let start = Arc::new(tokio::sync::Barrier::new(conns + 1));
@@ -367,17 +373,100 @@ async fn throughput(
     }
     let elapsed = t.elapsed();
     all.sort_unstable();
-    (all.len(), elapsed, all)
+    Load {
+        requests: all.len(),
+        elapsed,
+        lat: all,
+        ..Load::default()
+    }
 }
 
-enum Side<'a> {
-    Ledger(&'a str),
-    Pg(&'a str),
+/// A throughput round: requests answered, how long, their latencies, and the CPU time the
+/// serving side (the ledger server, or PostgreSQL's processes) and this process's client
+/// threads used meanwhile.
+#[derive(Default)]
+struct Load {
+    requests: usize,
+    elapsed: Duration,
+    lat: Vec<Duration>,
+    server_cpu: Duration,
+    client_cpu: Duration,
 }
 
-/// The sum of the PSS (kB) of the postmaster `pid` and its children.
-fn pg_pss_kb(postmaster: u32) -> u64 {
-    let mut total = 0;
+impl Load {
+    fn rate(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn per_request(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+/// Whose CPU time to count: the ledger server's pid and the postmaster's.
+struct CpuOf {
+    ledger: u32,
+    postmaster: u32,
+}
+
+/// CPU time so far: (the ledger server, PostgreSQL's processes, this process's client
+/// threads).
+fn cpu_now(of: &CpuOf) -> (Duration, Duration, Duration) {
+    (
+        stat_cpu(of.ledger, false),
+        pg_cpu(of.postmaster),
+        client_cpu(),
+    )
+}
+
+/// Runs `f` (the ledger's load if `ledger`, else PostgreSQL's), charging it with the CPU
+/// its server and the client used.
+/// Connections closed just before or after finish exiting first (a PostgreSQL backend's
+/// time moves to the postmaster's children's total when it exits).
+fn measured(of: &CpuOf, ledger: bool, f: impl FnOnce() -> Load) -> Load {
+    std::thread::sleep(CPU_SETTLE);
+    let (l0, p0, c0) = cpu_now(of);
+    let mut load = f();
+    std::thread::sleep(CPU_SETTLE);
+    let (l1, p1, c1) = cpu_now(of);
+    load.server_cpu = if ledger { l1 - l0 } else { p1 - p0 };
+    load.client_cpu = c1 - c0;
+    load
+}
+
+/// utime + stime of `pid` (`/proc/<pid>/stat`), with its reaped children's when
+/// `children`.
+fn stat_cpu(pid: u32, children: bool) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
+    let field = |i: usize| f.get(i).copied().unwrap_or(0);
+    // Fields after the command: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
+    let ticks = field(11) + field(12) + if children { field(13) + field(14) } else { 0 };
+    Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS)
+}
+
+/// CPU time of the postmaster, its live children and its exited ones.
+fn pg_cpu(postmaster: u32) -> Duration {
+    let mut total = stat_cpu(postmaster, true);
+    for pid in pg_children(postmaster) {
+        total += stat_cpu(pid, false);
+    }
+    total
+}
+
+/// The pids whose parent is `postmaster`.
+fn pg_children(postmaster: u32) -> Vec<u32> {
+    let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -389,10 +478,45 @@ fn pg_pss_kb(postmaster: u32) -> u64 {
                 rest.split_whitespace().nth(1)?.parse::<u32>().ok()
             })
             .unwrap_or(0);
-        if pid != postmaster && ppid != postmaster {
+        if ppid == postmaster {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// CPU time of this process's threads named `client` (the client runtime's).
+fn client_cpu() -> Duration {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "client" {
             continue;
         }
-        let rollup = std::fs::read_to_string(e.path().join("smaps_rollup")).unwrap_or_default();
+        let ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        total += Duration::from_nanos(ns);
+    }
+    total
+}
+
+enum Side<'a> {
+    Ledger(&'a str),
+    Pg(&'a str),
+}
+
+/// The sum of the PSS (kB) of the postmaster `pid` and its children.
+fn pg_pss_kb(postmaster: u32) -> u64 {
+    let mut total = 0;
+    for pid in std::iter::once(postmaster).chain(pg_children(postmaster)) {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
         total += rollup
             .lines()
             .find(|l| l.starts_with("Pss:"))
@@ -886,6 +1010,10 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
 
     let mut table: Vec<Row> = Vec::new();
     let sampler = Sampler::start(child.id(), postmaster);
+    let cpu = CpuOf {
+        ledger: child.id(),
+        postmaster,
+    };
     let lat_keys = keys(n, ops + ops / 10, 17);
     let thr_keys = Arc::new(keys(n, 1 << 16, 23));
     for kind in Kind::ALL {
@@ -893,10 +1021,7 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
         // client, highest rate at `conns`), so a burst of the machine's other work hits
         // one round, not one side.
         let (mut l, mut p): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
-        let (mut lt, mut pt) = (
-            (0, Duration::MAX, Vec::new()),
-            (0, Duration::MAX, Vec::new()),
-        );
+        let (mut lt, mut pt) = (Load::default(), Load::default());
         for _ in 0..rounds {
             let ledger = Side::Ledger(&ledger_base);
             let pg = Side::Pg(&pg_url);
@@ -911,13 +1036,16 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
             if better(&r, &p) {
                 p = r;
             }
-            let rate = |t: &(usize, Duration, Vec<Duration>)| t.0 as f64 / t.1.as_secs_f64();
-            let r = rt.block_on(throughput(&ledger, kind, &thr_keys, conns, run_secs));
-            if rate(&r) > rate(&lt) {
+            let r = measured(&cpu, true, || {
+                rt.block_on(throughput(&ledger, kind, &thr_keys, conns, run_secs))
+            });
+            if r.rate() > lt.rate() {
                 lt = r;
             }
-            let r = rt.block_on(throughput(&pg, kind, &thr_keys, conns, run_secs));
-            if rate(&r) > rate(&pt) {
+            let r = measured(&cpu, false, || {
+                rt.block_on(throughput(&pg, kind, &thr_keys, conns, run_secs))
+            });
+            if r.rate() > pt.rate() {
                 pt = r;
             }
         }
@@ -933,8 +1061,7 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
                 ratio(l99.as_secs_f64(), p99.as_secs_f64())
             ),
         });
-        let lr = lt.0 as f64 / lt.1.as_secs_f64();
-        let pr = pt.0 as f64 / pt.1.as_secs_f64();
+        let (lr, pr) = (lt.rate(), pt.rate());
         table.push(Row {
             what: format!(
                 "{}, {conns} connections, per second (p50 / p99 µs)",
@@ -942,15 +1069,32 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
             ),
             ledger: format!(
                 "{lr:.0} ({} / {})",
-                us(percentile(&lt.2, 0.5)),
-                us(percentile(&lt.2, 0.99))
+                us(percentile(&lt.lat, 0.5)),
+                us(percentile(&lt.lat, 0.99))
             ),
             pg: format!(
                 "{pr:.0} ({} / {})",
-                us(percentile(&pt.2, 0.5)),
-                us(percentile(&pt.2, 0.99))
+                us(percentile(&pt.lat, 0.5)),
+                us(percentile(&pt.lat, 0.99))
             ),
             ratio: ratio(lr, pr),
+        });
+        table.push(Row {
+            what: format!(
+                "{}, {conns} connections, CPU µs per request: server (client)",
+                kind.name()
+            ),
+            ledger: format!(
+                "{:.1} ({:.1})",
+                lt.per_request(lt.server_cpu),
+                lt.per_request(lt.client_cpu)
+            ),
+            pg: format!(
+                "{:.1} ({:.1})",
+                pt.per_request(pt.server_cpu),
+                pt.per_request(pt.client_cpu)
+            ),
+            ratio: ratio(lt.per_request(lt.server_cpu), pt.per_request(pt.server_cpu)),
         });
         println!(
             "n={n}: {} done: 1 client {}/{} vs {}/{} us; {conns} connections {lr:.0}/s vs {pr:.0}/s",
