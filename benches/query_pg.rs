@@ -677,10 +677,69 @@ fn probe(dir: &Path, n: u64) {
             us(percentile(&both, 0.99)),
         );
     }
+    raw_probe(&p, n, ops);
     println!(
         "probe n={n} | VmRSS {} MB, VmHWM {} MB",
         status_kb("VmRSS:") / 1024,
         status_kb("VmHWM:") / 1024
+    );
+}
+
+/// The sled floor of a list by resource with the present layout, on resources the probe
+/// has not read yet: the reverse scan of the resource's index buckets, then a plain
+/// `Tree::get` of each of its 50 newest snapshots (no decoding, no memo).
+fn raw_probe(p: &Projection, n: u64, ops: usize) {
+    use action_ledger::projection::keys;
+    let tree = p.tree_for_tests();
+    let (mut scans, mut gets, mut keys_read) = (Vec::new(), Vec::new(), 0usize);
+    for k in keys(n, ops, 13) {
+        let resource = ResourceRef {
+            resource_type: "droplet".into(),
+            id: k.resource.clone(),
+        };
+        let prefix = keys::ix_resource(&k.resource_tenant, &resource);
+        let t0 = Instant::now();
+        let mut ids = Vec::with_capacity(PAGE);
+        for kv in tree.scan_prefix(&prefix).rev() {
+            let (key, value) = kv.expect("scan");
+            keys_read += 1;
+            let bucket = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("bucket"));
+            // A bucket value: the members' low bytes ascending, or a 32-byte bitmap.
+            let mut low: Vec<u8> = if value.len() == 32 {
+                (0..=255u8)
+                    .filter(|i| value[usize::from(*i / 8)] & (1 << (i % 8)) != 0)
+                    .collect()
+            } else {
+                value.to_vec()
+            };
+            low.reverse();
+            ids.extend(low.into_iter().map(|l| bucket * 256 + u64::from(l)));
+            if ids.len() >= PAGE {
+                break;
+            }
+        }
+        ids.truncate(PAGE);
+        let t1 = Instant::now();
+        let mut bytes = 0;
+        for id in &ids {
+            bytes += tree
+                .get(keys::snapshot_key(*id))
+                .expect("get")
+                .map_or(0, |v| v.len());
+        }
+        std::hint::black_box(bytes);
+        scans.push(t1 - t0);
+        gets.push(t1.elapsed());
+    }
+    scans.sort_unstable();
+    gets.sort_unstable();
+    println!(
+        "probe n={n} | raw sled, list by resource      | index scan p50 {} / p99 {} us ({:.1} keys) | 50 snapshot gets p50 {} / p99 {} us",
+        us(percentile(&scans, 0.5)),
+        us(percentile(&scans, 0.99)),
+        keys_read as f64 / ops.max(1) as f64,
+        us(percentile(&gets, 0.5)),
+        us(percentile(&gets, 0.99)),
     );
 }
 
