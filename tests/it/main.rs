@@ -19,6 +19,7 @@ mod diskfull;
 mod edges;
 mod fuzz;
 mod golden;
+mod histogram;
 mod host;
 mod http;
 mod lifecycle;
