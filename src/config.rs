@@ -99,6 +99,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "false",
     ),
     (
+        "console",
+        "serve the web console at /console (true/false)",
+        "true",
+    ),
+    (
         "cluster_log",
         "cluster mode: postgres:// URL of the log of record (docs/cluster.md)",
         "(none)",
@@ -319,6 +324,7 @@ impl Settings {
             "request_timeout_ms" => l.request_timeout_ms = at_least(size(value)?, 1)?,
             "drain_timeout_ms" => l.drain_timeout_ms = size(value)?,
             "public_metrics" => s.public_metrics = parse::<bool>(value, "true or false")?,
+            "console" => s.console = parse::<bool>(value, "true or false")?,
             "cluster_log" => {
                 s.cluster.log = match value.trim() {
                     "" => None,
@@ -629,6 +635,7 @@ mod tests {
             "request_timeout_ms" => l.request_timeout_ms.to_string(),
             "drain_timeout_ms" => l.drain_timeout_ms.to_string(),
             "public_metrics" => v.public_metrics.to_string(),
+            "console" => v.console.to_string(),
             "cluster_log" => v.cluster.log.clone().unwrap_or("(none)".into()),
             "node_id" => v.cluster.node_id.clone().unwrap_or("(none)".into()),
             "advertise_url" => v.cluster.advertise_url.clone().unwrap_or("(none)".into()),

@@ -156,6 +156,30 @@ pub const HEADERS_MAX: usize = 100;
 /// is served, not refused).
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
+// ---- The web console (`/console`, src/http/console) ----
+
+/// Lifetime of the console's sign-in cookie, in seconds (8 hours: a working day). The
+/// cookie carries the token itself; the token's own expiry and revocation still apply on
+/// every request, whichever comes first.
+pub const CONSOLE_COOKIE_MAX_AGE_S: u64 = 8 * 3600;
+/// Actions on one page of the console's lists (the list and resource pages).
+pub const CONSOLE_PAGE_ROWS: usize = 50;
+/// Records of an action's history on one page of its console page.
+pub const CONSOLE_HISTORY_PAGE_RECORDS: usize = 100;
+/// Earlier cursors a list page's URL keeps for its "newer" link (`back`); past it the
+/// oldest are dropped, and "newer" from there leads back to the newest page.
+pub const CONSOLE_PAGE_TRAIL_MAX: usize = 20;
+/// Rows one export (`/console/actions/export`) writes at most; the last line (JSON lines)
+/// or a trailing comment row (CSV) says when the export was cut there.
+pub const CONSOLE_EXPORT_ROWS_MAX: usize = 100_000;
+/// Rows an export reads from the projection per page (one indexed query each).
+pub const CONSOLE_EXPORT_PAGE_ROWS: usize = 500;
+/// Longest `next` (the console URL to return to after signing in), in bytes.
+pub const CONSOLE_NEXT_BYTES_MAX: usize = 2048;
+/// How long browsers may keep the console's CSS and JS, in seconds: their URLs carry a
+/// hash of their content, so a new build is a new URL.
+pub const CONSOLE_ASSET_MAX_AGE_S: u64 = 365 * 24 * 3600;
+
 // ---- TLS (src/http/tls.rs) ----
 
 /// How long a client has to complete the TLS handshake after connecting, in milliseconds;

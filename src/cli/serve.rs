@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Serve /metrics without a token [key public_metrics].
     #[arg(long)]
     pub public_metrics: bool,
+    /// Do not serve the web console at /console [key console].
+    #[arg(long)]
+    pub no_console: bool,
     /// Cluster mode: the PostgreSQL URL of the log of record [key cluster_log].
     #[arg(long, value_name = "URL")]
     pub cluster_log: Option<String>,
@@ -83,6 +86,9 @@ impl ServeArgs {
         }
         if self.public_metrics {
             out.push(("public_metrics".into(), "true".into()));
+        }
+        if self.no_console {
+            out.push(("console".into(), "false".into()));
         }
         if !self.cors_origin.is_empty() {
             out.push(("cors_origins".into(), self.cors_origin.join(",")));

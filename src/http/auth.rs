@@ -87,10 +87,16 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<String, AuthFailure> {
 
 pub fn authenticate(headers: &HeaderMap, tokens: &TokenStore) -> Result<Principal, AuthFailure> {
     let secret = presented_secret(headers)?;
+    authenticate_secret(&secret, tokens)
+}
+
+/// The principal of a presented secret, however it was presented (a header here, the
+/// console's cookie in [`super::console`]): one check for every way in.
+pub fn authenticate_secret(secret: &str, tokens: &TokenStore) -> Result<Principal, AuthFailure> {
     if secret.is_empty() || secret.len() > crate::limits::TOKEN_SECRET_BYTES_MAX {
         return Err(AuthFailure::Unknown);
     }
-    let principal = tokens.authenticate(&secret).map_err(|r| match r {
+    let principal = tokens.authenticate(secret).map_err(|r| match r {
         Refusal::Unknown => AuthFailure::Unknown,
         Refusal::Expired { name, at } => AuthFailure::Expired { name, at },
         Refusal::Stale => AuthFailure::Unavailable,

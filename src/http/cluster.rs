@@ -9,7 +9,7 @@
 //! - **Forwarding** (cluster mode): a follower sends every request that is not a read (any
 //!   method but GET, HEAD and OPTIONS, and not a token change: tokens live in the cluster's
 //!   token table, which every node writes itself) to the leader's advertise URL and relays
-//!   the answer — headers, `Authorization`, `Idempotency-Key`, `X-Request-Id` and
+//!   the answer (the console's sign-in and sign-out, which write nothing, stay here) — headers, `Authorization`, `Idempotency-Key`, `X-Request-Id` and
 //!   `traceparent` included (the request id and trace context [`super::access`] settled,
 //!   generated ones too, so both nodes log the same ids), never a redirect. With no
 //!   leader known it answers 503 `no_leader` with `Retry-After`. A forwarded request carries
@@ -70,8 +70,10 @@ pub async fn positions(State(state): State<AppState>, mut req: Request, next: Ne
         Err(e) => return e.into_response(),
     };
     // Token changes go to the cluster's token table from any node: never forwarded.
+    // Neither do the console's sign-in and sign-out: they only set or clear a cookie.
     let is_read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || req.uri().path().starts_with("/api/v1/tokens");
+        || req.uri().path().starts_with("/api/v1/tokens")
+        || super::console::writes_nothing(req.uri().path());
     if let Some(face) = &state.cluster {
         if !is_read && face.node.failed() {
             return node_failed().into_response();

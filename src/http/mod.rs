@@ -2,6 +2,8 @@
 //! dialects, health, readiness and metrics. Handlers translate; the [`Ledger`] decides.
 //!
 //! - [`native`]: `/api/v1` as docs/api.md describes it.
+//! - [`console`]: the web console at `/console` (server-rendered pages over the same
+//!   queries and commands as the native API).
 //! - [`access`]: request ids, trace context and the access log.
 //! - [`auth`]: tokens from any of the four header forms → [`Principal`].
 //! - [`cluster`]: `X-Ledger-Position`, `min_position`, and a follower's forwarding of writes.
@@ -16,6 +18,7 @@
 pub mod access;
 pub mod auth;
 pub mod cluster;
+pub mod console;
 pub mod dialect;
 pub mod error;
 pub mod metrics;
@@ -123,6 +126,8 @@ pub struct Shared {
     pub watchers: Arc<AtomicUsize>,
     /// Whether `/metrics` answers without a token.
     pub public_metrics: bool,
+    /// The web console's settings; `None`: the console is off (its routes are absent).
+    pub console: Option<console::Console>,
     /// Turns true when shutdown begins: waits return, watch streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The native JSON of action states already rendered.

@@ -41,6 +41,9 @@ pub struct ServeConfig {
     pub append_queue_max: usize,
     pub limits: HttpLimits,
     pub public_metrics: bool,
+    /// The web console at `/console` (key `console`; on by default). Off: its routes are
+    /// not there (404).
+    pub console: bool,
     /// One access log line per request (target `access`, level info; see
     /// [`super::access`]).
     pub access_log: bool,
@@ -156,6 +159,7 @@ impl ServeConfig {
             append_queue_max: crate::limits::APPEND_QUEUE_MAX,
             limits: HttpLimits::default(),
             public_metrics: false,
+            console: true,
             access_log: true,
             redis_listen: None,
             log_storage: LogStorage(Arc::new(crate::log::FsStorage)),
@@ -165,18 +169,26 @@ impl ServeConfig {
     }
 }
 
-/// The main listener's routes, before state and the metrics middleware.
-fn main_routes(timeout: Duration) -> Router<AppState> {
-    let prompt = native::routes()
+/// The main listener's routes, before state and the metrics middleware; the console's
+/// when `console` is on.
+fn main_routes(timeout: Duration, console: bool) -> Router<AppState> {
+    let mut prompt = native::routes()
         .merge(super::dialect::main_routes())
-        .route("/api/v1/openapi.json", get(openapi_doc))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ));
+        .route("/api/v1/openapi.json", get(openapi_doc));
+    if console {
+        prompt = prompt.merge(super::console::routes());
+    }
+    let prompt = prompt.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        timeout,
+    ));
+    let mut streaming = native::streaming_routes();
+    if console {
+        streaming = streaming.merge(super::console::streaming_routes());
+    }
     Router::new()
         .merge(prompt)
-        .merge(native::streaming_routes())
+        .merge(streaming)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
@@ -193,7 +205,7 @@ fn redis_routes(timeout: Duration) -> Router<AppState> {
 /// The full application router over a ready state.
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms);
-    let router = main_routes(timeout)
+    let router = main_routes(timeout, state.console.is_some())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -220,7 +232,7 @@ pub fn redis_router(state: AppState) -> Router {
 pub fn route_templates() -> (Vec<String>, Vec<String>) {
     let timeout = Duration::from_secs(1);
     (
-        paths_of(&format!("{:?}", main_routes(timeout))),
+        paths_of(&format!("{:?}", main_routes(timeout, true))),
         paths_of(&format!("{:?}", redis_routes(timeout))),
     )
 }
@@ -638,6 +650,9 @@ pub async fn start(
         ready: Arc::new(AtomicBool::new(false)),
         watchers: Arc::new(AtomicUsize::new(0)),
         public_metrics: config.public_metrics,
+        console: config.console.then(|| super::console::Console {
+            secure_cookie: config.tls.is_some(),
+        }),
         shutdown: shutdown_rx.clone(),
         rendered: Arc::default(),
         cluster,

@@ -59,8 +59,23 @@ impl Ledger {
         index: &dyn HistoryIndex,
         id: ActionId,
     ) -> Result<Vec<HistoryRecord>, LedgerError> {
+        Ok(self.history_page(index, id, 0, usize::MAX)?.0)
+    }
+
+    /// At most `limit` of the log records that touched action `id`, from the `skip`-th on
+    /// (log order), and how many there are in all: only the records of the page are read
+    /// from the log.
+    pub fn history_page(
+        &self,
+        index: &dyn HistoryIndex,
+        id: ActionId,
+        skip: usize,
+        limit: usize,
+    ) -> Result<(Vec<HistoryRecord>, usize), LedgerError> {
+        let locations = index.record_locations(id)?;
+        let total = locations.len();
         let mut out = Vec::new();
-        for loc in index.record_locations(id)? {
+        for loc in locations.into_iter().skip(skip).take(limit) {
             let entry = self.read_entry(&loc)?;
             out.push(HistoryRecord {
                 position: loc.position,
@@ -73,7 +88,7 @@ impl Ledger {
                     .collect(),
             });
         }
-        Ok(out)
+        Ok((out, total))
     }
 
     /// Action `id` as it stood at `at`: `None` if it did not exist yet (or at all).

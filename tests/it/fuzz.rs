@@ -529,6 +529,7 @@ fn app() -> App {
         ready: Arc::new(AtomicBool::new(true)),
         watchers: Arc::new(AtomicUsize::new(0)),
         public_metrics: false,
+        console: None,
         shutdown,
         rendered: Arc::default(),
         cluster: None,

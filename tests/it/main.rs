@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_faults;
 mod cluster_tokens;
 mod codec;
+mod console;
 mod crash;
 mod damage;
 mod dialect_do;

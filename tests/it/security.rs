@@ -26,6 +26,73 @@ fn concrete(template: &str) -> String {
         .join("/")
 }
 
+/// Console routes that show nothing of the ledger without a sign-in: the sign-in form, the
+/// way to the list, the CSS and JS.
+const CONSOLE_PUBLIC: &[&str] = &["/console/login", "/console/assets/{name}"];
+
+/// One console route and method without the sign-in cookie (and with each of the API's
+/// bad-token headers, which the console ignores): a page GET leads to the sign-in form
+/// (303), a POST is refused (401, or 403 for a request not from the console's origin),
+/// nothing answers 200 but the public ones. False when the route has no such method (405).
+async fn console_route_without_a_cookie(m: &Method, url: &str, path: &str, who: &str) -> bool {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut first = None;
+    for bad in [
+        None,
+        Some(("authorization", format!("Bearer {ADMIN}"))),
+        Some(("x-auth-token", ADMIN.to_string())),
+        Some(("cookie", "ledger_console=6e6f70652d6e6f7065".to_string())),
+    ] {
+        let mut req = client.request(m.clone(), url);
+        if let Some((k, v)) = &bad {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            return false;
+        }
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let public = CONSOLE_PUBLIC
+            .iter()
+            .any(|p| concrete(p) == path && (*m == Method::GET || *m == Method::HEAD));
+        match m.as_str() {
+            _ if public => assert!(
+                status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                "{who}: {status}"
+            ),
+            "GET" | "HEAD" => {
+                assert_eq!(status, StatusCode::SEE_OTHER, "{who} {bad:?}");
+                assert!(
+                    location.starts_with("/console/login") || location == "/console/actions",
+                    "{who}: to {location}"
+                );
+            }
+            _ => assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
+                "{who} {bad:?}: {status}"
+            ),
+        }
+        // A token in a header changes nothing: the console reads only its cookie.
+        match first {
+            None => first = Some((status, location)),
+            Some((s, ref l)) => assert_eq!(
+                (s, l.as_str()),
+                (status, location.as_str()),
+                "{who} {bad:?}"
+            ),
+        }
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_of_both_listeners_needs_a_token() {
     let mut app = spawn_app().await;
@@ -87,8 +154,16 @@ async fn every_route_of_both_listeners_needs_a_token() {
                     }
                     req.send()
                 };
-                let status = send(None).await.unwrap().status();
                 let who = format!("{method} {path} on {addr}");
+                if template.starts_with("/console") {
+                    // The console answers browsers: see `console_route_without_a_cookie`.
+                    if console_route_without_a_cookie(&m, &url, &path, &who).await {
+                        routed += 1;
+                        checked += 1;
+                    }
+                    continue;
+                }
+                let status = send(None).await.unwrap().status();
                 assert!(!status.is_server_error(), "{who}: {status}");
                 if status == StatusCode::METHOD_NOT_ALLOWED {
                     continue; // no route for this method
@@ -123,6 +198,17 @@ async fn every_route_of_both_listeners_needs_a_token() {
     public_seen.sort();
     public_seen.dedup();
     assert_eq!(public_seen.len(), PUBLIC.len(), "{public_seen:?}");
+    for console in [
+        "/console",
+        "/console/login",
+        "/console/actions",
+        "/console/actions/{id}",
+        "/console/resources/{resource_type}/{resource_id}",
+        "/console/watch",
+        "/console/actions/export",
+    ] {
+        assert!(main.iter().any(|p| p == console), "{console} missing");
+    }
     assert!(checked > 40, "walked only {checked} route/method pairs");
     app.stop().await;
 }
@@ -217,6 +303,23 @@ fn tokens_never_reach_the_logs() {
                     .await
                     .unwrap();
             }
+            // The console's sign-in form and cookie (the token hex-encoded).
+            client
+                .post(format!("http://{main}/console/login"))
+                .header("sec-fetch-site", "same-origin")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            for path in ["/console/actions", "/console/actions/1", "/console/watch"] {
+                let _ = client
+                    .get(format!("http://{main}{path}"))
+                    .header("cookie", format!("ledger_console={}", hex(token)))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await;
+            }
         }
         secret
     });
@@ -242,7 +345,16 @@ fn tokens_never_reach_the_logs() {
             !output.contains(&b),
             "a Basic credential appears in the output"
         );
+        assert!(
+            !output.contains(&hex(secret)),
+            "a console cookie appears in the output"
+        );
     }
+}
+
+/// A token as the console's cookie carries it.
+fn hex(token: &str) -> String {
+    token.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(unix)]

@@ -271,6 +271,34 @@ async fn https_serves_the_api_over_http1_and_http2_and_a_watch_stream_over_http2
         let got: Value = r.json().await.unwrap();
         assert_eq!(got["id"], created["id"]);
     }
+    // The console over TLS: its cookie is `Secure`; the same-origin check of a sign-in
+    // reads an HTTP/2 request's authority (it has no Host header).
+    for h1_only in [true, false] {
+        let mut b = Client::builder()
+            .tls_certs_only([Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+            .redirect(reqwest::redirect::Policy::none());
+        if h1_only {
+            b = b.http1_only();
+        }
+        let console = b.build().unwrap();
+        let login = |origin: String| {
+            console
+                .post(format!("{base}/console/login"))
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={ADMIN}"))
+                .send()
+        };
+        let r = login(base.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "h1 only: {h1_only}");
+        let set = r.headers()["set-cookie"].to_str().unwrap();
+        assert!(
+            set.ends_with("; Secure") && set.contains("HttpOnly"),
+            "{set}"
+        );
+        let r = login("https://evil.example".into()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
     // A client that does not trust the CA is refused by its own check; plain HTTP gets no
     // answer from a TLS listener.
     let other = Ca::new("other CA");

@@ -265,7 +265,7 @@ pub struct ListParams {
     pub after: Option<u64>,
 }
 
-fn parse_list_params(
+pub(crate) fn parse_list_params(
     pairs: Vec<(String, String)>,
     p: &Principal,
     limit_max: usize,

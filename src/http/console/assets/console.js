@@ -1,0 +1,173 @@
+// The action-ledger console's script: plain JS, no build step, loaded with `defer` from the
+// console's own origin (the CSP allows no inline script). Every page works without it; it
+// adds: relative times with a remembered UTC/local switch, copy buttons, timeline bars, and
+// live updates over one watch stream per tab (/console/watch, the native watch stream under
+// the sign-in cookie), resumed with Last-Event-ID.
+//
+// What it relies on in the pages (also what the browser tests use):
+//   main[data-watch]            the watch query of the page (list, resource: its filters;
+//                               action: action=ID); main[data-first-page] on lists
+//   #actions-body tr.action-row[data-id][data-status][data-progress]  one row per action,
+//                               with .status (badge), progress.progress and .pct inside
+//   #new-bar (.shown when new actions arrived), #new-count, #new-bar-link
+//   #live-toggle[aria-pressed], #live-status
+//   main.action-page[data-id][data-status][data-progress][data-live], #action-status,
+//   #action-progress-cell progress.progress, #action-stale (.shown after other events)
+//   #tz-toggle, time.t[datetime], button.copy[data-copy], li.span[data-left][data-width]
+//   #histogram[data-query]      left for the activity histogram
+(function () {
+  "use strict";
+  var TZ_KEY = "action-ledger-console-tz";
+  var TERMINAL = { completed: 1, failed: 1, cancelled: 1 };
+  var STATUS_AFTER = {
+    created: null, started: "running", progress: "running", event_started: "running",
+    event_finished: "running", completed: "completed", failed: "failed", cancelled: "cancelled"
+  };
+
+  // ---- times ----
+  function useLocal() { try { return localStorage.getItem(TZ_KEY) === "local"; } catch (e) { return false; } }
+  function relative(ms) {
+    var s = Math.round((Date.now() - ms) / 1000), future = s < 0, a = Math.abs(s), t;
+    if (a < 45) t = a + " s";
+    else if (a < 2700) t = Math.round(a / 60) + " min";
+    else if (a < 64800) t = Math.round(a / 3600) + " h";
+    else t = Math.round(a / 86400) + " d";
+    return future ? "in " + t : t + " ago";
+  }
+  function absolute(d) {
+    if (!useLocal()) return d.toISOString().replace(".000Z", "Z") + " UTC";
+    return d.toLocaleString();
+  }
+  function renderTimes() {
+    var els = document.querySelectorAll("time.t[datetime]");
+    for (var i = 0; i < els.length; i++) {
+      var d = new Date(els[i].getAttribute("datetime"));
+      if (isNaN(d.getTime())) continue;
+      els[i].textContent = relative(d.getTime());
+      els[i].title = absolute(d) + " (" + els[i].getAttribute("datetime") + ")";
+    }
+    var b = document.getElementById("tz-toggle");
+    if (b) {
+      b.textContent = useLocal() ? "Local time" : "UTC";
+      b.setAttribute("aria-pressed", useLocal() ? "true" : "false");
+    }
+  }
+
+  // ---- copy ----
+  function onCopy(ev) {
+    var b = ev.target.closest ? ev.target.closest("button.copy[data-copy]") : null;
+    if (!b) return;
+    var text = b.getAttribute("data-copy");
+    var done = function () { b.classList.add("copied"); b.textContent = "Copied";
+      setTimeout(function () { b.classList.remove("copied"); b.textContent = "Copy"; }, 1500); };
+    if (navigator.clipboard && navigator.clipboard.writeText) navigator.clipboard.writeText(text).then(done, function () {});
+  }
+
+  // ---- timeline bars (percentages from data attributes; no style attributes in HTML) ----
+  function placeSpans() {
+    var spans = document.querySelectorAll("li.span[data-left][data-width]");
+    for (var i = 0; i < spans.length; i++) {
+      var bar = spans[i].querySelector(".span-bar");
+      if (!bar) continue;
+      bar.style.left = spans[i].getAttribute("data-left") + "%";
+      bar.style.width = spans[i].getAttribute("data-width") + "%";
+    }
+  }
+
+  // ---- live ----
+  function setProgress(container, value) {
+    if (!container || value === null || value === undefined) return;
+    var p = container.querySelector("progress.progress");
+    if (p) { p.value = value; p.textContent = value + "%"; }
+    var pct = container.querySelector(".pct");
+    if (pct) pct.textContent = (value % 1 === 0 ? value.toFixed(0) : value.toFixed(1)) + "%";
+  }
+  function setStatus(container, status) {
+    if (!container || !status) return;
+    var badge = container.querySelector(".status");
+    if (badge) { badge.className = "badge status status-" + status; badge.textContent = status; }
+  }
+
+  function Live(main) {
+    this.main = main;
+    this.query = main.getAttribute("data-watch") || "";
+    this.source = null;
+    this.lastId = null;
+    this.fresh = 0;
+    this.seen = {};
+    this.on = true;
+    this.status = document.getElementById("live-status");
+    this.toggle = document.getElementById("live-toggle");
+    var rows = document.querySelectorAll("#actions-body tr.action-row");
+    this.maxId = 0;
+    for (var i = 0; i < rows.length; i++) this.maxId = Math.max(this.maxId, +rows[i].getAttribute("data-id"));
+  }
+  Live.prototype.say = function (text) { if (this.status) this.status.textContent = text; };
+  Live.prototype.open = function () {
+    var self = this, url = "/console/watch" + (this.query ? "?" + this.query : "");
+    if (this.lastId !== null) url += (url.indexOf("?") < 0 ? "?" : "&") + "after=" + encodeURIComponent(this.lastId);
+    this.source = new EventSource(url);
+    this.source.onopen = function () { self.say("live"); };
+    this.source.onerror = function () { self.say(self.source && self.source.readyState === 2 ? "offline" : "reconnecting…"); };
+    var handler = function (ev) { self.lastId = ev.lastEventId || self.lastId; self.handle(ev.type, ev.data); };
+    for (var t in STATUS_AFTER) this.source.addEventListener(t, handler);
+    this.source.addEventListener("heartbeat", handler);
+    this.source.addEventListener("cancel_requested", handler);
+    this.source.addEventListener("revoked", function () { self.close(); self.say("signed out (token revoked)"); });
+  };
+  Live.prototype.close = function () { if (this.source) { this.source.close(); this.source = null; } };
+  Live.prototype.handle = function (type, data) {
+    var msg; try { msg = JSON.parse(data); } catch (e) { return; }
+    var id = msg.action && msg.action.id, ev = msg.event || {};
+    var status = STATUS_AFTER[type] || null, progress = typeof ev.progress === "number" ? ev.progress : null;
+    if (type === "completed") progress = 100;
+    var main = this.main;
+    if (main.classList.contains("action-page")) {
+      if (String(id) !== main.getAttribute("data-id")) return;
+      if (status) { main.setAttribute("data-status", status); setStatus(document.getElementById("action-status"), status); }
+      if (progress !== null) { main.setAttribute("data-progress", progress); setProgress(document.getElementById("action-progress-cell"), progress); }
+      if (type !== "progress" && type !== "heartbeat") {
+        var stale = document.getElementById("action-stale"); if (stale) stale.classList.add("shown");
+      }
+      if (status && TERMINAL[status]) { this.close(); this.say("finished"); }
+      return;
+    }
+    var row = document.querySelector('#actions-body tr.action-row[data-id="' + id + '"]');
+    if (row) {
+      if (status) { row.setAttribute("data-status", status); setStatus(row, status); }
+      if (progress !== null) { row.setAttribute("data-progress", progress); setProgress(row, progress); }
+      return;
+    }
+    if (type === "created" && id > this.maxId && !this.seen[id] && main.getAttribute("data-first-page") === "true") {
+      this.seen[id] = 1;
+      this.fresh += 1;
+      var bar = document.getElementById("new-bar"), count = document.getElementById("new-count");
+      if (count) count.textContent = String(this.fresh);
+      if (bar) bar.classList.add("shown");
+    }
+  };
+  Live.prototype.setOn = function (on) {
+    this.on = on;
+    if (this.toggle) { this.toggle.setAttribute("aria-pressed", on ? "true" : "false"); this.toggle.textContent = on ? "Live" : "Paused"; }
+    if (on) { this.say("connecting…"); this.open(); } else { this.close(); this.say("paused"); }
+  };
+
+  function start() {
+    renderTimes();
+    setInterval(renderTimes, 30000);
+    placeSpans();
+    document.addEventListener("click", onCopy);
+    var tz = document.getElementById("tz-toggle");
+    if (tz) tz.addEventListener("click", function () {
+      try { localStorage.setItem(TZ_KEY, useLocal() ? "utc" : "local"); } catch (e) {}
+      renderTimes();
+    });
+    var main = document.querySelector("main[data-watch]");
+    if (!main || !window.EventSource) return;
+    if (main.classList.contains("action-page") && main.getAttribute("data-live") !== "true") return;
+    var live = new Live(main);
+    if (live.toggle) live.toggle.addEventListener("click", function () { live.setOn(!live.on); });
+    live.open();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+})();
