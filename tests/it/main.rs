@@ -3,6 +3,7 @@
 mod access_log;
 mod app;
 mod binserver;
+mod browser;
 mod cli;
 mod clients;
 mod cluster;
