@@ -515,6 +515,13 @@ async fn a_filtered_url_reloads_to_the_same_view() {
     let b = Browser::open(&app.base, Scheme::Light).await;
     b.sign_in(&writer).await;
     assert_eq!(row_ids(&b).await, vec![completed, failed, running]);
+    b.until("the histogram of every action", || async {
+        b.js("return document.getElementById('histogram').getAttribute('data-total')")
+            .await
+            == json!("3")
+    })
+    .await;
+    assert!(b.count("#histogram svg rect.h-completed").await >= 1);
     b.find(Locator::Css("#f-resource_type"))
         .await
         .unwrap()
@@ -547,6 +554,13 @@ async fn a_filtered_url_reloads_to_the_same_view() {
     assert!(url.contains("resource_id=acme-1"), "{url}");
     let shown = view(&b).await;
     assert_eq!(shown.0, vec![completed]);
+    // The activity histogram counts the filtered set (server-side), not the rows.
+    b.until("the histogram of the filtered set", || async {
+        b.js("return document.getElementById('histogram').getAttribute('data-total')")
+            .await
+            == json!("1")
+    })
+    .await;
     assert_eq!(shown.1.as_deref(), Some("acme-1"));
     assert!(shown.2);
     b.refresh().await.unwrap();
