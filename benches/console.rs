@@ -182,7 +182,5 @@ fn main() {
             );
         }
     });
-    server_rt
-        .block_on(running.stop())
-        .expect("stop the server");
+    server_rt.block_on(running.stop()).expect("stop the server");
 }

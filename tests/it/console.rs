@@ -723,6 +723,10 @@ async fn the_action_page_shows_timeline_history_as_of_and_cancels() {
     let p = b.get("/console/actions/424242").await;
     assert_eq!(p.status, StatusCode::NOT_FOUND);
     assert!(p.body.contains("id=\"error-message\""));
+    assert!(
+        p.body.contains("id=\"logout-form\""),
+        "the error page keeps the top bar"
+    );
     app.stop().await;
 }
 

@@ -60,96 +60,101 @@ pub async fn export(
     Viewer(p): Viewer,
     Query(raw): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let format = match raw
-        .iter()
-        .find(|(k, _)| k == "format")
-        .map(|(_, v)| v.as_str())
-    {
-        Some("jsonl") | None => Format::JsonLines,
-        Some("csv") => Format::Csv,
-        Some(_) => return Err(ApiError::field("format", "must be jsonl or csv").into()),
-    };
-    let mut view = ListView::read(raw);
-    view.cursor = None;
-    let mut q = view.query(&state, &p)?;
-    q.limit = CONSOLE_EXPORT_PAGE_ROWS.min(state.limits.list_limit_max);
-    // The first page before answering: a bad filter is a 400 page, not a broken download.
-    let first = run_list(&state, &p, q.clone()).await?;
-    let total = first.total;
-    let rows = total.min(CONSOLE_EXPORT_ROWS_MAX as u64);
-    let rendered = state.rendered.clone();
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_QUEUED_MAX);
-    let st = state.clone();
-    tokio::spawn(async move {
-        let mut written = 0usize;
-        let mut page = first;
-        if format == Format::Csv {
-            let mut head = String::new();
-            for (i, c) in CSV_COLUMNS.iter().enumerate() {
-                if i > 0 {
-                    head.push(',');
+    let viewer = p.clone();
+    let page: Result<Response, PageError> = async move {
+        let format = match raw
+            .iter()
+            .find(|(k, _)| k == "format")
+            .map(|(_, v)| v.as_str())
+        {
+            Some("jsonl") | None => Format::JsonLines,
+            Some("csv") => Format::Csv,
+            Some(_) => return Err(ApiError::field("format", "must be jsonl or csv").into()),
+        };
+        let mut view = ListView::read(raw);
+        view.cursor = None;
+        let mut q = view.query(&state, &p)?;
+        q.limit = CONSOLE_EXPORT_PAGE_ROWS.min(state.limits.list_limit_max);
+        // The first page before answering: a bad filter is a 400 page, not a broken download.
+        let first = run_list(&state, &p, q.clone()).await?;
+        let total = first.total;
+        let rows = total.min(CONSOLE_EXPORT_ROWS_MAX as u64);
+        let rendered = state.rendered.clone();
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_QUEUED_MAX);
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut written = 0usize;
+            let mut page = first;
+            if format == Format::Csv {
+                let mut head = String::new();
+                for (i, c) in CSV_COLUMNS.iter().enumerate() {
+                    if i > 0 {
+                        head.push(',');
+                    }
+                    head.push_str(c);
                 }
-                head.push_str(c);
-            }
-            head.push_str("\r\n");
-            if tx.send(Ok(Bytes::from(head))).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            let take = page.actions.len().min(CONSOLE_EXPORT_ROWS_MAX - written);
-            let mut out = Vec::with_capacity(take * 768);
-            for a in &page.actions[..take] {
-                match format {
-                    Format::JsonLines => match rendered.action(a) {
-                        Ok(json) => {
-                            out.extend_from_slice(&json);
-                            out.push(b'\n');
-                        }
-                        Err(_) => return,
-                    },
-                    Format::Csv => csv_row(a, &mut out),
-                }
-            }
-            written += take;
-            if tx.send(Ok(Bytes::from(out))).await.is_err() {
-                return; // the client left
-            }
-            let Some(cursor) = page.next_cursor.take() else {
-                return;
-            };
-            // A token revoked during the export ends it (the rows already sent stay sent).
-            if written >= CONSOLE_EXPORT_ROWS_MAX || p.is_revoked() {
-                return;
-            }
-            q.cursor = Some(cursor);
-            page = match run_list(&st, &p, q.clone()).await {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(code = e.code, message = %e.message, "console export stopped");
-                    let _ = tx
-                        .send(Err(std::io::Error::other("the export stopped early")))
-                        .await;
+                head.push_str("\r\n");
+                if tx.send(Ok(Bytes::from(head))).await.is_err() {
                     return;
                 }
-            };
+            }
+            loop {
+                let take = page.actions.len().min(CONSOLE_EXPORT_ROWS_MAX - written);
+                let mut out = Vec::with_capacity(take * 768);
+                for a in &page.actions[..take] {
+                    match format {
+                        Format::JsonLines => match rendered.action(a) {
+                            Ok(json) => {
+                                out.extend_from_slice(&json);
+                                out.push(b'\n');
+                            }
+                            Err(_) => return,
+                        },
+                        Format::Csv => csv_row(a, &mut out),
+                    }
+                }
+                written += take;
+                if tx.send(Ok(Bytes::from(out))).await.is_err() {
+                    return; // the client left
+                }
+                let Some(cursor) = page.next_cursor.take() else {
+                    return;
+                };
+                // A token revoked during the export ends it (the rows already sent stay sent).
+                if written >= CONSOLE_EXPORT_ROWS_MAX || p.is_revoked() {
+                    return;
+                }
+                q.cursor = Some(cursor);
+                page = match run_list(&st, &p, q.clone()).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(code = e.code, message = %e.message, "console export stopped");
+                        let _ = tx
+                            .send(Err(std::io::Error::other("the export stopped early")))
+                            .await;
+                        return;
+                    }
+                };
+            }
+        });
+        let (content_type, file) = match format {
+            Format::JsonLines => ("application/x-ndjson", "actions.jsonl"),
+            Format::Csv => ("text/csv; charset=utf-8", "actions.csv"),
+        };
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+            h.insert(header::CONTENT_DISPOSITION, v);
         }
-    });
-    let (content_type, file) = match format {
-        Format::JsonLines => ("application/x-ndjson", "actions.jsonl"),
-        Format::Csv => ("text/csv; charset=utf-8", "actions.csv"),
-    };
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
+        h.insert("x-export-total", HeaderValue::from(total));
+        h.insert("x-export-rows", HeaderValue::from(rows));
+        Ok(resp)
     }
-    h.insert("x-export-total", HeaderValue::from(total));
-    h.insert("x-export-rows", HeaderValue::from(rows));
-    Ok(resp)
+    .await;
+    page.map_err(|e| e.seen_by(&viewer))
 }
 
 /// One CSV row of `a` (see [`CSV_COLUMNS`]).

@@ -179,6 +179,16 @@ impl FromRequestParts<AppState> for Viewer {
 pub struct PageError {
     pub status: StatusCode,
     pub message: String,
+    /// Who was refused, when known: the page then has the signed-in top bar.
+    pub viewer: Option<Principal>,
+}
+
+impl PageError {
+    /// This failure as shown to `p` (with the top bar: sign-out, the time switch).
+    pub fn seen_by(mut self, p: &Principal) -> PageError {
+        self.viewer = Some(p.clone());
+        self
+    }
 }
 
 impl From<ApiError> for PageError {
@@ -188,18 +198,20 @@ impl From<ApiError> for PageError {
             return PageError {
                 status: e.status,
                 message: "internal error (logged on the server)".into(),
+                viewer: None,
             };
         }
         PageError {
             status: e.status,
             message: e.message,
+            viewer: None,
         }
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        pages::error_page(self.status, &self.message)
+        pages::error_page_for(self.viewer.as_ref(), self.status, &self.message)
     }
 }
 
@@ -210,6 +222,7 @@ pub fn cross_site() -> PageError {
         status: StatusCode::FORBIDDEN,
         message: "this form must be sent from the console's own pages (cross-site request refused)"
             .into(),
+        viewer: None,
     }
 }
 

@@ -159,6 +159,11 @@ pub fn login_page(status: StatusCode, next: Option<&str>, error: Option<&str>) -
 
 /// A page saying what went wrong (404 for an action the viewer may not see, as anywhere).
 pub fn error_page(status: StatusCode, message: &str) -> Response {
+    error_page_for(None, status, message)
+}
+
+/// [`error_page`] with the top bar of `viewer`, when known.
+pub fn error_page_for(viewer: Option<&Principal>, status: StatusCode, message: &str) -> Response {
     let body = html! {
         main #main.narrow {
             h1 #error-title { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
@@ -166,7 +171,7 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
             p { a href="/console/actions" { "Back to the actions" } }
         }
     };
-    html_response(status, layout(status.as_str(), None, body))
+    html_response(status, layout(status.as_str(), viewer, body))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -433,38 +438,43 @@ pub async fn list(
     Viewer(p): Viewer,
     Query(raw): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let view = ListView::read(raw);
-    let q = view.query(&state, &p)?;
-    let page = run_list(&state, &p, q).await?;
-    let path = "/console/actions";
-    let filters_q = query_string(&view.filters);
-    let first = with_query(path, &view.filters);
-    let export = |format: &str| {
-        let mut pairs = vec![("format".to_string(), format.to_string())];
-        pairs.extend(view.filters.iter().cloned());
-        with_query("/console/actions/export", &pairs)
-    };
-    let watch_q = watch_query(&view.filters);
-    let body = html! {
-        main #main.list-page data-watch=(watch_q) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
-            h1 { "Actions" }
-            (filter_form(&view, &p))
-            div.summary-bar {
-                p #total data-total=(page.total) { (page.total) " " (if page.total == 1 { "action" } else { "actions" }) }
-                span.spacer {}
-                a #export-jsonl href=(export("jsonl")) download { "Export JSON lines" }
-                a #export-csv href=(export("csv")) download { "Export CSV" }
+    let viewer = p.clone();
+    let page: Result<Response, PageError> = async move {
+        let view = ListView::read(raw);
+        let q = view.query(&state, &p)?;
+        let page = run_list(&state, &p, q).await?;
+        let path = "/console/actions";
+        let filters_q = query_string(&view.filters);
+        let first = with_query(path, &view.filters);
+        let export = |format: &str| {
+            let mut pairs = vec![("format".to_string(), format.to_string())];
+            pairs.extend(view.filters.iter().cloned());
+            with_query("/console/actions/export", &pairs)
+        };
+        let watch_q = watch_query(&view.filters);
+        let body = html! {
+            main #main.list-page data-watch=(watch_q) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
+                h1 { "Actions" }
+                (filter_form(&view, &p))
+                div.summary-bar {
+                    p #total data-total=(page.total) { (page.total) " " (if page.total == 1 { "action" } else { "actions" }) }
+                    span.spacer {}
+                    a #export-jsonl href=(export("jsonl")) download { "Export JSON lines" }
+                    a #export-csv href=(export("csv")) download { "Export CSV" }
+                }
+                div #histogram.histogram data-query=(filters_q) aria-label="Activity of the filtered actions" {}
+                (live_controls(&first))
+                (actions_table(&page.actions, p.is_admin()))
+                (pager(&view, path, &page))
             }
-            div #histogram.histogram data-query=(filters_q) aria-label="Activity of the filtered actions" {}
-            (live_controls(&first))
-            (actions_table(&page.actions, p.is_admin()))
-            (pager(&view, path, &page))
-        }
-    };
-    Ok(html_response(
-        StatusCode::OK,
-        layout("Actions", Some(&p), body),
-    ))
+        };
+        Ok(html_response(
+            StatusCode::OK,
+            layout("Actions", Some(&p), body),
+        ))
+    }
+    .await;
+    page.map_err(|e| e.seen_by(&viewer))
 }
 
 /// The watch parameters of a list view: its filters minus the time range (the watch
@@ -562,43 +572,48 @@ pub async fn resource(
     Path((rtype, rid)): Path<(String, String)>,
     Query(raw): Query<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    // Only paging comes from the query; the resource is the path's.
-    let mut view = ListView::read(
-        raw.into_iter()
-            .filter(|(k, _)| k == "cursor" || k == "back")
-            .collect(),
-    );
-    view.filters = vec![
-        ("resource_type".into(), rtype.clone()),
-        ("resource_id".into(), rid.clone()),
-    ];
-    let q = view.query(&state, &p)?;
-    let page = run_list(&state, &p, q).await?;
-    let r = ResourceRef {
-        resource_type: rtype,
-        id: rid,
-    };
-    let path = resource_url(&r);
-    // The pager's links carry the resource in the path, not the query.
-    let paging = ListView {
-        filters: Vec::new(),
-        cursor: view.cursor.clone(),
-        back: view.back.clone(),
-    };
-    let body = html! {
-        main #main.resource-page data-watch=(watch_query(&view.filters)) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
-            h1 { "Resource " span #resource-name { (r.resource_type) "/" (r.id) } }
-            p { (copy(&r.id, "resource id")) " " a href=(with_query("/console/actions", &view.filters)) { "Filter the list by this resource" } }
-            p #total data-total=(page.total) { (page.total) " " (if page.total == 1 { "action" } else { "actions" }) }
-            (live_controls(&path))
-            (actions_table(&page.actions, p.is_admin()))
-            (pager(&paging, &path, &page))
-        }
-    };
-    Ok(html_response(
-        StatusCode::OK,
-        layout(&format!("{}/{}", r.resource_type, r.id), Some(&p), body),
-    ))
+    let viewer = p.clone();
+    let page: Result<Response, PageError> = async move {
+        // Only paging comes from the query; the resource is the path's.
+        let mut view = ListView::read(
+            raw.into_iter()
+                .filter(|(k, _)| k == "cursor" || k == "back")
+                .collect(),
+        );
+        view.filters = vec![
+            ("resource_type".into(), rtype.clone()),
+            ("resource_id".into(), rid.clone()),
+        ];
+        let q = view.query(&state, &p)?;
+        let page = run_list(&state, &p, q).await?;
+        let r = ResourceRef {
+            resource_type: rtype,
+            id: rid,
+        };
+        let path = resource_url(&r);
+        // The pager's links carry the resource in the path, not the query.
+        let paging = ListView {
+            filters: Vec::new(),
+            cursor: view.cursor.clone(),
+            back: view.back.clone(),
+        };
+        let body = html! {
+            main #main.resource-page data-watch=(watch_query(&view.filters)) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
+                h1 { "Resource " span #resource-name { (r.resource_type) "/" (r.id) } }
+                p { (copy(&r.id, "resource id")) " " a href=(with_query("/console/actions", &view.filters)) { "Filter the list by this resource" } }
+                p #total data-total=(page.total) { (page.total) " " (if page.total == 1 { "action" } else { "actions" }) }
+                (live_controls(&path))
+                (actions_table(&page.actions, p.is_admin()))
+                (pager(&paging, &path, &page))
+            }
+        };
+        Ok(html_response(
+            StatusCode::OK,
+            layout(&format!("{}/{}", r.resource_type, r.id), Some(&p), body),
+        ))
+    }
+    .await;
+    page.map_err(|e| e.seen_by(&viewer))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -638,49 +653,53 @@ pub async fn action(
     Path(id): Path<String>,
     Query(params): Query<ActionParams>,
 ) -> Result<Response, PageError> {
-    let as_of = match params.as_of.as_deref().filter(|s| !s.trim().is_empty()) {
-        None => None,
-        Some(s) => Some(parse_as_of(s)?),
-    };
-    let history_page = match params.history_page.as_deref() {
-        None | Some("") => 1,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::field("history_page", "must be a page number from 1"))?,
-    };
-    let (st, p2) = (state.clone(), p.clone());
-    let read = blocking(move || {
-        let current = load_action(&st, &p2, &id)?;
-        let shown = match as_of {
-            None => current.clone(),
-            Some(at) => st
-                .ledger
-                .action_as_of(&*st.projection, current.id, at)?
-                .ok_or_else(|| ApiError::not_found(format!("action {id} at that point")))?,
+    let viewer = p.clone();
+    let page: Result<Response, PageError> = async move {
+        let as_of = match params.as_of.as_deref().filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(s) => Some(parse_as_of(s)?),
         };
-        let skip = (history_page - 1).saturating_mul(CONSOLE_HISTORY_PAGE_RECORDS);
-        let (history, history_total) = st.ledger.history_page(
-            &*st.projection,
-            current.id,
-            skip,
-            CONSOLE_HISTORY_PAGE_RECORDS,
-        )?;
-        still_valid(&p2)?;
-        Ok(ActionRead {
-            current,
-            shown,
-            history,
-            history_total,
+        let history_page =
+            match params.history_page.as_deref() {
+                None | Some("") => 1,
+                Some(s) => s.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::field("history_page", "must be a page number from 1")
+                })?,
+            };
+        let (st, p2) = (state.clone(), p.clone());
+        let read = blocking(move || {
+            let current = load_action(&st, &p2, &id)?;
+            let shown = match as_of {
+                None => current.clone(),
+                Some(at) => st
+                    .ledger
+                    .action_as_of(&*st.projection, current.id, at)?
+                    .ok_or_else(|| ApiError::not_found(format!("action {id} at that point")))?,
+            };
+            let skip = (history_page - 1).saturating_mul(CONSOLE_HISTORY_PAGE_RECORDS);
+            let (history, history_total) = st.ledger.history_page(
+                &*st.projection,
+                current.id,
+                skip,
+                CONSOLE_HISTORY_PAGE_RECORDS,
+            )?;
+            still_valid(&p2)?;
+            Ok(ActionRead {
+                current,
+                shown,
+                history,
+                history_total,
+            })
         })
-    })
-    .await?;
-    let body = action_body(&p, &read, as_of, history_page);
-    Ok(html_response(
-        StatusCode::OK,
-        layout(&format!("Action {}", read.shown.id), Some(&p), body),
-    ))
+        .await?;
+        let body = action_body(&p, &read, as_of, history_page);
+        Ok(html_response(
+            StatusCode::OK,
+            layout(&format!("Action {}", read.shown.id), Some(&p), body),
+        ))
+    }
+    .await;
+    page.map_err(|e| e.seen_by(&viewer))
 }
 
 fn action_body(p: &Principal, r: &ActionRead, as_of: Option<AsOf>, history_page: usize) -> Markup {
@@ -901,27 +920,32 @@ pub async fn cancel_confirm(
     Viewer(p): Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let (st, p2) = (state.clone(), p.clone());
-    let a = blocking(move || load_action(&st, &p2, &id)).await?;
-    if !allows(&p, Role::Writer) {
-        return Err(ApiError::forbidden("cancel actions").into());
-    }
-    let body = html! {
-        main #main.narrow {
-            h1 { "Cancel action " (a.id) "?" }
-            p { "This records " code { "cancel_requested" } " on action " (a.id) " (" (a.action_type) " of "
-                (resource_link(&a.resource)) "). The worker running it decides when it stops." }
-            form #cancel-form method="post" action={ (action_url(a.id)) "/cancel" } {
-                button #cancel-confirm.danger type="submit" { "Request cancellation" }
-                " "
-                a #cancel-back href=(action_url(a.id)) { "Keep it" }
-            }
+    let viewer = p.clone();
+    let page: Result<Response, PageError> = async move {
+        let (st, p2) = (state.clone(), p.clone());
+        let a = blocking(move || load_action(&st, &p2, &id)).await?;
+        if !allows(&p, Role::Writer) {
+            return Err(ApiError::forbidden("cancel actions").into());
         }
-    };
-    Ok(html_response(
-        StatusCode::OK,
-        layout("Cancel?", Some(&p), body),
-    ))
+        let body = html! {
+            main #main.narrow {
+                h1 { "Cancel action " (a.id) "?" }
+                p { "This records " code { "cancel_requested" } " on action " (a.id) " (" (a.action_type) " of "
+                    (resource_link(&a.resource)) "). The worker running it decides when it stops." }
+                form #cancel-form method="post" action={ (action_url(a.id)) "/cancel" } {
+                    button #cancel-confirm.danger type="submit" { "Request cancellation" }
+                    " "
+                    a #cancel-back href=(action_url(a.id)) { "Keep it" }
+                }
+            }
+        };
+        Ok(html_response(
+            StatusCode::OK,
+            layout("Cancel?", Some(&p), body),
+        ))
+    }
+    .await;
+    page.map_err(|e| e.seen_by(&viewer))
 }
 
 /// `POST /console/actions/{id}/cancel`: records `cancel_requested` through the ledger, as
@@ -933,17 +957,22 @@ pub async fn cancel(
     Viewer(p): Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    if !session::same_origin(&headers, &uri) {
-        return Err(cross_site());
+    let viewer = p.clone();
+    let page: Result<Response, PageError> = async move {
+        if !session::same_origin(&headers, &uri) {
+            return Err(cross_site());
+        }
+        if !allows(&p, Role::Writer) {
+            return Err(ApiError::forbidden("cancel actions").into());
+        }
+        let command = Command::Event(RecordEvent {
+            action: ActionRef::parse(&id),
+            expected_version: None,
+            body: EventBody::CancelRequested,
+        });
+        let c = crate::http::native::submit(&state, &p, None, vec![command]).await?;
+        Ok(super::see_other(&action_url(c.actions[0].id)))
     }
-    if !allows(&p, Role::Writer) {
-        return Err(ApiError::forbidden("cancel actions").into());
-    }
-    let command = Command::Event(RecordEvent {
-        action: ActionRef::parse(&id),
-        expected_version: None,
-        body: EventBody::CancelRequested,
-    });
-    let c = crate::http::native::submit(&state, &p, None, vec![command]).await?;
-    Ok(super::see_other(&action_url(c.actions[0].id)))
+    .await;
+    page.map_err(|e| e.seen_by(&viewer))
 }

@@ -52,6 +52,7 @@ pub async fn login(
     let Form(form) = form.map_err(|e| PageError {
         status: StatusCode::BAD_REQUEST,
         message: format!("the sign-in form is not valid: {}", e.body_text()),
+        viewer: None,
     })?;
     let next = form.next.as_deref().and_then(safe_next);
     let token = form.token.trim();
@@ -88,6 +89,7 @@ fn not_here() -> PageError {
     PageError {
         status: StatusCode::NOT_FOUND,
         message: "the console is off".into(),
+        viewer: None,
     }
 }
 
