@@ -59,6 +59,16 @@ pub const LIST_LIMIT_MAX: usize = 1000;
 pub const LIST_LIMIT_DEFAULT: usize = 50;
 /// Most ids in one batch get (`id=` repeated).
 pub const LIST_IDS_MAX: usize = 1000;
+/// Most buckets of one `/api/v1/histogram` answer (a day of minutes, 83 days of hours, five
+/// years of days): more is a 400 naming this limit.
+pub const HISTOGRAM_BUCKETS_MAX: usize = 2000;
+/// Buckets of a `/api/v1/histogram` answer when the request names no `from`: it starts
+/// this many intervals before `to`.
+pub const HISTOGRAM_BUCKETS_DEFAULT: usize = 60;
+/// Most index keys, or action snapshots, one `/api/v1/histogram` answer reads while
+/// counting: past it the answer says `"complete": false` and counts what it read (the
+/// newest actions of the range first).
+pub const HISTOGRAM_SCAN_MAX: u64 = 100_000;
 /// Most records in one `/api/v1/log` page.
 pub const LOG_PAGE_MAX: usize = 1000;
 /// Records in one `/api/v1/log` page when the request names no `limit`.

@@ -40,12 +40,12 @@ impl Modify for Security {
     info(title = "action-ledger native API", description = "A persistent, event-sourced ledger of long-running cloud actions. Errors use the ErrorBody schema."),
     paths(
         native::create, native::record_event, native::cancel, native::batch,
-        native::get_action, native::history, native::wait, native::list, native::watch,
+        native::get_action, native::history, native::wait, native::list, native::histogram, native::watch,
         native::log_page, native::create_token, native::list_tokens, native::revoke_token, native::rotate_token,
     ),
     components(schemas(ErrorBody, ErrorDetail, ActionOut, ListOut, BatchOut, RecordsOut, RecordOut,
         CreateBody, EventJson, BatchBody, BatchCommandJson, ResourceJson, PendingOpJson,
-        ErrorInfoJson, SubEventOut, IdOrUid, native::TokenCreate, native::TokenOut)),
+        ErrorInfoJson, SubEventOut, IdOrUid, HistogramOut, HistogramBucketOut, StatusCounts, native::TokenCreate, native::TokenOut)),
     modifiers(&Security),
     security(("bearer" = []))
 )]

@@ -258,6 +258,57 @@ pub struct ListOut {
     pub total: u64,
 }
 
+/// `GET /api/v1/histogram`: how many actions of the filtered set were created in each
+/// bucket, by current status.
+#[derive(Serialize, ToSchema)]
+pub struct HistogramOut {
+    /// `minute`, `hour` or `day`.
+    pub interval: String,
+    /// RFC 3339: the start of the first bucket (the request's `from`).
+    pub from: String,
+    /// RFC 3339: the end of the last bucket (the request's `to`, exclusive).
+    pub to: String,
+    /// Oldest first.
+    pub buckets: Vec<HistogramBucketOut>,
+    /// Every action counted.
+    pub total: u64,
+    /// False when the count stopped at `HISTOGRAM_SCAN_MAX` reads: the counts are then
+    /// lower bounds (the newest actions of the range were counted first).
+    pub complete: bool,
+}
+
+/// One bucket: actions with `start <= created_at < end`.
+#[derive(Serialize, ToSchema)]
+pub struct HistogramBucketOut {
+    pub start: String,
+    pub end: String,
+    pub counts: StatusCounts,
+    pub total: u64,
+}
+
+/// Actions per current status.
+#[derive(Serialize, ToSchema, Default)]
+pub struct StatusCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl StatusCounts {
+    /// From counts in [`Status::ALL`] order.
+    pub fn from_all(c: [u64; 5]) -> StatusCounts {
+        StatusCounts {
+            queued: c[0],
+            running: c[1],
+            completed: c[2],
+            failed: c[3],
+            cancelled: c[4],
+        }
+    }
+}
+
 /// `{"results": [...]}` of a batch: the action after each command.
 #[derive(Serialize, ToSchema)]
 pub struct BatchOut {

@@ -46,15 +46,15 @@ use crate::event::{Action, ActionId, Micros, ResourceRef};
 use crate::ledger::StoreError;
 use std::sync::Arc;
 
-fn store(e: StoreError) -> QueryError {
+pub(super) fn store(e: StoreError) -> QueryError {
     QueryError::Store(e)
 }
 
-fn sled_q(e: sled::Error) -> QueryError {
+pub(super) fn sled_q(e: sled::Error) -> QueryError {
     QueryError::Store(e.into())
 }
 
-fn damaged(why: String) -> QueryError {
+pub(super) fn damaged(why: String) -> QueryError {
     QueryError::Store(StoreError::Damaged(why))
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn matches(q: &ActionQuery, a: &Action) -> bool {
 }
 
 /// Ids in descending order, each with its snapshot bytes when the source already has them.
-trait IdStream {
+pub(super) trait IdStream {
     fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError>;
 }
 
@@ -213,10 +213,23 @@ impl IdStream for Merge {
 
 /// The smallest id whose action was created at or after `t` (one past the last id when
 /// none). Valid only while creation times are non-decreasing in id order.
-fn first_id_created_at_or_after(p: &Projection, t: Micros) -> Result<ActionId, QueryError> {
-    let tree = p.settled()?;
+pub(super) fn first_id_created_at_or_after(
+    p: &Projection,
+    t: Micros,
+) -> Result<ActionId, QueryError> {
     let last = crate::ledger::StateStore::max_action_id(p).map_err(store)?;
-    let (mut lo, mut hi) = (0u64, last + 1);
+    first_id_created_in(p, t, 0, last + 1)
+}
+
+/// [`first_id_created_at_or_after`] when the answer is known to lie in `lo..=hi` (`hi` at
+/// most one past the last id): a search over that range only.
+pub(super) fn first_id_created_in(
+    p: &Projection,
+    t: Micros,
+    mut lo: ActionId,
+    mut hi: ActionId,
+) -> Result<ActionId, QueryError> {
+    let tree = p.settled()?;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         // Missing ids take the creation time of the next existing id, which keeps the
@@ -454,7 +467,7 @@ pub(super) fn run_in_memory(p: &Projection, q: &ActionQuery) -> Result<Option<Pa
 }
 
 /// Chooses and opens the id stream for `q`, limited to ids in `lo..hi`.
-fn plan(
+pub(super) fn plan(
     p: &Projection,
     q: &ActionQuery,
     lo: ActionId,

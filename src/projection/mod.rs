@@ -32,6 +32,7 @@
 mod apply;
 pub(crate) mod cache;
 pub mod cursor;
+pub mod histogram;
 pub mod history;
 pub mod keys;
 mod list;
@@ -480,6 +481,29 @@ impl Projection {
     /// module for costs.
     pub fn list(&self, q: &ActionQuery) -> Result<Page, QueryError> {
         list::run(self, q)
+    }
+
+    /// Counts the matches of `q` (paging ignored) per creation-time bucket
+    /// `edges[i]..edges[i + 1]` and status; see the `histogram` module for how and what it
+    /// costs. `edges` must be strictly ascending, at least two.
+    pub fn histogram(
+        &self,
+        q: &ActionQuery,
+        edges: &[Micros],
+    ) -> Result<histogram::Histogram, QueryError> {
+        histogram::run(self, q, edges, histogram::HISTOGRAM_SCAN_MAX)
+    }
+
+    /// [`histogram`](Self::histogram) with another read budget than
+    /// [`histogram::HISTOGRAM_SCAN_MAX`], for tests of an incomplete count. Not an API.
+    #[doc(hidden)]
+    pub fn histogram_with_scan_max(
+        &self,
+        q: &ActionQuery,
+        edges: &[Micros],
+        scan_max: u64,
+    ) -> Result<histogram::Histogram, QueryError> {
+        histogram::run(self, q, edges, scan_max)
     }
 
     /// [`get_ref`](Self::get_ref) from memory alone (no sled work), when the snapshot memo

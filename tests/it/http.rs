@@ -546,6 +546,7 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static str)> {
             "reader",
         ),
         (Method::GET, "/api/v1/log", None, "reader"),
+        (Method::GET, "/api/v1/histogram", None, "reader"),
         (Method::GET, "/api/v1/openapi.json", None, "reader"),
         (
             Method::POST,
@@ -932,6 +933,7 @@ async fn openapi_metrics_and_readiness() {
         "/api/v1/actions/{id}/wait",
         "/api/v1/watch",
         "/api/v1/log",
+        "/api/v1/histogram",
         "/api/v1/tokens",
         "/api/v1/tokens/{name}",
     ] {

@@ -3,6 +3,7 @@
 mod access_log;
 mod app;
 mod binserver;
+mod browser;
 mod cli;
 mod clients;
 mod cluster;
@@ -20,6 +21,7 @@ mod diskfull;
 mod edges;
 mod fuzz;
 mod golden;
+mod histogram;
 mod host;
 mod http;
 mod lifecycle;

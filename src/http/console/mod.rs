@@ -78,6 +78,7 @@ pub fn routes() -> Router<AppState> {
             get(pages::resource),
         )
         .route("/console/assets/{name}", get(assets::serve))
+        .route("/console/histogram", get(histogram))
         .layer(axum::middleware::from_fn(headers))
 }
 
@@ -222,6 +223,20 @@ pub fn cross_site() -> PageError {
         message: "this form must be sent from the console's own pages (cross-site request refused)"
             .into(),
         viewer: None,
+    }
+}
+
+/// The native histogram (`GET /api/v1/histogram`) under the cookie's identity: what the
+/// list page's activity chart draws. Empty parameters (an empty form field) are dropped.
+async fn histogram(
+    state: State<AppState>,
+    Viewer(p): Viewer,
+    axum::extract::Query(pairs): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let pairs = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    match super::native::histogram(state, super::Caller(p), axum::extract::Query(pairs)).await {
+        Ok(json) => json.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The action routes of the native API: create, record an event, cancel, batch, get (now
-//! or as of a log position or time), history and list.
+//! or as of a log position or time), history, list and the histogram of a list's actions.
 
 use super::{
     action_response, create_tenant, idempotency, json_response, parse_list_params, require, submit,
@@ -325,4 +325,178 @@ pub async fn list(
     }
     let st = state.clone();
     blocking(move || render(&st, st.projection.list(&params.query)?)).await
+}
+
+/// The width of one histogram bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interval {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Interval {
+    fn parse(s: &str) -> Option<Interval> {
+        match s {
+            "minute" => Some(Interval::Minute),
+            "hour" => Some(Interval::Hour),
+            "day" => Some(Interval::Day),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Interval::Minute => "minute",
+            Interval::Hour => "hour",
+            Interval::Day => "day",
+        }
+    }
+
+    /// Its length in microseconds.
+    fn micros(self) -> i64 {
+        match self {
+            Interval::Minute => 60_000_000,
+            Interval::Hour => 3_600_000_000,
+            Interval::Day => 86_400_000_000,
+        }
+    }
+}
+
+/// The bucket edges of `from..to` in `interval`s: `from`, every multiple of the interval
+/// since the Unix epoch strictly between, `to` (so buckets are aligned to UTC minutes,
+/// hours or days, and only the first and last may be shorter). At most `max` buckets,
+/// else the limit error.
+fn histogram_edges(
+    from: Micros,
+    to: Micros,
+    interval: Interval,
+    max: usize,
+) -> Result<Vec<Micros>, ApiError> {
+    let iv = interval.micros();
+    let (f, t, i) = (i128::from(from), i128::from(to), i128::from(iv));
+    // Buckets: 1 + the multiples of the interval in (from, to).
+    let first_after = f.div_euclid(i) + 1;
+    let last_before = (t - 1).div_euclid(i);
+    let buckets = 1 + (last_before - first_after + 1).max(0);
+    if buckets > max as i128 {
+        return Err(ApiError::limit(
+            "HISTOGRAM_BUCKETS_MAX",
+            max as u64,
+            u64::try_from(buckets).unwrap_or(u64::MAX),
+            "from",
+        ));
+    }
+    let mut edges = Vec::with_capacity(buckets as usize + 1);
+    edges.push(from);
+    for k in first_after..=last_before {
+        // Between from and to, so within i64.
+        edges.push((k * i) as Micros);
+    }
+    edges.push(to);
+    Ok(edges)
+}
+
+/// `GET /api/v1/histogram`: the actions matching the list's filters, counted per
+/// creation-time bucket and current status (docs/api.md).
+#[utoipa::path(get, path = "/api/v1/histogram",
+    params(("interval" = Option<String>, Query, description = "minute, hour (default) or day"),
+        ("from" = Option<String>, Query, description = "RFC 3339; default HISTOGRAM_BUCKETS_DEFAULT (60) intervals before to"),
+        ("to" = Option<String>, Query, description = "RFC 3339, exclusive; default now"),
+        ("resource_type" = Option<String>, Query), ("resource_id" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "repeatable"), ("type" = Option<String>, Query),
+        ("user" = Option<String>, Query), ("kind" = Option<String>, Query),
+        ("since" = Option<String>, Query), ("until" = Option<String>, Query),
+        ("updated_since" = Option<String>, Query), ("updated_until" = Option<String>, Query),
+        ("id" = Option<u64>, Query, description = "repeatable"),
+        ("tenant" = Option<String>, Query, description = "admin only")),
+    responses((status = 200, body = HistogramOut),
+        (status = 400, description = "bad filter, interval or range; more than HISTOGRAM_BUCKETS_MAX (2000) buckets")))]
+pub async fn histogram(
+    State(state): State<AppState>,
+    Caller(p): Caller,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<HistogramOut>, ApiError> {
+    use crate::limits::{HISTOGRAM_BUCKETS_DEFAULT, HISTOGRAM_BUCKETS_MAX};
+    let (mut interval, mut from, mut to) = (Interval::Hour, None, None);
+    let time = |k: &str, v: &str| {
+        parse_time(v).ok_or_else(|| ApiError::field(k, "must be an RFC 3339 time"))
+    };
+    let mut filters = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        match k.as_str() {
+            "interval" => {
+                interval = Interval::parse(&v)
+                    .ok_or_else(|| ApiError::field("interval", "must be minute, hour or day"))?
+            }
+            "from" => from = Some(time("from", &v)?),
+            "to" => to = Some(time("to", &v)?),
+            // Paging means nothing here: ignored like any unknown parameter.
+            "limit" | "cursor" | "after" => {}
+            _ => filters.push((k, v)),
+        }
+    }
+    let query = parse_list_params(filters, &p, state.limits.list_limit_max)?.query;
+    let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+    let from = match from {
+        Some(f) => f,
+        None => to.saturating_sub(interval.micros() * HISTOGRAM_BUCKETS_DEFAULT as i64),
+    };
+    if from >= to {
+        return Err(ApiError::field("from", "must be before to"));
+    }
+    let edges = histogram_edges(from, to, interval, HISTOGRAM_BUCKETS_MAX)?;
+    let st = state.clone();
+    let h = blocking(move || {
+        Ok(st
+            .projection
+            .histogram(&query, &edges)
+            .map(|h| (h, edges))?)
+    })
+    .await?;
+    let (h, edges) = h;
+    let buckets: Vec<HistogramBucketOut> = h
+        .counts
+        .iter()
+        .zip(edges.windows(2))
+        .map(|(c, w)| HistogramBucketOut {
+            start: rfc3339(w[0]),
+            end: rfc3339(w[1]),
+            counts: StatusCounts::from_all(*c),
+            total: c.iter().sum(),
+        })
+        .collect();
+    Ok(Json(HistogramOut {
+        interval: interval.as_str().to_string(),
+        from: rfc3339(from),
+        to: rfc3339(to),
+        total: buckets.iter().map(|b| b.total).sum(),
+        buckets,
+        complete: h.complete,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_edges_align_to_the_interval_inside_the_range() {
+        let m = 60_000_000;
+        // 00:00:30 .. 00:03:00 in minutes: [0:30, 1:00), [1:00, 2:00), [2:00, 3:00).
+        let e = histogram_edges(m / 2, 3 * m, Interval::Minute, 10).unwrap();
+        assert_eq!(e, vec![m / 2, m, 2 * m, 3 * m]);
+        // Inside one minute: one bucket.
+        let e = histogram_edges(m + 1, m + 5, Interval::Minute, 10).unwrap();
+        assert_eq!(e, vec![m + 1, m + 5]);
+        // Before the epoch too.
+        let e = histogram_edges(-m - 1, 0, Interval::Minute, 10).unwrap();
+        assert_eq!(e, vec![-m - 1, -m, 0]);
+        // The limit counts buckets, not edges.
+        assert!(histogram_edges(0, 10 * m, Interval::Minute, 10).is_ok());
+        let e = histogram_edges(0, 10 * m + 1, Interval::Minute, 10).unwrap_err();
+        assert_eq!(e.code, "limit_exceeded");
+        // Years of minutes are refused before anything is allocated.
+        assert!(histogram_edges(i64::MIN / 2, i64::MAX / 2, Interval::Minute, 10).is_err());
+    }
 }

@@ -2,7 +2,7 @@
 //! every route shares (roles, `Idempotency-Key`, submitting, rendering one action, list
 //! parameters). The handlers live in one room per concern:
 //!
-//! - [`actions`]: create, events, cancel, batch, get, history, list.
+//! - [`actions`]: create, events, cancel, batch, get, history, list, histogram.
 //! - [`watch`]: the watch stream (SSE) and the wait for one action.
 //! - [`tokens`]: token management.
 //! - [`log`]: pages of the raw log.
@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/actions/{id}/events", post(record_event))
         .route("/api/v1/actions/{id}/cancel", post(cancel))
         .route("/api/v1/actions/{id}/history", get(history))
+        .route("/api/v1/histogram", get(histogram))
         .route("/api/v1/batch", post(batch))
         .route("/api/v1/log", get(log_page))
         .route("/api/v1/tokens", post(create_token).get(list_tokens))

@@ -14,7 +14,8 @@
 //   main.action-page[data-id][data-status][data-progress][data-live], #action-status,
 //   #action-progress-cell progress.progress, #action-stale (.shown after other events)
 //   #tz-toggle, time.t[datetime], button.copy[data-copy], li.span[data-left][data-width]
-//   #histogram[data-query]      left for the activity histogram
+//   #histogram[data-query]      the activity histogram: drawn from /console/histogram with
+//                               the list's filters (data-total: the count it drew)
 (function () {
   "use strict";
   var TZ_KEY = "action-ledger-console-tz";
@@ -152,10 +153,72 @@
     if (on) { this.say("connecting…"); this.open(); } else { this.close(); this.say("paused"); }
   };
 
+  // ---- activity histogram (GET /console/histogram: counts per bucket and status) ----
+  var STATUSES = ["queued", "running", "completed", "failed", "cancelled"];
+  var SVG = "http://www.w3.org/2000/svg";
+  function drawHistogram() {
+    var el = document.getElementById("histogram");
+    if (!el || !window.fetch || !window.URLSearchParams) return;
+    var params = new URLSearchParams(el.getAttribute("data-query") || "");
+    var to = params.get("until") ? new Date(params.get("until")) : new Date();
+    var from = params.get("since") ? new Date(params.get("since")) : new Date(to.getTime() - 86400e3);
+    if (isNaN(to.getTime()) || isNaN(from.getTime()) || from >= to) return;
+    var span = to - from, interval = span <= 3 * 3600e3 ? "minute" : span <= 30 * 86400e3 ? "hour" : "day";
+    if (interval === "day" && span / 86400e3 > 1900) from = new Date(to.getTime() - 1900 * 86400e3);
+    params.set("interval", interval); params.set("from", from.toISOString()); params.set("to", to.toISOString());
+    fetch("/console/histogram?" + params.toString(), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (h) { if (h) renderHistogram(el, h); }, function () {});
+  }
+  function renderHistogram(el, h) {
+    var n = h.buckets.length, max = 1, i, j;
+    for (i = 0; i < n; i++) max = Math.max(max, h.buckets[i].total);
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 " + n + " 100");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", h.total + " actions per " + h.interval + (h.complete ? "" : " (incomplete count)"));
+    for (i = 0; i < n; i++) {
+      var b = h.buckets[i], y = 100, g = document.createElementNS(SVG, "g");
+      var title = document.createElementNS(SVG, "title"), parts = [];
+      for (j = 0; j < STATUSES.length; j++) {
+        var c = b.counts[STATUSES[j]];
+        if (!c) continue;
+        parts.push(c + " " + STATUSES[j]);
+        var height = c / max * 100, r = document.createElementNS(SVG, "rect");
+        y -= height;
+        r.setAttribute("x", i + 0.1); r.setAttribute("width", 0.8);
+        r.setAttribute("y", y); r.setAttribute("height", height);
+        r.setAttribute("class", "h-" + STATUSES[j]);
+        g.appendChild(r);
+      }
+      title.textContent = b.start + " – " + b.end + ": " + (parts.join(", ") || "none");
+      var hit = document.createElementNS(SVG, "rect");
+      hit.setAttribute("x", i); hit.setAttribute("width", 1); hit.setAttribute("y", 0); hit.setAttribute("height", 100);
+      hit.setAttribute("class", "h-hit"); hit.setAttribute("data-i", i);
+      g.appendChild(title); g.appendChild(hit);
+      svg.appendChild(g);
+    }
+    // Click a bucket, or drag over several, to narrow the list to that time range.
+    var down = null;
+    svg.addEventListener("mousedown", function (ev) { var a = ev.target.getAttribute("data-i"); if (a !== null) { down = +a; ev.preventDefault(); } });
+    svg.addEventListener("mouseup", function (ev) {
+      var a = ev.target.getAttribute("data-i");
+      if (down === null || a === null) { down = null; return; }
+      var lo = Math.min(down, +a), hi = Math.max(down, +a), q = new URLSearchParams(el.getAttribute("data-query") || "");
+      q.set("since", h.buckets[lo].start); q.set("until", h.buckets[hi].end); q.delete("cursor"); q.delete("back");
+      window.location.assign("/console/actions?" + q.toString());
+    });
+    el.textContent = "";
+    el.appendChild(svg);
+    el.setAttribute("data-total", h.total);
+  }
+
   function start() {
     renderTimes();
     setInterval(renderTimes, 30000);
     placeSpans();
+    drawHistogram();
     document.addEventListener("click", onCopy);
     var tz = document.getElementById("tz-toggle");
     if (tz) tz.addEventListener("click", function () {
