@@ -442,6 +442,7 @@ pub async fn list(
     let page: Result<Response, PageError> = async move {
         let view = ListView::read(raw);
         let q = view.query(&state, &p)?;
+        let after = rendered_after(&state);
         let page = run_list(&state, &p, q).await?;
         let path = "/console/actions";
         let filters_q = query_string(&view.filters);
@@ -453,7 +454,7 @@ pub async fn list(
         };
         let watch_q = watch_query(&view.filters);
         let body = html! {
-            main #main.list-page data-watch=(watch_q) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
+            main #main.list-page data-watch=(watch_q) data-after=(after) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
                 h1 { "Actions" }
                 (filter_form(&view, &p))
                 div.summary-bar {
@@ -585,6 +586,7 @@ pub async fn resource(
             ("resource_id".into(), rid.clone()),
         ];
         let q = view.query(&state, &p)?;
+        let after = rendered_after(&state);
         let page = run_list(&state, &p, q).await?;
         let r = ResourceRef {
             resource_type: rtype,
@@ -598,7 +600,7 @@ pub async fn resource(
             back: view.back.clone(),
         };
         let body = html! {
-            main #main.resource-page data-watch=(watch_query(&view.filters)) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
+            main #main.resource-page data-watch=(watch_query(&view.filters)) data-after=(after) data-first-page=(if view.cursor.is_none() { "true" } else { "false" }) {
                 h1 { "Resource " span #resource-name { (r.resource_type) "/" (r.id) } }
                 p { (copy(&r.id, "resource id")) " " a href=(with_query("/console/actions", &view.filters)) { "Filter the list by this resource" } }
                 p #total data-total=(page.total) { (page.total) " " (if page.total == 1 { "action" } else { "actions" }) }
@@ -629,7 +631,17 @@ pub struct ActionParams {
 
 /// What the action page reads: the action (now, or as of a point), one page of its
 /// history, and how many records it has.
+/// The log position a page's live updates resume after: the position the node had applied
+/// *before* the page's query ran, so no event committed between the query and the script's
+/// watch stream is missed (one the page already shows may be seen again, which changes
+/// nothing: the script sets status and progress, and counts only ids newer than its rows).
+fn rendered_after(state: &AppState) -> u64 {
+    state.ledger.store().applied_position()
+}
+
 struct ActionRead {
+    /// The watch position the page's live updates start after ([`rendered_after`]).
+    after: u64,
     current: Action,
     shown: Action,
     history: Vec<crate::ledger::HistoryRecord>,
@@ -667,6 +679,7 @@ pub async fn action(
                 })?,
             };
         let (st, p2) = (state.clone(), p.clone());
+        let after = rendered_after(&state);
         let read = blocking(move || {
             let current = load_action(&st, &p2, &id)?;
             let shown = match as_of {
@@ -685,6 +698,7 @@ pub async fn action(
             )?;
             still_valid(&p2)?;
             Ok(ActionRead {
+                after,
                 current,
                 shown,
                 history,
@@ -709,7 +723,7 @@ fn action_body(p: &Principal, r: &ActionRead, as_of: Option<AsOf>, history_page:
     html! {
         main #main.action-page data-id=(a.id) data-status=(a.status.as_str()) data-progress=(a.progress)
             data-version=(a.version) data-live=(if live { "true" } else { "false" })
-            data-watch={ "action=" (a.id) } {
+            data-watch={ "action=" (a.id) } data-after=(r.after) {
             h1 { "Action " span #action-id { (a.id) } " " (copy(&a.id.to_string(), "action id")) }
             @if let Some(at) = as_of {
                 p #as-of-banner.notice role="status" {

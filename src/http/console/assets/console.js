@@ -6,7 +6,8 @@
 //
 // What it relies on in the pages (also what the browser tests use):
 //   main[data-watch]            the watch query of the page (list, resource: its filters;
-//                               action: action=ID); main[data-first-page] on lists
+//                               action: action=ID); main[data-first-page] on lists;
+//                               main[data-after] the log position the page was rendered at
 //   #actions-body tr.action-row[data-id][data-status][data-progress]  one row per action,
 //                               with .status (badge), progress.progress and .pct inside
 //   #new-bar (.shown when new actions arrived), #new-count, #new-bar-link
@@ -93,7 +94,9 @@
     this.main = main;
     this.query = main.getAttribute("data-watch") || "";
     this.source = null;
-    this.lastId = null;
+    // The position the page was rendered at: the stream starts after it, so events committed
+    // between the page's query and this script (or while paused) are not missed.
+    this.lastId = main.getAttribute("data-after");
     this.fresh = 0;
     this.seen = {};
     this.on = true;
