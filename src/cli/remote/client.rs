@@ -173,12 +173,9 @@ impl Client {
             return self.timed_out();
         }
         let mut cause = root_cause(&e);
-        // TLS 1.3 refuses a missing client certificate after the handshake: the client sees
-        // the server's CertificateRequired alert, or (when the alert loses the race with
-        // the close) only the connection close.
         let refused_without_cert = self.base.scheme() == "https"
             && !self.client_cert
-            && (cause.contains("CertificateRequired") || cause == "connection closed");
+            && may_be_a_refused_client_certificate(&cause);
         if refused_without_cert {
             cause
                 .push_str(" (if the server requires a client certificate: --cert FILE --key FILE)");
@@ -254,6 +251,23 @@ fn tls_options(
 
 /// The innermost cause of `e` ("Connection refused (os error 111)"), which says more than
 /// reqwest's outer "error sending request".
+/// Whether a failed https request's root cause may be a server refusing a missing client
+/// certificate. TLS 1.3 refuses it after the handshake, while the client is already sending
+/// its request, so the client sees whichever comes first: the server's CertificateRequired
+/// alert, the connection closing, or (when the server closed with the request still unread)
+/// a reset or a broken pipe that discards the alert.
+fn may_be_a_refused_client_certificate(cause: &str) -> bool {
+    let c = cause.to_ascii_lowercase();
+    [
+        "certificaterequired",
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|s| c.contains(s))
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
@@ -352,6 +366,25 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_way_a_missing_client_certificate_shows_gets_the_hint() {
+        for cause in [
+            "received fatal alert: CertificateRequired",
+            "connection closed",
+            "connection closed before message completed",
+            "Connection reset by peer (os error 104)",
+            "Broken pipe (os error 32)",
+        ] {
+            assert!(may_be_a_refused_client_certificate(cause), "{cause}");
+        }
+        for cause in [
+            "invalid peer certificate: UnknownIssuer",
+            "Connection refused (os error 111)",
+        ] {
+            assert!(!may_be_a_refused_client_certificate(cause), "{cause}");
+        }
+    }
 
     #[test]
     fn sse_events_split_anywhere() {
