@@ -212,8 +212,23 @@
       q.set("since", h.buckets[lo].start); q.set("until", h.buckets[hi].end); q.delete("cursor"); q.delete("back");
       window.location.assign("/console/actions?" + q.toString());
     });
+    // Below the bars: the range, the interval, and which colour is which status.
+    var caption = document.createElement("div");
+    caption.className = "h-caption";
+    var range = document.createElement("span");
+    var shortTime = function (t) { return t.replace("T", " ").replace(/:\d\d(\.\d+)?Z$/, " UTC"); };
+    range.textContent = shortTime(h.from) + " — " + shortTime(h.to) + " · " + h.total +
+      " created, per " + h.interval + (h.complete ? "" : " (counted up to the read limit)");
+    caption.appendChild(range);
+    for (j = 0; j < STATUSES.length; j++) {
+      var key = document.createElement("span");
+      key.className = "h-key h-key-" + STATUSES[j];
+      key.textContent = STATUSES[j];
+      caption.appendChild(key);
+    }
     el.textContent = "";
     el.appendChild(svg);
+    el.appendChild(caption);
     el.setAttribute("data-total", h.total);
   }
 
