@@ -235,6 +235,28 @@ impl Browser {
             .unwrap()
     }
 
+    /// Clicks the element `css` selects.
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Types `text` into the element `css` selects.
+    async fn type_into(&self, css: &str, text: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
     async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()
     }
@@ -443,18 +465,8 @@ async fn signing_in_and_out_in_the_browser() {
         b.at().await.starts_with("/console/login")
     })
     .await;
-    b.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys("not-a-token")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#login-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("#token", "not-a-token").await;
+    b.click("#login-form button[type=submit]").await;
     b.until("the refusal", || async {
         b.count("#login-error").await == 1
     })
@@ -468,12 +480,7 @@ async fn signing_in_and_out_in_the_browser() {
     let who = b.text_of("#whoami").await;
     assert!(who.contains("acme-r") && who.contains("reader"), "{who}");
     assert_eq!(row_ids(&b).await.len(), 3);
-    b.find(Locator::Css("#logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#logout").await;
     b.until("the sign-in page after signing out", || async {
         b.at().await.starts_with("/console/login")
     })
@@ -522,30 +529,10 @@ async fn a_filtered_url_reloads_to_the_same_view() {
     })
     .await;
     assert!(b.count("#histogram svg rect.h-completed").await >= 1);
-    b.find(Locator::Css("#f-resource_type"))
-        .await
-        .unwrap()
-        .send_keys("droplet")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#f-resource_id"))
-        .await
-        .unwrap()
-        .send_keys("acme-1")
-        .await
-        .unwrap();
-    b.find(Locator::Css("#f-status-completed"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css("#apply-filters"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("#f-resource_type", "droplet").await;
+    b.type_into("#f-resource_id", "acme-1").await;
+    b.click("#f-status-completed").await;
+    b.click("#apply-filters").await;
     b.until("the filtered list", || async {
         b.at().await.contains("status=completed")
     })
@@ -596,18 +583,8 @@ async fn live_progress_and_the_new_bar_follow_the_api() {
         b.at().await.starts_with("/console/login")
     })
     .await;
-    b.find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(&reader)
-        .await
-        .unwrap();
-    b.find(Locator::Css("#login-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("#token", &reader).await;
+    b.click("#login-form button[type=submit]").await;
     b.until("the action page", || async { b.at().await == page })
         .await;
     b.until("the page's watch stream to open", || async {
@@ -697,12 +674,7 @@ async fn live_progress_and_the_new_bar_follow_the_api() {
     assert_eq!(b.text_of("#new-count").await, "1");
     assert_eq!(row_ids(&b).await, rows_before, "no row was pushed in");
     // "show" leads to the first page, with the new action on top.
-    b.find(Locator::Css("#new-bar-link"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#new-bar-link").await;
     b.until("the new action on top", || async {
         row_ids(&b).await.first() == Some(&fresh)
     })
@@ -715,12 +687,7 @@ async fn live_progress_and_the_new_bar_follow_the_api() {
     .await;
     // Paused before any event reached this freshly loaded page: the stream resumes after
     // the position the page was rendered at (`data-after`), not from "now".
-    b.find(Locator::Css("#live-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#live-toggle").await;
     assert_eq!(
         b.find(Locator::Css("#live-toggle"))
             .await
@@ -741,12 +708,7 @@ async fn live_progress_and_the_new_bar_follow_the_api() {
     assert_eq!(b.text_of("#live-status").await, "paused");
     assert_eq!(row_progress().await.as_deref(), Some("80"), "paused");
     // Live again: it resumes where the page stood, so the update arrives.
-    b.find(Locator::Css("#live-toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#live-toggle").await;
     within(
         LIVE_WITHIN * 2,
         "the missed update after resuming",
@@ -855,12 +817,7 @@ async fn the_timeline_and_as_of_show_sub_events_and_the_earlier_state() {
     assert_eq!(b.count("#pending-ops").await, 0);
     assert_eq!(b.text_of("#action-version").await, "2");
     // Back to the current state.
-    b.find(Locator::Css("#as-of-current"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("#as-of-current").await;
     b.until("the current state", || async {
         !b.at().await.contains("as_of=")
     })
