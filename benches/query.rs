@@ -253,20 +253,7 @@ fn main() {
         serve(Path::new(&dir), n);
         return;
     }
-    // `cargo bench` passes `--bench`; anything else (e.g. `cargo test --benches`) gets a
-    // tiny smoke run.
-    let benching = std::env::args().any(|a| a == "--bench");
-    let sizes: Vec<u64> = std::env::var("QUERY_BENCH_SIZES")
-        .unwrap_or_else(|_| {
-            if benching {
-                "10000,100000,1000000".into()
-            } else {
-                "2000".into()
-            }
-        })
-        .split(',')
-        .map(|s| s.trim().parse().expect("QUERY_BENCH_SIZES: numbers"))
-        .collect();
+    let sizes = workload::sizes("QUERY_BENCH_SIZES", "10000,100000,1000000");
     let reuse = std::env::var_os("QUERY_BENCH_REUSE").is_some();
     let base: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("query-bench");
     std::fs::create_dir_all(&base).expect("bench dir");

@@ -1236,19 +1236,7 @@ fn main() {
         probe(Path::new(&dir), env_or("QUERY_PG_PROBE_N", 0));
         return;
     }
-    // `cargo bench` passes `--bench`; anything else gets a tiny smoke run.
-    let benching = std::env::args().any(|a| a == "--bench");
-    let sizes: Vec<u64> = std::env::var("QUERY_PG_SIZES")
-        .unwrap_or_else(|_| {
-            if benching {
-                "10000,1000000".into()
-            } else {
-                "2000".into()
-            }
-        })
-        .split(',')
-        .map(|s| s.trim().parse().expect("QUERY_PG_SIZES: numbers"))
-        .collect();
+    let sizes = workload::sizes("QUERY_PG_SIZES", "10000,1000000");
     let reuse = std::env::var_os("QUERY_PG_REUSE").is_some();
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("query-bench");
     std::fs::create_dir_all(&base).expect("bench dir");

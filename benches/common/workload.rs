@@ -165,3 +165,19 @@ pub fn generate(log_dir: &Path, n: u64) -> u64 {
     }
     writer.next_position() - 1
 }
+
+/// The sizes to run: `var` (comma-separated action counts), else `default` under
+/// `cargo bench` (which passes `--bench`), else a tiny smoke run of 2000 (e.g.
+/// `cargo test --benches`).
+pub fn sizes(var: &str, default: &str) -> Vec<u64> {
+    let benching = std::env::args().any(|a| a == "--bench");
+    std::env::var(var)
+        .unwrap_or_else(|_| if benching { default } else { "2000" }.to_string())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}: comma-separated numbers"))
+        })
+        .collect()
+}
