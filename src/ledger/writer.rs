@@ -264,6 +264,13 @@ impl WriterState {
                 }
             },
             Err(e) => {
+                // A leader whose store cannot be read (sled keeps the first failure of its
+                // background flush, a full disk say, and answers every later call with it)
+                // would refuse every write for good while holding the lease: it stops leading
+                // instead, so another node takes the cluster's writes.
+                if let (LedgerError::Store(cause), Some(_)) = (&e, &self.cluster) {
+                    self.poison(Poison::Store(cause.clone()));
+                }
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Err(e));
                 Outcome::Answered
