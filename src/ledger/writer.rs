@@ -264,11 +264,13 @@ impl WriterState {
                 }
             },
             Err(e) => {
-                // A leader whose store cannot be read (sled keeps the first failure of its
-                // background flush, a full disk say, and answers every later call with it)
-                // would refuse every write for good while holding the lease: it stops leading
-                // instead, so another node takes the cluster's writes.
-                if let (LedgerError::Store(cause), Some(_)) = (&e, &self.cluster) {
+                // A store that cannot be read (sled keeps the first failure of its background
+                // flush, a full disk say, and answers some later calls with it) cannot validate
+                // writes until a restart catches it up from the log: the writer is poisoned, so
+                // every later write is refused alike instead of the ones that happen to miss
+                // the failed read, and a cluster leader stops leading so another node takes the
+                // cluster's writes.
+                if let LedgerError::Store(cause) = &e {
                     self.poison(Poison::Store(cause.clone()));
                 }
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);

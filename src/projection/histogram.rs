@@ -65,10 +65,14 @@ pub(super) fn run(
         && q.resource_type.is_none()
         && q.updated_since.is_none()
         && q.updated_until.is_none();
+    let (from, to) = effective_range(q, edges);
+    if from >= to {
+        return Ok(h);
+    }
     if indexed {
-        from_indexes(p, q, edges, scan_max, &mut h)?;
+        from_indexes(p, q, edges, (from, to), scan_max, &mut h)?;
     } else {
-        from_snapshots(p, q, edges, scan_max, &mut h)?;
+        from_snapshots(p, q, edges, (from, to), scan_max, &mut h)?;
     }
     Ok(h)
 }
@@ -94,13 +98,10 @@ fn from_snapshots(
     p: &Projection,
     q: &ActionQuery,
     edges: &[Micros],
+    (from, to): (Micros, Micros),
     scan_max: u64,
     h: &mut Histogram,
 ) -> Result<(), QueryError> {
-    let (from, to) = effective_range(q, edges);
-    if from >= to {
-        return Ok(());
-    }
     let mut q = q.clone();
     q.created_since = Some(from);
     q.created_until = Some(to);
@@ -199,13 +200,10 @@ fn from_indexes(
     p: &Projection,
     q: &ActionQuery,
     edges: &[Micros],
+    (from, to): (Micros, Micros),
     scan_max: u64,
     h: &mut Histogram,
 ) -> Result<(), QueryError> {
-    let (from, to) = effective_range(q, edges);
-    if from >= to {
-        return Ok(());
-    }
     let tree = p.settled()?;
     let last = crate::ledger::StateStore::max_action_id(p).map_err(store)?;
     // The ids of every edge, and of the effective range's ends.
