@@ -686,8 +686,8 @@ fn probe(dir: &Path, n: u64) {
 }
 
 /// The sled floor of a list by resource with the present layout, on resources the probe
-/// has not read yet: the reverse scan of the resource's index buckets, then a plain
-/// `Tree::get` of each of its 50 newest snapshots (no decoding, no memo).
+/// has not read yet: the reverse scan of the resource's list chunks, then a read of each of
+/// its 50 newest snapshot values where they live (own key or pack; no decoding, no memo).
 fn raw_probe(p: &Projection, n: u64, ops: usize) {
     use action_ledger::projection::keys;
     let tree = p.tree_for_tests();
@@ -703,17 +703,9 @@ fn raw_probe(p: &Projection, n: u64, ops: usize) {
         for kv in tree.scan_prefix(&prefix).rev() {
             let (key, value) = kv.expect("scan");
             keys_read += 1;
-            let bucket = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("bucket"));
-            // A bucket value: the members' low bytes ascending, or a 32-byte bitmap.
-            let mut low: Vec<u8> = if value.len() == 32 {
-                (0..=255u8)
-                    .filter(|i| value[usize::from(*i / 8)] & (1 << (i % 8)) != 0)
-                    .collect()
-            } else {
-                value.to_vec()
-            };
-            low.reverse();
-            ids.extend(low.into_iter().map(|l| bucket * 256 + u64::from(l)));
+            let first = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("first id"));
+            let chunk = keys::chunk_ids(first, &value).expect("a chunk");
+            ids.extend(chunk.into_iter().rev());
             if ids.len() >= PAGE {
                 break;
             }
@@ -722,10 +714,7 @@ fn raw_probe(p: &Projection, n: u64, ops: usize) {
         let t1 = Instant::now();
         let mut bytes = 0;
         for id in &ids {
-            bytes += tree
-                .get(keys::snapshot_key(*id))
-                .expect("get")
-                .map_or(0, |v| v.len());
+            bytes += p.snapshot_value_for_tests(*id).map_or(0, |v| v.len());
         }
         std::hint::black_box(bytes);
         scans.push(t1 - t0);

@@ -122,6 +122,88 @@ impl<'t> Fold<'t> {
         }
     }
 
+    /// The last key under `prefix` and its value, as applied (the write-back over sled).
+    fn last_under(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, sled::IVec)>, StoreError> {
+        use std::ops::Bound;
+        let end = keys::prefix_end(prefix);
+        let upper = end.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut in_sled = None;
+        for kv in self
+            .tree
+            .range((Bound::Included(prefix.to_vec()), upper.clone()))
+            .rev()
+        {
+            let (k, v) = kv.map_err(store_err)?;
+            match self.unwritten.get(&*k) {
+                // Deleted, not yet in sled.
+                Some(None) => continue,
+                // Rewritten: the write-back's value is found below.
+                Some(Some(_)) => break,
+                None => {
+                    in_sled = Some((k.to_vec(), v));
+                    break;
+                }
+            }
+        }
+        let unwritten = self
+            .unwritten
+            .range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), upper))
+            .rev()
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), sled::IVec::from(&v[..]))));
+        Ok(match (in_sled, unwritten) {
+            (Some(a), Some(b)) => Some(if a.0 > b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Appends `ids` (ascending, all above the list's last id) to the resource list under
+    /// `prefix`: into its last chunk while that has room, then into new chunks.
+    fn append_to_list(
+        &self,
+        prefix: &[u8],
+        ids: &[ActionId],
+        writes: &mut Vec<Write>,
+    ) -> Result<(), StoreError> {
+        let damaged = |why: String| StoreError::Damaged(format!("resource list {prefix:?}: {why}"));
+        let mut chunk = match self.last_under(prefix)? {
+            None => Vec::new(),
+            Some((k, v)) => {
+                let first = k
+                    .get(prefix.len()..)
+                    .and_then(keys::read_u64)
+                    .ok_or_else(|| damaged(format!("chunk key {k:?} is malformed")))?;
+                keys::chunk_ids(first, &v)
+                    .ok_or_else(|| damaged(format!("chunk {first} is malformed")))?
+            }
+        };
+        let mut dirty = false;
+        for &id in ids {
+            if let Some(&last) = chunk.last() {
+                if id <= last {
+                    return Err(damaged(format!("action {id} arrived after action {last}")));
+                }
+            }
+            if chunk.len() == keys::RESOURCE_CHUNK_IDS {
+                if dirty {
+                    writes.push((
+                        keys::chunk_key(prefix, chunk[0]),
+                        Some(keys::chunk_value(&chunk)),
+                    ));
+                }
+                chunk.clear();
+            }
+            chunk.push(id);
+            dirty = true;
+        }
+        if dirty {
+            writes.push((
+                keys::chunk_key(prefix, chunk[0]),
+                Some(keys::chunk_value(&chunk)),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn writes_estimate(&self) -> usize {
         self.writes_estimate
     }
@@ -144,7 +226,10 @@ impl<'t> Fold<'t> {
         // of what a rebuild folds — costs no sled read.
         let stored = if id > self.created.last_id {
             debug_assert!(self.written.get(id).is_none());
-            debug_assert!(matches!(self.get(&keys::snapshot_key(id)), Ok(None)));
+            debug_assert!(matches!(
+                super::snapshot_bytes(|k| self.get(k), id, false),
+                Ok(None)
+            ));
             None
         } else {
             self.stored(id)?
@@ -160,7 +245,7 @@ impl<'t> Fold<'t> {
     fn stored(&self, id: ActionId) -> Result<Option<Stored>, StoreError> {
         Ok(match self.written.get(id) {
             Some(stored) => Some(stored),
-            None => match self.get(&keys::snapshot_key(id))? {
+            None => match super::snapshot_bytes(|k| self.get(k), id, false)? {
                 None => None,
                 Some(v) => {
                     let (a, tail) = super::decode_snapshot(id, &v)?;
@@ -280,6 +365,10 @@ impl<'t> Fold<'t> {
         let mut buckets: HashMap<(keys::Ix<'_>, u64), BTreeMap<u8, bool>> = HashMap::new();
         let mut updated: HashMap<Vec<u8>, BTreeMap<u8, bool>> = HashMap::new();
         let mut counters: HashMap<(keys::Scope<'_>, keys::Dim<'_>), i64> = HashMap::new();
+        // Finished actions' snapshot values by pack (offset → new value, `None`: leaves it),
+        // and the ids each resource list gains (ascending: ids are visited in order).
+        let mut packs: BTreeMap<u64, Vec<(u8, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut listed: HashMap<keys::Ix<'_>, Vec<ActionId>> = HashMap::new();
 
         // Sorted so writes go to sled in key order (kinder to its leaves).
         let ids: BTreeSet<ActionId> = self.now.keys().copied().collect();
@@ -307,10 +396,23 @@ impl<'t> Fold<'t> {
                 spilled += run;
             }
             let kept: Arc<[u8]> = Arc::from(&tail[spilled..]);
-            writes.push((
-                keys::snapshot_key(id).to_vec(),
-                Some(keys::snapshot_value(&action, &kept)),
-            ));
+            // A finished action lives in its pack, any other under its own key; one that
+            // finishes in this run moves.
+            let value = keys::snapshot_value(&action, &kept);
+            let was_packed = old.is_some_and(|o| o.status.is_terminal());
+            let own_key = keys::snapshot_key(id).to_vec();
+            let in_pack = packs.entry(keys::pack_of(id)).or_default();
+            if new.status.is_terminal() {
+                in_pack.push((keys::pack_offset(id), Some(value)));
+                if old.is_some() && !was_packed {
+                    writes.push((own_key, None));
+                }
+            } else {
+                if was_packed {
+                    in_pack.push((keys::pack_offset(id), None));
+                }
+                writes.push((own_key, Some(value)));
+            }
             changed.push((id, kept, action.len(), old.is_none()));
 
             let offset = keys::bucket_offset(id);
@@ -321,12 +423,23 @@ impl<'t> Fold<'t> {
                 let old_ix = old.map(keys::indexes_of).unwrap_or_default();
                 let new_ix = keys::indexes_of(new);
                 for &ix in old_ix.iter().filter(|ix| !new_ix.contains(ix)) {
+                    if let keys::Ix::Resource(..) = ix {
+                        // An action's resources are set when it is created, once.
+                        return Err(StoreError::Damaged(format!(
+                            "action {id} would leave the list of resource {:?}",
+                            ix.prefix()
+                        )));
+                    }
                     buckets
                         .entry((ix, bucket))
                         .or_default()
                         .insert(offset, false);
                 }
                 for &ix in new_ix.iter().filter(|ix| !old_ix.contains(ix)) {
+                    if let keys::Ix::Resource(..) = ix {
+                        listed.entry(ix).or_default().push(id);
+                        continue;
+                    }
                     buckets
                         .entry((ix, bucket))
                         .or_default()
@@ -350,6 +463,38 @@ impl<'t> Fold<'t> {
                 }
                 updated.entry(new_updated).or_default().insert(offset, true);
             }
+        }
+
+        for (pack, changes) in packs.into_iter().filter(|(_, c)| !c.is_empty()) {
+            let key = keys::pack_key(pack);
+            let damaged = |e: String| StoreError::Damaged(format!("pack {pack}: {e}"));
+            let mut entries: BTreeMap<u8, Vec<u8>> = match self.get(&key)? {
+                None => BTreeMap::new(),
+                Some(v) => super::pack::decode(&v)
+                    .map_err(damaged)?
+                    .iter()
+                    .map(|(o, v)| (o, v.to_vec()))
+                    .collect(),
+            };
+            for (offset, value) in changes {
+                match value {
+                    Some(v) => entries.insert(offset, v),
+                    None => entries.remove(&offset),
+                };
+            }
+            let value = match entries.is_empty() {
+                true => None,
+                false => Some(
+                    super::pack::encode(entries.iter().map(|(o, v)| (*o, &v[..])))
+                        .map_err(StoreError::Other)?,
+                ),
+            };
+            writes.push((key.to_vec(), value));
+        }
+
+        let lists = listed.into_iter().map(|(ix, ids)| (ix.prefix(), ids));
+        for (prefix, ids) in sorted(lists) {
+            self.append_to_list(&prefix, &ids, &mut writes)?;
         }
 
         let buckets = buckets

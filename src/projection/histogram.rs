@@ -5,15 +5,17 @@
 //! `[edges[i], edges[i + 1])`), under its current status.
 //!
 //! **From the indexes** (the usual case: one tenant or each tenant in turn, filters among
-//! resource, statuses, type, user, kind and the creation-time range, creation times
+//! statuses, type, user, kind and the creation-time range, creation times
 //! non-decreasing in id order): each bucket's edge time becomes an id (a binary search over
 //! the snapshots, narrowed by the edges already found), and for each status the id buckets
 //! of that status's index are intersected with those of every other filter's index — the
 //! smallest of them (by its counter) scanned, the others read bucket by bucket. No snapshot
 //! is read beyond the edge searches.
 //!
-//! **From the snapshots** otherwise (`resource_type`, `updated_since`/`updated_until`,
-//! `id`, or an imported log whose creation times go backwards): the list's own plan picks
+//! **From the snapshots** otherwise (`resource` — a resource's list is chunked, not
+//! bucketed, so it does not intersect with the others — `resource_type`,
+//! `updated_since`/`updated_until`, `id`, or an imported log whose creation times go
+//! backwards): the list's own plan picks
 //! the index, and each candidate is read and filtered like a list would.
 //!
 //! Either way at most [`HISTOGRAM_SCAN_MAX`] index keys or snapshots are read, newest ids
@@ -62,6 +64,7 @@ pub(super) fn run(
     };
     let indexed = p.created_monotone()
         && q.ids.is_empty()
+        && q.resource.is_none()
         && q.resource_type.is_none()
         && q.updated_since.is_none()
         && q.updated_until.is_none();
@@ -238,9 +241,6 @@ fn from_indexes(
         let count = |d: Dim<'_>| p.counter(&keys::counter_key(scope, d)).map_err(store);
         // (size, prefix) of every filter's index but the status.
         let mut filters: Vec<(u64, Vec<u8>)> = Vec::new();
-        if let Some(r) = &q.resource {
-            filters.push((count(Dim::Resource(r))?, keys::ix_resource(tenant, r)));
-        }
         if let Some(t) = &q.action_type {
             filters.push((count(Dim::Type(t))?, keys::ix_type(tenant, t)));
         }

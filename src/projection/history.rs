@@ -14,10 +14,10 @@ pub use crate::ledger::{AsOf, HistoryRecord, RecordLocation};
 pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocation>, StoreError> {
     // The snapshot first, then the history keys: a run spilled by a write in between then
     // shows up twice (deduplicated below), never not at all.
-    let tail = match p.settled()?.get(keys::snapshot_key(id)) {
-        Err(e) => return Err(StoreError::from(e)),
-        Ok(None) => return Ok(Vec::new()),
-        Ok(Some(v)) => super::decode_snapshot(id, &v)?.1.to_vec(),
+    let tree = p.settled()?;
+    let tail = match super::snapshot_bytes(|k| tree.get(k).map_err(StoreError::from), id, true)? {
+        None => return Ok(Vec::new()),
+        Some(v) => super::decode_snapshot(id, &v)?.1.to_vec(),
     };
     let mut runs = Vec::new();
     for kv in p.settled()?.scan_prefix(keys::history_prefix(id)) {

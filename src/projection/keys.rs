@@ -14,12 +14,32 @@
 //! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
 //! counter      06 ‖ scope ‖ dimension                               count u64
+//! pack         07 ‖ id / 16 u64                                     see `pack`
+//! resource     11 ‖ s(type) ‖ s(id) ‖ s(tenant) ‖ first id u64      chunk value
 //! updated      16 ‖ s(tenant) ‖ id bucket u64 ‖ time bucket u64    bucket value
-//! id buckets   10..15 ‖ index components ‖ bucket u64               bucket value
+//! id buckets   10, 12..15 ‖ index components ‖ bucket u64           bucket value
 //! ```
 //!
-//! **Id buckets.** The id-ordered indexes (tenant recency, resource, status, type, user,
-//! kind) do not keep one key per action: ids are grouped in buckets of [`BUCKET_IDS`]
+//! **Where a snapshot lives.** An action that is not finished (queued, running) has its
+//! own snapshot key; a finished one (completed, failed, cancelled) is an entry of its
+//! pack, the [`PACK_IDS`] consecutive ids `id / 16` names, compressed together (see
+//! `pack`). The action that finishes moves from its key into its pack in the same sled
+//! batch. Which of the two holds an action depends only on its status, so a rebuilt
+//! projection is laid out like a live one. Why: sled 0.34 holds ~35 bytes of memory per
+//! key whatever its cache, and most of a store is finished actions — packs bring the
+//! snapshot keys of 10M actions (90% finished) from 10M to ~1.6M.
+//!
+//! **Resource lists.** The resource index is not bucketed: a resource's ~100 actions are
+//! spread over the whole id range, so buckets of 256 ids would cost a key per action.
+//! Each (resource, tenant) has a list of its action ids (primary or related resource),
+//! cut into chunks of at most [`RESOURCE_CHUNK_IDS`] ids keyed by their first id. An
+//! action's resources are set when it is created, and ids are created in increasing order,
+//! so a list only ever grows at its end: every chunk but the last is full, whatever the
+//! batching. Chunk value: the ids after the first, each as the LEB128 varint of its
+//! distance from the one before (a chunk of one id has an empty value).
+//!
+//! **Id buckets.** The id-ordered indexes (tenant recency, status, type, user, kind) do
+//! not keep one key per action: ids are grouped in buckets of [`BUCKET_IDS`]
 //! consecutive ids, and one key per (index, bucket) holds which ids of the bucket are in
 //! the index. Why: sled 0.34 pays roughly the same per key whatever its size, and dense
 //! indexes (a tenant, a status, a kind) then cost one key per 256 actions — rebuild and bulk
@@ -70,6 +90,7 @@ pub const P_HISTORY: u8 = 0x03;
 pub const P_IDEMPOTENCY: u8 = 0x04;
 pub const P_EXCLUSIVE: u8 = 0x05;
 pub const P_COUNTER: u8 = 0x06;
+pub const P_PACK: u8 = 0x07;
 pub const P_IX_TENANT: u8 = 0x10;
 pub const P_IX_RESOURCE: u8 = 0x11;
 pub const P_IX_STATUS: u8 = 0x12;
@@ -80,7 +101,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -102,6 +123,10 @@ pub const UPDATED_BUCKET_SHIFT: u32 = 26;
 
 /// Ids per bucket of an id-ordered index.
 pub const BUCKET_IDS: u64 = 256;
+/// Consecutive ids per pack of finished actions (see `pack`).
+pub const PACK_IDS: u64 = 16;
+/// Most ids one chunk of a resource's list holds.
+pub const RESOURCE_CHUNK_IDS: usize = 128;
 const BITMAP_BYTES: usize = (BUCKET_IDS / 8) as usize;
 
 pub fn u64_be(v: u64) -> [u8; 8] {
@@ -135,6 +160,23 @@ pub fn snapshot_key(id: ActionId) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = P_SNAPSHOT;
     k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The pack of finished actions `id` belongs to.
+pub fn pack_of(id: ActionId) -> u64 {
+    id / PACK_IDS
+}
+
+/// Where `id` sits in its pack.
+pub fn pack_offset(id: ActionId) -> u8 {
+    (id % PACK_IDS) as u8
+}
+
+pub fn pack_key(pack: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = P_PACK;
+    k[1..].copy_from_slice(&pack.to_be_bytes());
     k
 }
 
@@ -342,6 +384,53 @@ pub fn bucket_key(index: &[u8], bucket: u64) -> Vec<u8> {
     k.extend_from_slice(index);
     k.extend_from_slice(&bucket.to_be_bytes());
     k
+}
+
+/// The key of a resource list's chunk whose first (smallest) id is `first`.
+pub fn chunk_key(resource_index: &[u8], first: ActionId) -> Vec<u8> {
+    bucket_key(resource_index, first)
+}
+
+/// A chunk value: the ids after the first (named by the key), each as the LEB128 varint of
+/// its distance from the one before. `ids` ascend strictly and start with the key's id.
+pub fn chunk_value(ids: &[ActionId]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ids.len() * 3);
+    for w in ids.windows(2) {
+        let mut d = w[1] - w[0];
+        loop {
+            let byte = (d & 0x7f) as u8;
+            d >>= 7;
+            if d == 0 {
+                v.push(byte);
+                break;
+            }
+            v.push(byte | 0x80);
+        }
+    }
+    v
+}
+
+/// The ids of the chunk whose key names `first`, ascending; `None` when the value is not
+/// a valid chunk value (a zero or overflowing distance, a cut varint, too many ids).
+pub fn chunk_ids(first: ActionId, value: &[u8]) -> Option<Vec<ActionId>> {
+    let mut ids = vec![first];
+    let (mut d, mut shift) = (0u64, 0u32);
+    for &b in value {
+        if shift > 63 {
+            return None;
+        }
+        d |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 != 0 {
+            shift += 7;
+            continue;
+        }
+        if d == 0 || ids.len() == RESOURCE_CHUNK_IDS {
+            return None;
+        }
+        ids.push(ids.last()?.checked_add(d)?);
+        (d, shift) = (0, 0);
+    }
+    (shift == 0).then_some(ids)
 }
 
 /// The distinct resources an action is indexed under: primary first, then related.
@@ -594,6 +683,27 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_values_round_trip_and_refuse_damage() {
+        for ids in [
+            vec![5],
+            vec![1, 2, 3],
+            vec![100, 227, 100_000, 1 << 40, u64::MAX],
+            (0..RESOURCE_CHUNK_IDS as u64)
+                .map(|i| 7 + i * 300)
+                .collect(),
+        ] {
+            let v = chunk_value(&ids);
+            assert_eq!(chunk_ids(ids[0], &v), Some(ids.clone()), "{ids:?}");
+        }
+        assert_eq!(chunk_value(&[9]), Vec::<u8>::new());
+        assert_eq!(chunk_ids(1, &[0]), None, "a zero distance");
+        assert_eq!(chunk_ids(1, &[0x81]), None, "a cut varint");
+        assert_eq!(chunk_ids(u64::MAX, &[1]), None, "past the last id");
+        let too_many: Vec<u64> = (0..=RESOURCE_CHUNK_IDS as u64).collect();
+        assert_eq!(chunk_ids(0, &chunk_value(&too_many)), None);
+    }
 
     #[test]
     fn bucket_values_round_trip_at_the_list_bitmap_boundary() {

@@ -143,22 +143,76 @@ impl IdStream for BucketScan {
 }
 
 /// Newest-first over every snapshot with an id in `lo..hi` (admin scans).
-struct SnapshotScan {
-    iter: sled::Iter,
-}
+struct SnapshotScan<I>(I);
 
-impl IdStream for SnapshotScan {
+impl<I> IdStream for SnapshotScan<I>
+where
+    I: Iterator<Item = Result<(ActionId, sled::IVec), StoreError>>,
+{
     fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
-        match self.iter.next_back() {
+        match self.0.next() {
             None => Ok(None),
-            Some(kv) => {
-                let (k, v) = kv.map_err(sled_q)?;
-                let id = k
-                    .get(1..)
-                    .and_then(keys::read_u64)
-                    .ok_or_else(|| damaged(format!("snapshot key {k:?} is malformed")))?;
+            Some(r) => {
+                let (id, v) = r.map_err(store)?;
                 Ok(Some((id, Some(v))))
             }
+        }
+    }
+}
+
+/// Newest-first over a resource list's chunks (see `keys`), limited to ids in `lo..hi`.
+struct ChunkScan {
+    iter: sled::Iter,
+    prefix_len: usize,
+    /// Ids of the current chunk, ascending (popped from the end).
+    pending: Vec<ActionId>,
+    lo: ActionId,
+    hi: ActionId,
+    done: bool,
+}
+
+impl ChunkScan {
+    fn new(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> ChunkScan {
+        // The chunk holding `hi - 1` starts at or below it: scan from there down.
+        let end = keys::chunk_key(prefix, hi.saturating_sub(1));
+        ChunkScan {
+            iter: tree.range(prefix.to_vec()..=end),
+            prefix_len: prefix.len(),
+            pending: Vec::new(),
+            lo,
+            hi,
+            done: hi <= lo,
+        }
+    }
+}
+
+impl IdStream for ChunkScan {
+    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(id) = self.pending.pop() {
+                if id >= self.hi {
+                    continue;
+                }
+                if id < self.lo {
+                    self.done = true;
+                    return Ok(None);
+                }
+                return Ok(Some((id, None)));
+            }
+            let Some(kv) = self.iter.next_back() else {
+                self.done = true;
+                return Ok(None);
+            };
+            let (k, v) = kv.map_err(sled_q)?;
+            let first = k
+                .get(self.prefix_len..)
+                .and_then(keys::read_u64)
+                .ok_or_else(|| damaged(format!("resource list key {k:?} is malformed")))?;
+            self.pending = keys::chunk_ids(first, &v)
+                .ok_or_else(|| damaged(format!("resource list chunk {k:?} is malformed")))?;
         }
     }
 }
@@ -234,16 +288,8 @@ pub(super) fn first_id_created_in(
         let mid = lo + (hi - lo) / 2;
         // Missing ids take the creation time of the next existing id, which keeps the
         // predicate monotone.
-        let next = tree
-            .range(keys::snapshot_key(mid)..)
-            .next()
-            .transpose()
-            .map_err(sled_q)?
-            .filter(|(k, _)| k.first() == Some(&keys::P_SNAPSHOT));
-        match next {
-            Some((k, v)) => {
-                let id = keys::read_u64(&k[1..])
-                    .ok_or_else(|| damaged("snapshot key is malformed".into()))?;
+        match super::first_snapshot_at_or_after(tree, mid).map_err(store)? {
+            Some((id, v)) => {
                 let a = super::decode_action(id, &v).map_err(store)?;
                 if a.created_at < t {
                     lo = id + 1;
@@ -321,7 +367,7 @@ fn resource_stream(
     hi: ActionId,
 ) -> Result<Box<dyn IdStream>, QueryError> {
     if let Some(t) = tenant {
-        return Ok(Box::new(BucketScan::new(
+        return Ok(Box::new(ChunkScan::new(
             tree,
             &keys::ix_resource(t, r),
             lo,
@@ -344,7 +390,7 @@ fn resource_stream(
         let (t, _) = keys::take_str(&k[all.len()..])
             .ok_or_else(|| damaged(format!("index key {k:?} is malformed")))?;
         let prefix = k[..all.len() + 4 + t.len()].to_vec();
-        streams.push(Box::new(BucketScan::new(tree, &prefix, lo, hi)));
+        streams.push(Box::new(ChunkScan::new(tree, &prefix, lo, hi)));
         match keys::prefix_end(&prefix) {
             Some(end) => seek = end,
             None => break,
@@ -489,13 +535,9 @@ pub(super) fn plan(
         if let Some(r) = &q.resource {
             return resource_stream(tree, None, r, lo, hi);
         }
-        let start = keys::snapshot_key(lo).to_vec();
-        let iter = if hi == ActionId::MAX {
-            tree.range(start..vec![keys::P_SNAPSHOT + 1])
-        } else {
-            tree.range(start..keys::snapshot_key(hi).to_vec())
-        };
-        return Ok(Box::new(SnapshotScan { iter }));
+        return Ok(Box::new(SnapshotScan(super::snapshots_newest_first(
+            tree, lo, hi,
+        ))));
     };
 
     let scope = Scope::Tenant(tenant);
@@ -507,8 +549,9 @@ pub(super) fn plan(
             best = (size, prefixes);
         }
     };
+    // The resource list is chunked, not bucketed: it is scanned by itself (`None`).
     if let Some(r) = &q.resource {
-        consider(count(Dim::Resource(r))?, vec![keys::ix_resource(tenant, r)]);
+        consider(count(Dim::Resource(r))?, vec![]);
     }
     if !q.statuses.is_empty() {
         let mut statuses = q.statuses.clone();
@@ -575,6 +618,13 @@ pub(super) fn plan(
         }
     }
 
+    if best.1.is_empty() {
+        let r = q
+            .resource
+            .as_ref()
+            .expect("only the resource list has no bucket prefix");
+        return resource_stream(tree, Some(tenant), r, lo, hi);
+    }
     let mut streams: Vec<Box<dyn IdStream>> = best
         .1
         .iter()

@@ -36,6 +36,7 @@ pub mod histogram;
 pub mod history;
 pub mod keys;
 mod list;
+pub(crate) mod pack;
 pub mod query;
 pub mod rebuild;
 mod written;
@@ -543,6 +544,34 @@ impl Projection {
         self.settled().expect("the write-back goes to sled")
     }
 
+    /// The snapshot value of action `id` as stored (its own key or its pack), for tests.
+    pub fn snapshot_value_for_tests(&self, id: ActionId) -> Option<Vec<u8>> {
+        let tree = self.tree_for_tests();
+        snapshot_bytes(|k| tree.get(k).map_err(store_err), id, false)
+            .expect("readable")
+            .map(|v| v.to_vec())
+    }
+
+    /// Overwrites the stored snapshot value of action `id` where it lives, bypassing the
+    /// applier (to damage it in tests).
+    pub fn put_snapshot_value_for_tests(&self, id: ActionId, value: &[u8]) {
+        let tree = self.tree_for_tests();
+        let own = keys::snapshot_key(id);
+        if tree.contains_key(own).expect("readable") {
+            tree.insert(own, value).expect("writable");
+            return;
+        }
+        let key = keys::pack_key(keys::pack_of(id));
+        let old = tree.get(key).expect("readable").expect("a pack holds it");
+        let pack = pack::decode(&old).expect("a valid pack");
+        let entries: Vec<(u8, &[u8])> = pack
+            .iter()
+            .map(|(o, v)| (o, if o == keys::pack_offset(id) { value } else { v }))
+            .collect();
+        tree.insert(key, pack::encode(entries).expect("encodes"))
+            .expect("writable");
+    }
+
     /// sled, holding every applied write: what every read of sled goes through.
     pub(crate) fn settled(&self) -> Result<&sled::Tree, StoreError> {
         self.settle()?;
@@ -620,11 +649,8 @@ impl Projection {
         &self,
         id: ActionId,
     ) -> Result<Option<(Action, Vec<u8>)>, StoreError> {
-        match self
-            .settled()?
-            .get(keys::snapshot_key(id))
-            .map_err(store_err)?
-        {
+        let tree = self.settled()?;
+        match snapshot_bytes(|k| tree.get(k).map_err(store_err), id, false)? {
             None => Ok(None),
             Some(v) => decode_snapshot(id, &v).map(|(a, tail)| Some((a, tail.to_vec()))),
         }
@@ -647,11 +673,8 @@ impl Projection {
         }
         // Read before the lookup: what makes the offer below safe (see `cache`).
         let read_at = self.applied.load(Ordering::Acquire);
-        match self
-            .settled()?
-            .get(keys::snapshot_key(id))
-            .map_err(store_err)?
-        {
+        let tree = self.settled()?;
+        match snapshot_bytes(|k| tree.get(k).map_err(store_err), id, true)? {
             None => Ok(None),
             Some(v) => {
                 let a = Arc::new(decode_action(id, &v)?);
@@ -788,15 +811,31 @@ impl StateStore for Projection {
     }
 
     fn max_action_id(&self) -> Result<ActionId, StoreError> {
-        match self.settled()?.scan_prefix([keys::P_SNAPSHOT]).next_back() {
-            None => Ok(0),
+        let tree = self.settled()?;
+        let unfinished = match tree.scan_prefix([keys::P_SNAPSHOT]).next_back() {
+            None => 0,
             Some(kv) => {
                 let (k, _) = kv.map_err(store_err)?;
                 keys::read_u64(&k[1..]).ok_or_else(|| {
                     StoreError::Damaged(format!("snapshot key of {} bytes", k.len()))
-                })
+                })?
             }
-        }
+        };
+        let finished = match tree.scan_prefix([keys::P_PACK]).next_back() {
+            None => 0,
+            Some(kv) => {
+                let (k, v) = kv.map_err(store_err)?;
+                let pack = keys::read_u64(&k[1..])
+                    .ok_or_else(|| StoreError::Damaged(format!("pack key of {} bytes", k.len())))?;
+                let last = pack::decode(&v)
+                    .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?
+                    .iter()
+                    .next_back()
+                    .map_or(0, |(o, _)| u64::from(o));
+                pack * keys::PACK_IDS + last
+            }
+        };
+        Ok(unfinished.max(finished))
     }
 
     fn applied_position(&self) -> u64 {
@@ -821,6 +860,162 @@ impl StateStore for Projection {
 }
 
 /// Decodes the action of a snapshot value (see `keys`), leaving its history tail.
+/// The snapshot value of action `id` read through `get`: under its own key while it is not
+/// finished, else in its pack (see `pack`). `pack_first` looks in the pack first (for
+/// readers, who mostly read finished actions; the applier mostly changes unfinished ones).
+pub(crate) fn snapshot_bytes(
+    get: impl Fn(&[u8]) -> Result<Option<sled::IVec>, StoreError>,
+    id: ActionId,
+    pack_first: bool,
+) -> Result<Option<sled::IVec>, StoreError> {
+    let packed = || -> Result<Option<sled::IVec>, StoreError> {
+        let pack = keys::pack_of(id);
+        match get(&keys::pack_key(pack))? {
+            None => Ok(None),
+            Some(v) => pack::find(id, &v)
+                .map(|found| found.map(sled::IVec::from))
+                .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}"))),
+        }
+    };
+    let own = || get(&keys::snapshot_key(id));
+    let (first, second): (&dyn Fn() -> _, &dyn Fn() -> _) = match pack_first {
+        true => (&packed, &own),
+        false => (&own, &packed),
+    };
+    match first()? {
+        Some(v) => Ok(Some(v)),
+        None => second(),
+    }
+}
+
+/// Every stored snapshot value with an id in `lo..hi`, newest first: the unfinished
+/// actions' own keys and the packs' entries, merged.
+pub(crate) fn snapshots_newest_first(
+    tree: &sled::Tree,
+    lo: ActionId,
+    hi: ActionId,
+) -> impl Iterator<Item = Result<(ActionId, sled::IVec), StoreError>> {
+    let own = {
+        let start = keys::snapshot_key(lo).to_vec();
+        let end = match hi {
+            ActionId::MAX => vec![keys::P_SNAPSHOT + 1],
+            hi => keys::snapshot_key(hi).to_vec(),
+        };
+        tree.range(start..end).rev().map(|kv| {
+            let (k, v) = kv.map_err(store_err)?;
+            let id = keys::read_u64(&k[1..])
+                .ok_or_else(|| StoreError::Damaged(format!("snapshot key {k:?} is malformed")))?;
+            Ok((id, v))
+        })
+    };
+    let packed = {
+        let start = keys::pack_key(keys::pack_of(lo)).to_vec();
+        let end = match hi {
+            ActionId::MAX => vec![keys::P_PACK + 1],
+            hi => keys::pack_key(keys::pack_of(hi - 1) + 1).to_vec(),
+        };
+        tree.range(start..end).rev().flat_map(
+            move |kv| -> Vec<Result<(ActionId, sled::IVec), StoreError>> {
+                let unpack = || -> Result<Vec<(ActionId, sled::IVec)>, StoreError> {
+                    let (k, v) = kv.map_err(store_err)?;
+                    let pack = keys::read_u64(&k[1..]).ok_or_else(|| {
+                        StoreError::Damaged(format!("pack key {k:?} is malformed"))
+                    })?;
+                    let decoded = pack::decode(&v)
+                        .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
+                    Ok(decoded
+                        .iter()
+                        .rev()
+                        .map(|(o, v)| (pack * keys::PACK_IDS + u64::from(o), sled::IVec::from(v)))
+                        .filter(|(id, _)| (lo..hi).contains(id))
+                        .collect())
+                };
+                match unpack() {
+                    Ok(entries) => entries.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                }
+            },
+        )
+    };
+    NewestFirst {
+        a: own.peekable(),
+        b: packed.peekable(),
+    }
+}
+
+/// The stored snapshot with the smallest id at or above `id`, if any.
+pub(crate) fn first_snapshot_at_or_after(
+    tree: &sled::Tree,
+    id: ActionId,
+) -> Result<Option<(ActionId, sled::IVec)>, StoreError> {
+    let own = match tree
+        .range(keys::snapshot_key(id).to_vec()..vec![keys::P_SNAPSHOT + 1])
+        .next()
+    {
+        None => None,
+        Some(kv) => {
+            let (k, v) = kv.map_err(store_err)?;
+            let found = keys::read_u64(&k[1..])
+                .ok_or_else(|| StoreError::Damaged(format!("snapshot key {k:?} is malformed")))?;
+            Some((found, v))
+        }
+    };
+    let mut packed = None;
+    // The pack of `id` may hold only smaller ids; the next pack then holds the answer.
+    for kv in tree.range(keys::pack_key(keys::pack_of(id)).to_vec()..[keys::P_PACK + 1].to_vec()) {
+        let (k, v) = kv.map_err(store_err)?;
+        let pack = keys::read_u64(&k[1..])
+            .ok_or_else(|| StoreError::Damaged(format!("pack key {k:?} is malformed")))?;
+        let decoded =
+            pack::decode(&v).map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
+        packed = decoded
+            .iter()
+            .map(|(o, v)| (pack * keys::PACK_IDS + u64::from(o), v))
+            .find(|(found, _)| *found >= id)
+            .map(|(found, v)| (found, sled::IVec::from(v)));
+        if packed.is_some() {
+            break;
+        }
+    }
+    Ok(match (own, packed) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Two newest-first streams merged newest first (an id in both, which only a concurrent
+/// move from a key to a pack can cause, comes once).
+struct NewestFirst<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for NewestFirst<A, B>
+where
+    A: Iterator<Item = Result<(ActionId, sled::IVec), StoreError>>,
+    B: Iterator<Item = Result<(ActionId, sled::IVec), StoreError>>,
+{
+    type Item = Result<(ActionId, sled::IVec), StoreError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let id = |x: Option<&Self::Item>| match x {
+            None => None,
+            Some(Err(_)) => Some(ActionId::MAX),
+            Some(Ok((id, _))) => Some(*id),
+        };
+        match (id(self.a.peek()), id(self.b.peek())) {
+            (None, None) => None,
+            (Some(_), None) => self.a.next(),
+            (None, Some(_)) => self.b.next(),
+            (Some(x), Some(y)) if x > y => self.a.next(),
+            (Some(x), Some(y)) if x < y => self.b.next(),
+            _ => {
+                self.b.next();
+                self.a.next()
+            }
+        }
+    }
+}
+
 pub(crate) fn decode_action(id: ActionId, value: &[u8]) -> Result<Action, StoreError> {
     decode_snapshot(id, value).map(|(a, _)| a)
 }

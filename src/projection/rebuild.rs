@@ -410,6 +410,8 @@ pub fn verify_projection(
 
     // Snapshots, and the expected indexes and counters.
     let mut expected_buckets: BTreeMap<Vec<u8>, BTreeSet<u8>> = BTreeMap::new();
+    // Resource list prefix → its ids, ascending (actions are visited in id order).
+    let mut expected_lists: BTreeMap<Vec<u8>, Vec<ActionId>> = BTreeMap::new();
     let mut expected_counters: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut expected_exclusive: BTreeMap<Vec<u8>, ActionId> = BTreeMap::new();
     let mut created = CreatedMeta::EMPTY;
@@ -447,10 +449,14 @@ pub fn verify_projection(
                 a.uid, a.id
             )),
         }
-        let bucket_keys = keys::id_indexes(a)
-            .into_iter()
-            .map(|ix| keys::bucket_key(&ix, keys::bucket_of(a.id)))
-            .chain([keys::updated_key(a)]);
+        let mut bucketed = Vec::new();
+        for ix in keys::indexes_of(a) {
+            match ix {
+                keys::Ix::Resource(..) => expected_lists.entry(ix.prefix()).or_default().push(a.id),
+                _ => bucketed.push(keys::bucket_key(&ix.prefix(), keys::bucket_of(a.id))),
+            }
+        }
+        let bucket_keys = bucketed.into_iter().chain([keys::updated_key(a)]);
         for k in bucket_keys {
             expected_buckets
                 .entry(k)
@@ -470,9 +476,49 @@ pub fn verify_projection(
     let known: HashSet<ActionId> = actions.iter().map(|a| a.id).collect();
     let mut stored_history = MultisetHash::default();
     let run_bytes = keys::HISTORY_INLINE_MAX * keys::LOCATION_BYTES;
+    // Where each lives: a finished action in its pack, any other under its own key.
+    let finished: HashSet<ActionId> = actions
+        .iter()
+        .filter(|a| a.status.is_terminal())
+        .map(|a| a.id)
+        .collect();
+    let mut stored_snapshots: Vec<(Option<ActionId>, bool, sled::IVec)> = Vec::new();
     for kv in tree.scan_prefix([keys::P_SNAPSHOT]) {
         let (k, v) = kv.map_err(store_err)?;
-        match keys::read_u64(&k[1..]) {
+        stored_snapshots.push((keys::read_u64(&k[1..]), false, v));
+    }
+    for kv in tree.scan_prefix([keys::P_PACK]) {
+        let (k, v) = kv.map_err(store_err)?;
+        let Some(pack) = keys::read_u64(&k[1..]) else {
+            report.differ(format!("pack key {k:?} is malformed"));
+            continue;
+        };
+        match super::pack::decode(&v) {
+            Ok(p) => stored_snapshots.extend(p.iter().map(|(o, v)| {
+                (
+                    Some(pack * keys::PACK_IDS + u64::from(o)),
+                    true,
+                    sled::IVec::from(v),
+                )
+            })),
+            Err(e) => report.differ(format!("pack {pack}: {e}")),
+        }
+    }
+    for (id, packed, v) in stored_snapshots {
+        if let Some(id) = id.filter(|id| known.contains(id)) {
+            if finished.contains(&id) != packed {
+                report.differ(format!(
+                    "action {id}: stored {} although it is {}finished",
+                    if packed {
+                        "in a pack"
+                    } else {
+                        "under its own key"
+                    },
+                    if packed { "not " } else { "" }
+                ));
+            }
+        }
+        match id {
             Some(id) if known.contains(&id) => match keys::split_snapshot(&v) {
                 Some((_, tail)) if !tail.is_empty() && tail.len() <= run_bytes => {
                     for l in tail.chunks_exact(keys::LOCATION_BYTES) {
@@ -485,7 +531,7 @@ pub fn verify_projection(
                 )),
             },
             other => report.differ(format!(
-                "snapshot key {other:?} is not an action of the log"
+                "stored snapshot of {other:?} is not an action of the log"
             )),
         }
     }
@@ -500,8 +546,34 @@ pub fn verify_projection(
         ));
     }
 
+    // Resource lists: each chunk's ids, in key order, make up the list of its prefix.
+    let mut stored_lists: BTreeMap<Vec<u8>, Vec<ActionId>> = BTreeMap::new();
+    for (k, v) in scan(tree, &[keys::P_IX_RESOURCE])? {
+        let Some((prefix, first)) = k
+            .len()
+            .checked_sub(8)
+            .and_then(|at| Some((k[..at].to_vec(), keys::read_u64(&k[at..])?)))
+        else {
+            report.differ(format!("resource list key {k:?} is malformed"));
+            continue;
+        };
+        match keys::chunk_ids(first, &v) {
+            Some(ids) => stored_lists.entry(prefix).or_default().extend(ids),
+            None => report.differ(format!("resource list chunk {k:?} is malformed")),
+        }
+    }
+    if stored_lists != expected_lists {
+        let all: BTreeSet<&Vec<u8>> = stored_lists.keys().chain(expected_lists.keys()).collect();
+        for k in all {
+            let (s, e) = (stored_lists.get(k), expected_lists.get(k));
+            if s != e {
+                report.differ(format!("resource list {k:?}: stored {s:?}, expected {e:?}"));
+            }
+        }
+    }
+
     let mut stored_buckets: BTreeMap<Vec<u8>, BTreeSet<u8>> = BTreeMap::new();
-    for p in keys::P_IX_TENANT..=keys::P_IX_UPDATED {
+    for p in (keys::P_IX_TENANT..=keys::P_IX_UPDATED).filter(|&p| p != keys::P_IX_RESOURCE) {
         for (k, v) in scan(tree, &[p])? {
             match keys::bucket_members(&v) {
                 Some(m) => {

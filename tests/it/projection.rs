@@ -437,10 +437,7 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
         3,
         "123 locations = 3 runs of 32 + a tail of 27"
     );
-    let snapshot = tree
-        .get(projection::keys::snapshot_key(id))
-        .unwrap()
-        .unwrap();
+    let snapshot = p.snapshot_value_for_tests(id).unwrap();
     let (_, tail) = projection::keys::split_snapshot(&snapshot).unwrap();
     assert_eq!(tail.len(), 27 * projection::keys::LOCATION_BYTES);
     // Every snapshot and history key with its value.
@@ -449,7 +446,12 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
             .iter()
             .map(|kv| kv.unwrap())
             .filter(|(k, _)| {
-                [projection::keys::P_SNAPSHOT, projection::keys::P_HISTORY].contains(&k[0])
+                [
+                    projection::keys::P_SNAPSHOT,
+                    projection::keys::P_PACK,
+                    projection::keys::P_HISTORY,
+                ]
+                .contains(&k[0])
             })
             .collect()
     };
@@ -758,19 +760,15 @@ fn verify_projection_finds_damage() {
     let mut a = p.get(1).unwrap().unwrap();
     a.progress = 42.5;
     a.message = Some("tampered".into());
-    let stored = tree
-        .get(projection::keys::snapshot_key(1))
-        .unwrap()
-        .unwrap();
+    let stored = p.snapshot_value_for_tests(1).unwrap();
     let (_, tail) = projection::keys::split_snapshot(&stored).unwrap();
-    tree.insert(
-        projection::keys::snapshot_key(1),
-        projection::keys::snapshot_value(
+    p.put_snapshot_value_for_tests(
+        1,
+        &projection::keys::snapshot_value(
             &action_ledger::event::codec::encode_unbounded(&a).unwrap(),
             tail,
         ),
-    )
-    .unwrap();
+    );
     let bucket = tree
         .scan_prefix([projection::keys::P_IX_STATUS])
         .next()

@@ -1,0 +1,227 @@
+//! Packs: the snapshot values of finished actions, [`keys::PACK_IDS`] consecutive ids to a
+//! sled key, compressed (the layout is drawn in `keys`).
+//!
+//! A finished action (completed, failed, cancelled — most of a year's store) rarely changes
+//! again, so keeping it under a key of its own costs sled's per-key bookkeeping (~35 bytes
+//! of memory per key, cached or not) for nothing. A pack holds the finished actions of one
+//! id range; an action that is not finished keeps its own snapshot key, where the many
+//! events of a running action rewrite only it.
+//!
+//! Value: `codec u8 ‖ raw length u32 BE ‖ body`, where the raw bytes are the entries in
+//! ascending id order, each `offset u8 (id % PACK_IDS) ‖ length u32 BE ‖ snapshot value`,
+//! and the body is the raw bytes themselves (codec [`CODEC_RAW`]) or one zstd frame of them
+//! (codec [`CODEC_ZSTD`], level [`ZSTD_LEVEL`]; written only when it is smaller). The layout
+//! depends only on which actions of the range are finished and their values, so a rebuilt
+//! projection holds the same packs as a live one.
+//!
+//! Reading one action decompresses its whole pack. A newest-first walk over a dense index
+//! reads the same pack for up to 16 actions in a row, so each thread keeps the last pack it
+//! decompressed, keyed by the compressed bytes themselves: a pack that changed since can
+//! never be mistaken for the one kept.
+
+use super::keys;
+use crate::event::ActionId;
+use std::cell::RefCell;
+use std::io::Read;
+
+pub const CODEC_RAW: u8 = 0;
+pub const CODEC_ZSTD: u8 = 1;
+/// zstd's fastest levels compress snapshots of one id range ~3–4× at a few µs per pack.
+pub const ZSTD_LEVEL: i32 = 1;
+const HEADER_BYTES: usize = 5;
+
+/// A decoded pack: its raw bytes and where each entry's value lies in them.
+#[derive(Clone, Debug, Default)]
+pub struct Pack {
+    raw: Vec<u8>,
+    /// (offset, start, end) of each entry's snapshot value in `raw`, offsets ascending.
+    entries: Vec<(u8, usize, usize)>,
+}
+
+impl Pack {
+    /// The snapshot value of the entry at `offset`.
+    pub fn get(&self, offset: u8) -> Option<&[u8]> {
+        let i = self.entries.binary_search_by_key(&offset, |e| e.0).ok()?;
+        let (_, s, e) = self.entries[i];
+        Some(&self.raw[s..e])
+    }
+
+    /// Every entry: (offset, snapshot value), ascending.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u8, &[u8])> + '_ {
+        self.entries.iter().map(|&(o, s, e)| (o, &self.raw[s..e]))
+    }
+}
+
+/// The value of a pack holding `entries` (offset → snapshot value, at least one).
+pub fn encode<'a>(entries: impl IntoIterator<Item = (u8, &'a [u8])>) -> Result<Vec<u8>, String> {
+    let mut raw = Vec::new();
+    for (offset, value) in entries {
+        raw.push(offset);
+        let len = u32::try_from(value.len())
+            .map_err(|_| format!("a snapshot of {} bytes does not fit a pack", value.len()))?;
+        raw.extend_from_slice(&len.to_be_bytes());
+        raw.extend_from_slice(value);
+    }
+    let raw_len = u32::try_from(raw.len())
+        .map_err(|_| format!("a pack of {} bytes is too large", raw.len()))?;
+    let compressed = zstd::bulk::compress(&raw, ZSTD_LEVEL)
+        .map_err(|e| format!("cannot compress a pack: {e}"))?;
+    let (codec, body) = if compressed.len() < raw.len() {
+        (CODEC_ZSTD, &compressed[..])
+    } else {
+        (CODEC_RAW, &raw[..])
+    };
+    let mut v = Vec::with_capacity(HEADER_BYTES + body.len());
+    v.push(codec);
+    v.extend_from_slice(&raw_len.to_be_bytes());
+    v.extend_from_slice(body);
+    Ok(v)
+}
+
+/// Decodes a pack value; `Err` names what is wrong with it.
+pub fn decode(value: &[u8]) -> Result<Pack, String> {
+    let header = value
+        .get(..HEADER_BYTES)
+        .ok_or_else(|| format!("pack value of {} bytes", value.len()))?;
+    let raw_len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+    let body = &value[HEADER_BYTES..];
+    let raw = match header[0] {
+        CODEC_RAW => body.to_vec(),
+        CODEC_ZSTD => {
+            // Read through a bound rather than allocating the stated length up front: a
+            // damaged length must not become a huge allocation.
+            let mut raw = Vec::new();
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| format!("pack: {e}"))?
+                .take(raw_len as u64 + 1)
+                .read_to_end(&mut raw)
+                .map_err(|e| format!("pack does not decompress: {e}"))?;
+            raw
+        }
+        other => return Err(format!("pack codec {other} is unknown")),
+    };
+    if raw.len() != raw_len {
+        return Err(format!(
+            "pack holds {} bytes where its header says {raw_len}",
+            raw.len()
+        ));
+    }
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let offset = raw[at];
+        let len = raw
+            .get(at + 1..at + 5)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("pack entry header is cut short")?;
+        let (start, end) = (at + 5, at + 5 + len);
+        if end > raw.len() {
+            return Err(format!("pack entry at byte {at} runs past the pack"));
+        }
+        if u64::from(offset) >= keys::PACK_IDS
+            || entries.last().is_some_and(|&(o, _, _)| o >= offset)
+        {
+            return Err(format!(
+                "pack entry offsets are not ascending below {}",
+                keys::PACK_IDS
+            ));
+        }
+        entries.push((offset, start, end));
+        at = end;
+    }
+    if entries.is_empty() {
+        return Err("pack holds no entry".into());
+    }
+    Ok(Pack { raw, entries })
+}
+
+thread_local! {
+    /// The last pack this thread decoded, with the value it came from.
+    static LAST: RefCell<Option<(Vec<u8>, std::rc::Rc<Pack>)>> = const { RefCell::new(None) };
+}
+
+/// [`decode`], answered from this thread's last decoded pack when `value` is the very
+/// same bytes.
+pub fn decode_cached(value: &[u8]) -> Result<std::rc::Rc<Pack>, String> {
+    if let Some(hit) = LAST.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(v, _)| v.as_slice() == value)
+            .map(|(_, p)| p.clone())
+    }) {
+        return Ok(hit);
+    }
+    let pack = std::rc::Rc::new(decode(value)?);
+    LAST.with(|l| *l.borrow_mut() = Some((value.to_vec(), pack.clone())));
+    Ok(pack)
+}
+
+/// The snapshot value of action `id` in the pack value `value` (its pack), if it is there.
+pub fn find(id: ActionId, value: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let pack = decode_cached(value)?;
+    Ok(pack.get(keys::pack_offset(id)).map(<[u8]>::to_vec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_round_trip_compressed_or_raw() {
+        let a = vec![7u8; 300];
+        let b: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        let v = encode([(0, &a[..]), (5, &b[..]), (15, &[][..])]).unwrap();
+        assert_eq!(v[0], CODEC_ZSTD, "repetitive snapshots compress");
+        let p = decode(&v).unwrap();
+        assert_eq!(p.iter().count(), 3);
+        assert_eq!(p.get(0), Some(&a[..]));
+        assert_eq!(p.get(5), Some(&b[..]));
+        assert_eq!(p.get(15), Some(&[][..]));
+        assert_eq!(p.get(1), None);
+        assert_eq!(p.iter().map(|(o, _)| o).collect::<Vec<_>>(), vec![0, 5, 15]);
+        // Incompressible: kept raw.
+        let noise: Vec<u8> = (0..64u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+            .collect();
+        let v = encode([(3, &noise[..])]).unwrap();
+        assert_eq!(v[0], CODEC_RAW);
+        assert_eq!(decode(&v).unwrap().get(3), Some(&noise[..]));
+    }
+
+    #[test]
+    fn damaged_packs_are_refused_not_misread() {
+        let v = encode([(1, &[1u8; 100][..]), (2, &[2u8; 100][..])]).unwrap();
+        assert!(decode(&v[..3]).is_err());
+        let mut bad = v.clone();
+        bad[0] = 9;
+        assert!(decode(&bad).unwrap_err().contains("codec"));
+        let mut bad = v.clone();
+        bad[4] ^= 1;
+        assert!(decode(&bad).is_err(), "wrong raw length");
+        let mut bad = v.clone();
+        let n = bad.len();
+        bad.truncate(n - 2);
+        assert!(decode(&bad).is_err(), "cut short");
+        // Offsets out of order or out of range.
+        let raw = [2u8, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        let mut v = vec![CODEC_RAW];
+        v.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        v.extend_from_slice(&raw);
+        assert!(decode(&v).unwrap_err().contains("ascending"));
+        let raw = [16u8, 0, 0, 0, 0];
+        let mut v = vec![CODEC_RAW];
+        v.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        v.extend_from_slice(&raw);
+        assert!(decode(&v).is_err());
+    }
+
+    #[test]
+    fn the_thread_memo_never_answers_for_other_bytes() {
+        let one = encode([(4, &[1u8; 50][..])]).unwrap();
+        let two = encode([(4, &[2u8; 50][..])]).unwrap();
+        assert_eq!(find(4, &one).unwrap(), Some(vec![1u8; 50]));
+        assert_eq!(find(4, &two).unwrap(), Some(vec![2u8; 50]));
+        assert_eq!(find(4, &one).unwrap(), Some(vec![1u8; 50]));
+        assert_eq!(find(5, &one).unwrap(), None);
+    }
+}
