@@ -31,6 +31,9 @@ const WRITES_PER_EVENT: usize = 7;
 /// One key's new value (`None`: delete it).
 pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// A finished action's new snapshot value at its offset in its pack (`None`: it leaves).
+type PackChange = (u8, Option<Vec<u8>>);
+
 /// What [`Fold::finish`] produces: the writes, and every action they change (for the
 /// memos).
 pub(crate) struct Finished {
@@ -367,7 +370,7 @@ impl<'t> Fold<'t> {
         let mut counters: HashMap<(keys::Scope<'_>, keys::Dim<'_>), i64> = HashMap::new();
         // Finished actions' snapshot values by pack (offset → new value, `None`: leaves it),
         // and the ids each resource list gains (ascending: ids are visited in order).
-        let mut packs: BTreeMap<u64, Vec<(u8, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut packs: BTreeMap<u64, Vec<PackChange>> = BTreeMap::new();
         let mut listed: HashMap<keys::Ix<'_>, Vec<ActionId>> = HashMap::new();
 
         // Sorted so writes go to sled in key order (kinder to its leaves).
@@ -401,15 +404,15 @@ impl<'t> Fold<'t> {
             let value = keys::snapshot_value(&action, &kept);
             let was_packed = old.is_some_and(|o| o.status.is_terminal());
             let own_key = keys::snapshot_key(id).to_vec();
-            let in_pack = packs.entry(keys::pack_of(id)).or_default();
+            let (pack, at) = (keys::pack_of(id), keys::pack_offset(id));
             if new.status.is_terminal() {
-                in_pack.push((keys::pack_offset(id), Some(value)));
+                packs.entry(pack).or_default().push((at, Some(value)));
                 if old.is_some() && !was_packed {
                     writes.push((own_key, None));
                 }
             } else {
                 if was_packed {
-                    in_pack.push((keys::pack_offset(id), None));
+                    packs.entry(pack).or_default().push((at, None));
                 }
                 writes.push((own_key, Some(value)));
             }
@@ -465,7 +468,7 @@ impl<'t> Fold<'t> {
             }
         }
 
-        for (pack, changes) in packs.into_iter().filter(|(_, c)| !c.is_empty()) {
+        for (pack, changes) in packs {
             let key = keys::pack_key(pack);
             let damaged = |e: String| StoreError::Damaged(format!("pack {pack}: {e}"));
             let mut entries: BTreeMap<u8, Vec<u8>> = match self.get(&key)? {
