@@ -38,13 +38,13 @@ use action_ledger::event::*;
 use action_ledger::log::reader::LogReader;
 use action_ledger::log::{self, FsStorage};
 use action_ledger::projection::{self, ActionQuery, Projection, ProjectionConfig};
-use common::{env_or, percentile};
+use common::{dir_bytes, env_or, percentile};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use workload::{dir_bytes, generate, resources, status_kb, tenant_of, TENANTS};
+use workload::{generate, resources, status_kb, tenant_of, TENANTS};
 
 const PAGE: usize = 50;
 /// Guards against a typo turning the benchmark into a day-long run.

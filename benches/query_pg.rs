@@ -83,7 +83,7 @@ use action_ledger::event::{Action, ResourceRef};
 use action_ledger::http::render::RenderCache;
 use action_ledger::json::{rfc3339, ActionView};
 use action_ledger::projection::{self, ActionQuery, Projection, ProjectionConfig};
-use common::{env_or, percentile, runtime};
+use common::{dir_bytes, env_or, percentile, runtime};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::io::Write as _;
@@ -92,7 +92,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use workload::{dir_bytes, generate, proc_status_kb, resources, status_kb, tenant_of, TENANTS};
+use workload::{generate, proc_status_kb, resources, status_kb, tenant_of, TENANTS};
 
 const ADMIN: &str = "query-pg-bench-admin-token";
 const PAGE: usize = 50;

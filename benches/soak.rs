@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{env_or, percentile};
+use common::{dir_bytes, env_or, percentile};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -444,6 +444,12 @@ fn main() {
         range(&w99).1,
         range(&r99).0,
         range(&r99).1,
+    );
+    let data = server._dir.path().join("data");
+    println!(
+        "summary: disk as the live server wrote it: log {} MB, projection {} MB",
+        dir_bytes(&data.join("log")) >> 20,
+        dir_bytes(&data.join("projection")) >> 20,
     );
     drop(server);
     if total_errors > 0 {

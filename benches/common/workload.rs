@@ -41,22 +41,6 @@ pub fn proc_status_kb(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes of the files under `dir`, recursively.
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            total += if p.is_dir() {
-                dir_bytes(&p)
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            };
-        }
-    }
-    total
-}
-
 /// How many resources a log of `n` actions spreads them over.
 pub fn resources(n: u64) -> u64 {
     (n / ACTIONS_PER_RESOURCE).max(1)

@@ -29,6 +29,15 @@ pub const CODEC_ZSTD: u8 = 1;
 /// zstd's fastest levels compress snapshots of one id range ~3–4× at a few µs per pack.
 pub const ZSTD_LEVEL: i32 = 1;
 const HEADER_BYTES: usize = 5;
+/// Packs up to this many raw bytes (nearly all) decompress in one call into a buffer of
+/// their stated length, with this thread's reused zstd context; larger ones stream.
+const BULK_RAW_BYTES_MAX: usize = 1024 * 1024;
+
+thread_local! {
+    /// zstd contexts, made once per thread: making one costs more than a pack.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
 
 /// A decoded pack: its raw bytes and where each entry's value lies in them.
 #[derive(Clone, Debug, Default)]
@@ -64,7 +73,14 @@ pub fn encode<'a>(entries: impl IntoIterator<Item = (u8, &'a [u8])>) -> Result<V
     }
     let raw_len = u32::try_from(raw.len())
         .map_err(|_| format!("a pack of {} bytes is too large", raw.len()))?;
-    let compressed = zstd::bulk::compress(&raw, ZSTD_LEVEL)
+    let compressed = COMPRESSOR
+        .with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+            }
+            c.as_mut().expect("just made").compress(&raw)
+        })
         .map_err(|e| format!("cannot compress a pack: {e}"))?;
     let (codec, body) = if compressed.len() < raw.len() {
         (CODEC_ZSTD, &compressed[..])
@@ -87,9 +103,18 @@ pub fn decode(value: &[u8]) -> Result<Pack, String> {
     let body = &value[HEADER_BYTES..];
     let raw = match header[0] {
         CODEC_RAW => body.to_vec(),
+        CODEC_ZSTD if raw_len <= BULK_RAW_BYTES_MAX => DECOMPRESSOR
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                d.as_mut().expect("just made").decompress(body, raw_len)
+            })
+            .map_err(|e| format!("pack does not decompress: {e}"))?,
         CODEC_ZSTD => {
-            // Read through a bound rather than allocating the stated length up front: a
-            // damaged length must not become a huge allocation.
+            // A large pack is read through a bound rather than by allocating the stated
+            // length up front: a damaged length must not become a huge allocation.
             let mut raw = Vec::new();
             zstd::stream::read::Decoder::new(body)
                 .map_err(|e| format!("pack: {e}"))?
