@@ -48,6 +48,7 @@ pub fn ms(d: std::time::Duration) -> String {
 }
 
 /// Bytes of the files under `dir`, recursively.
+#[allow(dead_code)] // the query benches and the soak report disk
 pub fn dir_bytes(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     if let Ok(entries) = std::fs::read_dir(dir) {
