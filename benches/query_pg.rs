@@ -683,6 +683,29 @@ fn probe(dir: &Path, n: u64) {
         status_kb("VmRSS:") / 1024,
         status_kb("VmHWM:") / 1024
     );
+    key_census(&p, n);
+}
+
+/// The projection's sled keys by family (what sled's per-key memory is paid for), after
+/// the timed probes: a full scan of the tree.
+fn key_census(p: &Projection, n: u64) {
+    let mut by_family = std::collections::BTreeMap::<u8, (u64, u64)>::new();
+    for kv in p.tree_for_tests().iter() {
+        let (k, v) = kv.expect("scan");
+        let e = by_family.entry(k[0]).or_default();
+        e.0 += 1;
+        e.1 += (k.len() + v.len()) as u64;
+    }
+    let total: u64 = by_family.values().map(|e| e.0).sum();
+    let families: Vec<String> = by_family
+        .iter()
+        .map(|(f, (keys, bytes))| format!("{f:02x}: {keys} ({} MB)", bytes >> 20))
+        .collect();
+    println!(
+        "probe n={n} | sled keys {total} ({:.3} per action): {}",
+        total as f64 / n.max(1) as f64,
+        families.join(", ")
+    );
 }
 
 /// The sled floor of a list by resource with the present layout, on resources the probe

@@ -53,13 +53,18 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "16384",
     ),
     (
+        "cache_bytes",
+        "memory of all caches together, split 16:8:4:1 between sled's page cache, the memos, the rendered-JSON memo and the applier's memo (>= 2097152)",
+        "121634816",
+    ),
+    (
         "sled_cache_bytes",
-        "sled page cache of the projection (>= 1048576)",
+        "sled page cache of the projection, instead of its share of cache_bytes (>= 1048576)",
         "67108864",
     ),
     (
         "memo_bytes",
-        "projection memos of decoded snapshots and resource id lists (0: off)",
+        "projection memos of decoded snapshots and resource id lists, instead of their share of cache_bytes (0: off)",
         "33554432",
     ),
     (
@@ -206,6 +211,12 @@ pub struct Settings {
     /// The OTLP/HTTP collector's base URL (spans go to `<it>/v1/traces`), if any.
     pub otlp_endpoint: Option<String>,
     pub otlp_service_name: String,
+    /// `cache_bytes` as set; [`Settings::load`] splits it into the caches of `serve`.
+    pub cache_bytes: Option<u64>,
+    /// Whether `sled_cache_bytes` / `memo_bytes` were set themselves (they then keep their
+    /// value instead of their share of `cache_bytes`).
+    pub sled_cache_set: bool,
+    pub memo_set: bool,
 }
 
 impl Default for Settings {
@@ -221,6 +232,9 @@ impl Default for Settings {
             tls_client_ca: None,
             otlp_endpoint: None,
             otlp_service_name: "action-ledger".into(),
+            cache_bytes: None,
+            sled_cache_set: false,
+            memo_set: false,
         }
     }
 }
@@ -298,10 +312,17 @@ impl Settings {
                     "the most a bounded queue can hold",
                 )?
             }
-            "sled_cache_bytes" => {
-                s.sled_cache_bytes = at_least(size(value)?, limits::SLED_CACHE_BYTES_MIN)?
+            "cache_bytes" => {
+                self.cache_bytes = Some(at_least(size(value)?, limits::CACHE_BYTES_MIN)?)
             }
-            "memo_bytes" => s.memo_bytes = count(value)?,
+            "sled_cache_bytes" => {
+                s.sled_cache_bytes = at_least(size(value)?, limits::SLED_CACHE_BYTES_MIN)?;
+                self.sled_cache_set = true;
+            }
+            "memo_bytes" => {
+                s.memo_bytes = count(value)?;
+                self.memo_set = true;
+            }
             "body_bytes_max" => l.body_bytes_max = at_least(count(value)?, limits::BODY_BYTES_MIN)?,
             "list_limit_max" => {
                 l.list_limit_max = at_most(
@@ -495,6 +516,18 @@ impl Settings {
             })?;
         }
         settings.serve.tls = settings.tls_files()?;
+        if let Some(total) = settings.cache_bytes {
+            let budget = limits::CacheBudget::split(total);
+            let s = &mut settings.serve;
+            if !settings.sled_cache_set {
+                s.sled_cache_bytes = budget.sled;
+            }
+            if !settings.memo_set {
+                s.memo_bytes = budget.memo;
+            }
+            s.render_cache_bytes = budget.render;
+            s.written_memo_bytes = budget.written;
+        }
         Ok(settings)
     }
 
@@ -625,6 +658,7 @@ mod tests {
             "commit_batch_records_max" => v.commit_batch_records_max.to_string(),
             "commit_batch_bytes_max" => v.commit_batch_bytes_max.to_string(),
             "append_queue_max" => v.append_queue_max.to_string(),
+            "cache_bytes" => limits::CACHE_BYTES_DEFAULT.to_string(),
             "sled_cache_bytes" => v.sled_cache_bytes.to_string(),
             "memo_bytes" => v.memo_bytes.to_string(),
             "body_bytes_max" => l.body_bytes_max.to_string(),
@@ -650,6 +684,52 @@ mod tests {
             "otlp_service_name" => s.otlp_service_name.clone(),
             other => panic!("KEYS has {other}, which this test does not know"),
         }
+    }
+
+    #[test]
+    fn cache_bytes_splits_one_budget_and_the_single_keys_override_their_share() {
+        let flags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let total: u64 = 290 << 20;
+        let s = Settings::load(
+            None,
+            |_| None,
+            &flags(&[("cache_bytes", &total.to_string())]),
+        )
+        .unwrap();
+        let v = &s.serve;
+        let b = limits::CacheBudget::split(total);
+        assert_eq!(
+            (
+                v.sled_cache_bytes,
+                v.memo_bytes,
+                v.render_cache_bytes,
+                v.written_memo_bytes
+            ),
+            (b.sled, b.memo, b.render, b.written)
+        );
+        assert_eq!(
+            v.sled_cache_bytes
+                + (v.memo_bytes + v.render_cache_bytes + v.written_memo_bytes) as u64,
+            total
+        );
+        assert_eq!(v.sled_cache_bytes, 160 << 20);
+        // An explicit sled_cache_bytes keeps its value whatever the order it comes in.
+        let s = Settings::load(
+            None,
+            |k| (k == "ACTION_LEDGER_SLED_CACHE_BYTES").then(|| "2097152".into()),
+            &flags(&[("cache_bytes", &total.to_string())]),
+        )
+        .unwrap();
+        assert_eq!(s.serve.sled_cache_bytes, 2 << 20);
+        assert_eq!(s.serve.memo_bytes, b.memo);
+        let e = Settings::load(None, |_| None, &flags(&[("cache_bytes", "1000")])).unwrap_err();
+        assert_eq!(e.key, "cache_bytes");
+        assert!(e.reason.contains("at least 2097152"), "{}", e.reason);
     }
 
     #[test]

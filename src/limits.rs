@@ -232,6 +232,44 @@ pub const CLUSTER_LOG_STALE_MS: u64 = 3_000;
 
 // ---- The projection's memory ----
 
+/// What the caches hold together, in bytes (the `cache_bytes` key): split by
+/// [`CACHE_SHARES`] into [`CacheBudget`]. The default is the sum of the four defaults below.
+pub const CACHE_BYTES_DEFAULT: u64 = 116 * 1024 * 1024;
+/// Smallest `cache_bytes` the configuration accepts (sled's share is then above
+/// [`SLED_CACHE_BYTES_MIN`]).
+pub const CACHE_BYTES_MIN: u64 = 2 * 1024 * 1024;
+/// Parts of `cache_bytes`, in [`CacheBudget`] order: sled's page cache, the projection's
+/// memos, the rendered-JSON memo, the applier's memo of written values.
+pub const CACHE_SHARES: [u64; 4] = [16, 8, 4, 1];
+
+/// The memory budget of each cache, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheBudget {
+    pub sled: u64,
+    pub memo: usize,
+    pub render: usize,
+    pub written: usize,
+}
+
+impl CacheBudget {
+    /// `total` split by [`CACHE_SHARES`] (what rounding leaves goes to sled).
+    pub fn split(total: u64) -> CacheBudget {
+        let parts: u64 = CACHE_SHARES.iter().sum();
+        let share = |i: usize| total / parts * CACHE_SHARES[i];
+        let (memo, render, written) = (share(1), share(2), share(3));
+        CacheBudget {
+            sled: total - memo - render - written,
+            memo: memo as usize,
+            render: render as usize,
+            written: written as usize,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.sled + (self.memo + self.render + self.written) as u64
+    }
+}
+
 /// sled's page cache, in bytes (the `sled_cache_bytes` key). sled 0.34 defaults to 1 GiB,
 /// which would blow the memory budget of a small server; a soft target, not a hard cap.
 pub const SLED_CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -306,3 +344,23 @@ pub const OTLP_QUEUE_SPANS_MAX: usize = 2_048;
 /// Shortest time between two warnings about failed exports, in milliseconds (the failures
 /// in between are counted in the next warning).
 pub const OTLP_WARN_INTERVAL_MS: u64 = 60_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cache_budget_is_the_four_defaults() {
+        let b = CacheBudget::split(CACHE_BYTES_DEFAULT);
+        assert_eq!(b.sled, SLED_CACHE_BYTES_DEFAULT);
+        assert_eq!(b.memo, MEMO_BYTES_DEFAULT);
+        assert_eq!(b.render, crate::http::render::RENDER_CACHE_BYTES);
+        assert_eq!(b.written, crate::projection::WRITTEN_MEMO_BYTES);
+        assert_eq!(b.total(), CACHE_BYTES_DEFAULT);
+        for total in [CACHE_BYTES_MIN, 300 << 20, (1 << 30) + 7] {
+            let b = CacheBudget::split(total);
+            assert_eq!(b.total(), total, "the parts add up to the total");
+            assert!(b.sled >= SLED_CACHE_BYTES_MIN);
+        }
+    }
+}

@@ -35,6 +35,10 @@ pub struct ServeConfig {
     pub sled_cache_bytes: u64,
     /// The projection's memos ([`ProjectionConfig::snapshot_cache_bytes`]).
     pub memo_bytes: usize,
+    /// The memo of rendered JSON ([`crate::http::render::RenderCache`]).
+    pub render_cache_bytes: usize,
+    /// The applier's memo ([`ProjectionConfig::written_memo_bytes`]).
+    pub written_memo_bytes: usize,
     /// Group-commit limits of the writer (see [`LedgerConfig`]).
     pub commit_batch_records_max: usize,
     pub commit_batch_bytes_max: usize,
@@ -154,6 +158,8 @@ impl ServeConfig {
             segment_bytes: crate::limits::SEGMENT_BYTES_DEFAULT,
             sled_cache_bytes: crate::limits::SLED_CACHE_BYTES_DEFAULT,
             memo_bytes: crate::limits::MEMO_BYTES_DEFAULT,
+            render_cache_bytes: crate::http::render::RENDER_CACHE_BYTES,
+            written_memo_bytes: crate::projection::WRITTEN_MEMO_BYTES,
             commit_batch_records_max: crate::limits::COMMIT_BATCH_RECORDS_MAX,
             commit_batch_bytes_max: crate::limits::COMMIT_BATCH_BYTES_MAX,
             append_queue_max: crate::limits::APPEND_QUEUE_MAX,
@@ -654,7 +660,9 @@ pub async fn start(
             secure_cookie: config.tls.is_some(),
         }),
         shutdown: shutdown_rx.clone(),
-        rendered: Arc::default(),
+        rendered: Arc::new(crate::http::render::RenderCache::new(
+            config.render_cache_bytes,
+        )),
         cluster,
     });
     // Arm the stop signal before the server can be seen ready: tokio's signal futures
@@ -785,6 +793,7 @@ async fn open(config: &ServeConfig, addr: SocketAddr) -> Result<Opened, ServeErr
                 ProjectionConfig {
                     cache_capacity_bytes: cfg.sled_cache_bytes,
                     snapshot_cache_bytes: cfg.memo_bytes,
+                    written_memo_bytes: cfg.written_memo_bytes,
                     ..Default::default()
                 },
             )

@@ -91,6 +91,8 @@ pub struct ProjectionConfig {
     /// Bytes of decoded snapshots kept in memory, over sled's own cache
     /// ([`MEMO_BYTES_DEFAULT`]; 0 turns the memo off). See the `cache` module.
     pub snapshot_cache_bytes: usize,
+    /// Bytes of the applier's memo of the values it wrote ([`WRITTEN_MEMO_BYTES`]).
+    pub written_memo_bytes: usize,
 }
 
 impl Default for ProjectionConfig {
@@ -100,6 +102,7 @@ impl Default for ProjectionConfig {
             batch_writes_max: BATCH_WRITES_MAX_DEFAULT,
             flush_every_ms: Some(1000),
             snapshot_cache_bytes: MEMO_BYTES_DEFAULT,
+            written_memo_bytes: WRITTEN_MEMO_BYTES,
         }
     }
 }
@@ -401,7 +404,7 @@ impl Projection {
             db,
             tree,
             memos: cache::Memos::new(config.snapshot_cache_bytes),
-            written: written::Written::new(),
+            written: written::Written::new(config.written_memo_bytes),
             config,
             applied: AtomicU64::new(applied),
             created_monotone: AtomicBool::new(created.monotone),

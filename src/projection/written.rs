@@ -13,8 +13,9 @@ use super::cache::{footprint, IdHash, Memo};
 use crate::event::{Action, ActionId};
 use std::sync::Arc;
 
-/// Bytes the applier's memo of the snapshot values it wrote may hold: a few thousand
-/// recently changed actions.
+/// Default bytes the applier's memo of the snapshot values it wrote may hold
+/// ([`super::ProjectionConfig::written_memo_bytes`]): a few thousand recently changed
+/// actions.
 pub const WRITTEN_MEMO_BYTES: usize = 4 * 1024 * 1024;
 
 /// An action as sled holds it, and the history tail of its snapshot value: what a snapshot
@@ -25,8 +26,8 @@ pub(crate) type Stored = (Arc<Action>, Arc<[u8]>);
 pub(crate) struct Written(Memo<ActionId, Stored, IdHash>);
 
 impl Written {
-    pub fn new() -> Written {
-        Written(Memo::new(WRITTEN_MEMO_BYTES))
+    pub fn new(bytes_max: usize) -> Written {
+        Written(Memo::new(bytes_max))
     }
 
     /// What the applier last wrote for action `id`, if the memo still holds it.

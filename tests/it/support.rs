@@ -101,6 +101,7 @@ pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
         flush_every_ms: None,
         // Small, so tests cross the snapshot memo's evictions (~10 actions per shard).
         snapshot_cache_bytes: 256 * 1024,
+        written_memo_bytes: action_ledger::projection::WRITTEN_MEMO_BYTES,
     }
 }
 
