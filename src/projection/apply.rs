@@ -365,8 +365,8 @@ impl<'t> Fold<'t> {
         // counter changes per created action, on far fewer distinct keys), in hash maps
         // (ordered ones spent most of this function comparing keys); each distinct key is
         // spelled once and sorted below.
-        let mut buckets: HashMap<(keys::Ix<'_>, u64), BTreeMap<u8, bool>> = HashMap::new();
-        let mut updated: HashMap<Vec<u8>, BTreeMap<u8, bool>> = HashMap::new();
+        let mut buckets: HashMap<(keys::Ix<'_>, u64), BTreeMap<u16, bool>> = HashMap::new();
+        let mut updated: HashMap<Vec<u8>, BTreeMap<u16, bool>> = HashMap::new();
         let mut counters: HashMap<(keys::Scope<'_>, keys::Dim<'_>), i64> = HashMap::new();
         // Finished actions' snapshot values by pack (offset → new value, `None`: leaves it),
         // and the ids each resource list gains (ascending: ids are visited in order).
@@ -505,7 +505,7 @@ impl<'t> Fold<'t> {
             .map(|((ix, bucket), changes)| (keys::bucket_key(&ix.prefix(), bucket), changes))
             .chain(updated);
         for (key, changes) in sorted(buckets) {
-            let mut members: BTreeSet<u8> = match self.get(&key)? {
+            let mut members: BTreeSet<u16> = match self.get(&key)? {
                 None => BTreeSet::new(),
                 Some(v) => keys::bucket_members(&v)
                     .ok_or_else(|| {
@@ -521,7 +521,7 @@ impl<'t> Fold<'t> {
                     members.remove(&offset);
                 }
             }
-            let members: Vec<u8> = members.into_iter().collect();
+            let members: Vec<u16> = members.into_iter().collect();
             writes.push((key, keys::bucket_value(&members)));
         }
 

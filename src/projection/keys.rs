@@ -30,7 +30,7 @@
 //! snapshot keys of 10M actions (90% finished) from 10M to ~1.6M.
 //!
 //! **Resource lists.** The resource index is not bucketed: a resource's ~100 actions are
-//! spread over the whole id range, so buckets of 256 ids would cost a key per action.
+//! spread over the whole id range, so id buckets would cost a key per action.
 //! Each (resource, tenant) has a list of its action ids (primary or related resource),
 //! cut into chunks of at most [`RESOURCE_CHUNK_IDS`] ids keyed by their first id. An
 //! action's resources are set when it is created, and ids are created in increasing order,
@@ -41,16 +41,18 @@
 //! **Id buckets.** The id-ordered indexes (tenant recency, status, type, user, kind) do
 //! not keep one key per action: ids are grouped in buckets of [`BUCKET_IDS`]
 //! consecutive ids, and one key per (index, bucket) holds which ids of the bucket are in
-//! the index. Why: sled 0.34 pays roughly the same per key whatever its size, and dense
-//! indexes (a tenant, a status, a kind) then cost one key per 256 actions — rebuild and bulk
-//! catch-up write ~256× fewer keys for them, and a newest-first scan reads 256 ids per key.
-//! Sparse indexes (a resource's actions are spread over the id space) degrade to about one
-//! small key per action, which is what a plain per-action index would cost anyway.
+//! the index. Why: sled 0.34 holds ~35 bytes of memory per key whatever its size or its
+//! cache, and an index key per (tenant, value, bucket) is what the projection pays for: with
+//! 4096-id buckets a tenant's status, type, user or kind of a few hundred actions per
+//! bucket costs one key, not dozens (measured at 1M actions: 256-id buckets made 0.57 index
+//! keys per action). Rebuild and bulk catch-up write that many fewer keys, and a
+//! newest-first scan reads up to 4096 ids per key. The cost: an update rewrites a value of
+//! up to 512 bytes where it used to be 32 (the write-back merges a burst into one rewrite).
 //!
-//! Bucket value: the low bytes (`id % 256`) of its members, ascending, when there are fewer
-//! than 32 of them (so a value is never longer than a bitmap), otherwise a 32-byte bitmap
-//! (bit `i` of byte `i / 8`, least significant first). Length 32 means bitmap, shorter means
-//! list; an empty bucket has no key.
+//! Bucket value: the offsets (`id % 4096`) of its members as u16 BE, ascending, when there
+//! are fewer than 256 of them (so a value is never longer than a bitmap), otherwise a
+//! 512-byte bitmap (bit `i` of byte `i / 8`, least significant first). Length 512 means
+//! bitmap, shorter means list; an empty bucket has no key.
 //!
 //! **Updated index.** An id bucket of a tenant's actions, split by the coarse time bucket
 //! (`updated_at` sign-flipped, shifted right by [`UPDATED_BUCKET_SHIFT`]: ~67 s) their last
@@ -101,7 +103,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -122,7 +124,7 @@ pub const LOCATION_BYTES: usize = 24;
 pub const UPDATED_BUCKET_SHIFT: u32 = 26;
 
 /// Ids per bucket of an id-ordered index.
-pub const BUCKET_IDS: u64 = 256;
+pub const BUCKET_IDS: u64 = 4096;
 /// Consecutive ids per pack of finished actions (see `pack`).
 pub const PACK_IDS: u64 = 16;
 /// Most ids one chunk of a resource's list holds.
@@ -363,8 +365,8 @@ pub fn bucket_of(id: ActionId) -> u64 {
 }
 
 /// Where `id` sits in its bucket (the member stored in a bucket value).
-pub fn bucket_offset(id: ActionId) -> u8 {
-    (id % BUCKET_IDS) as u8
+pub fn bucket_offset(id: ActionId) -> u16 {
+    (id % BUCKET_IDS) as u16
 }
 
 /// The ids a bucket value of bucket `bucket` holds, ascending; `None` when the value is not
@@ -628,36 +630,40 @@ pub fn counted_in(a: &Action) -> Vec<(Scope<'_>, Dim<'_>)> {
 // ----------------------------------------------------------------------------------------
 // Bucket values.
 
-/// The members of a bucket, as offsets `0..256` within it, ascending. `None` when the value
-/// is not a valid bucket value.
-pub fn bucket_members(value: &[u8]) -> Option<Vec<u8>> {
+/// The members of a bucket, as offsets `0..BUCKET_IDS` within it, ascending. `None` when
+/// the value is not a valid bucket value.
+pub fn bucket_members(value: &[u8]) -> Option<Vec<u16>> {
     if value.len() == BITMAP_BYTES {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(256);
         for (byte_i, byte) in value.iter().enumerate() {
             for bit in 0..8 {
                 if byte & (1 << bit) != 0 {
-                    out.push((byte_i * 8 + bit) as u8);
+                    out.push((byte_i * 8 + bit) as u16);
                 }
             }
         }
         Some(out)
-    } else if value.len() < BITMAP_BYTES {
-        // A list must be strictly ascending; anything else is damage.
-        if value.windows(2).any(|w| w[0] >= w[1]) {
+    } else if value.len() < BITMAP_BYTES && value.len() % 2 == 0 {
+        let out: Vec<u16> = value
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
+        // A list must be strictly ascending and inside the bucket; anything else is damage.
+        if out.windows(2).any(|w| w[0] >= w[1]) || out.last().is_some_and(|&m| u64::from(m) >= BUCKET_IDS) {
             return None;
         }
-        Some(value.to_vec())
+        Some(out)
     } else {
         None
     }
 }
 
 /// Encodes ascending, distinct offsets; `None` for an empty bucket (delete its key).
-pub fn bucket_value(members: &[u8]) -> Option<Vec<u8>> {
+pub fn bucket_value(members: &[u16]) -> Option<Vec<u8>> {
     if members.is_empty() {
         None
-    } else if members.len() < BITMAP_BYTES {
-        Some(members.to_vec())
+    } else if members.len() * 2 < BITMAP_BYTES {
+        Some(members.iter().flat_map(|m| m.to_be_bytes()).collect())
     } else {
         let mut bitmap = vec![0u8; BITMAP_BYTES];
         for &m in members {
@@ -707,8 +713,9 @@ mod tests {
 
     #[test]
     fn bucket_values_round_trip_at_the_list_bitmap_boundary() {
-        for n in [0usize, 1, 2, 31, 32, 33, 200, 256] {
-            let members: Vec<u8> = (0..n).map(|i| (i * 255 / n.max(1)) as u8).collect();
+        let top = BUCKET_IDS as usize - 1;
+        for n in [0usize, 1, 2, 255, 256, 257, 2000, 4096] {
+            let members: Vec<u16> = (0..n).map(|i| (i * top / n.max(1)) as u16).collect();
             let mut members = members;
             members.dedup();
             match bucket_value(&members) {
@@ -719,11 +726,14 @@ mod tests {
                 }
             }
         }
+        assert_eq!(bucket_value(&[1, 258]), Some(vec![0, 1, 1, 2]));
         assert!(
-            bucket_members(&[3, 2]).is_none(),
+            bucket_members(&[0, 3, 0, 2]).is_none(),
             "unordered list is damage"
         );
-        assert!(bucket_members(&[0u8; 33]).is_none());
+        assert!(bucket_members(&[0, 3, 0]).is_none(), "a cut member");
+        assert!(bucket_members(&[0x10, 0, 0x20, 0]).is_none(), "outside the bucket");
+        assert!(bucket_members(&[0u8; BITMAP_BYTES + 1]).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! smallest one is scanned. An `updated_since`/`updated_until` range takes its candidates
 //! from the `updated` index instead when they are fewer than the best candidate's entries
 //! (collected newest id bucket first, given up past that many; finding them reads the
-//! tenant's updated-index keys, ~1 per 256 actions and time bucket). A batch get by `ids`
+//! tenant's updated-index keys, ~1 per 4096 ids and time bucket). A batch get by `ids`
 //! reads those snapshots directly.
 //! For every tenant (admin, `tenant: None`) only the resource index is used (merged over the
 //! tenants that have actions on that resource); everything else scans all snapshots newest

@@ -409,7 +409,7 @@ pub fn verify_projection(
     report.actions = actions.len() as u64;
 
     // Snapshots, and the expected indexes and counters.
-    let mut expected_buckets: BTreeMap<Vec<u8>, BTreeSet<u8>> = BTreeMap::new();
+    let mut expected_buckets: BTreeMap<Vec<u8>, BTreeSet<u16>> = BTreeMap::new();
     // Resource list prefix → its ids, ascending (actions are visited in id order).
     let mut expected_lists: BTreeMap<Vec<u8>, Vec<ActionId>> = BTreeMap::new();
     let mut expected_counters: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
@@ -572,7 +572,7 @@ pub fn verify_projection(
         }
     }
 
-    let mut stored_buckets: BTreeMap<Vec<u8>, BTreeSet<u8>> = BTreeMap::new();
+    let mut stored_buckets: BTreeMap<Vec<u8>, BTreeSet<u16>> = BTreeMap::new();
     for p in (keys::P_IX_TENANT..=keys::P_IX_UPDATED).filter(|&p| p != keys::P_IX_RESOURCE) {
         for (k, v) in scan(tree, &[p])? {
             match keys::bucket_members(&v) {
