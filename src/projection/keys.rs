@@ -649,7 +649,9 @@ pub fn bucket_members(value: &[u8]) -> Option<Vec<u16>> {
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
         // A list must be strictly ascending and inside the bucket; anything else is damage.
-        if out.windows(2).any(|w| w[0] >= w[1]) || out.last().is_some_and(|&m| u64::from(m) >= BUCKET_IDS) {
+        if out.windows(2).any(|w| w[0] >= w[1])
+            || out.last().is_some_and(|&m| u64::from(m) >= BUCKET_IDS)
+        {
             return None;
         }
         Some(out)
@@ -732,7 +734,10 @@ mod tests {
             "unordered list is damage"
         );
         assert!(bucket_members(&[0, 3, 0]).is_none(), "a cut member");
-        assert!(bucket_members(&[0x10, 0, 0x20, 0]).is_none(), "outside the bucket");
+        assert!(
+            bucket_members(&[0x10, 0, 0x20, 0]).is_none(),
+            "outside the bucket"
+        );
         assert!(bucket_members(&[0u8; BITMAP_BYTES + 1]).is_none());
     }
 
