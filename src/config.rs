@@ -686,14 +686,16 @@ mod tests {
         }
     }
 
+    /// Flags as `Settings::load` takes them.
+    fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn cache_bytes_splits_one_budget_and_the_single_keys_override_their_share() {
-        let flags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let total: u64 = 290 << 20;
         let s = Settings::load(
             None,
@@ -807,12 +809,6 @@ mod tests {
 
     #[test]
     fn tls_cert_and_key_go_together() {
-        let flags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let s = Settings::load(
             None,
             |k| (k == "ACTION_LEDGER_TLS_KEY").then(|| "/k.pem".into()),

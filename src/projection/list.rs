@@ -84,11 +84,15 @@ pub(super) trait IdStream {
     fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError>;
 }
 
-/// Newest-first scan of one id-bucket index, limited to ids in `lo..hi`.
+/// Newest-first scan of one index whose keys are `prefix ‖ u64` and whose values each hold
+/// ascending ids — an id-bucket index ([`BucketScan::buckets`]) or a resource list
+/// ([`BucketScan::chunks`]) — limited to ids in `lo..hi`.
 struct BucketScan {
     iter: sled::Iter,
     prefix_len: usize,
-    /// Ids of the current bucket, ascending (popped from the end).
+    /// The ids a key (its u64 suffix) and value hold, ascending; `None` if malformed.
+    decode: fn(u64, &[u8]) -> Option<Vec<ActionId>>,
+    /// Ids of the current key, ascending (popped from the end).
     pending: Vec<ActionId>,
     lo: ActionId,
     hi: ActionId,
@@ -96,17 +100,40 @@ struct BucketScan {
 }
 
 impl BucketScan {
-    fn new(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> BucketScan {
-        let empty = hi <= lo;
+    /// An id-bucket index: the buckets of `lo` through `hi - 1`.
+    fn buckets(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> BucketScan {
         let start = keys::bucket_key(prefix, keys::bucket_of(lo));
         let end = keys::bucket_key(prefix, keys::bucket_of(hi.saturating_sub(1)));
+        BucketScan::over(tree.range(start..=end), prefix, keys::bucket_ids, lo, hi)
+    }
+
+    /// A resource list: the chunk holding `hi - 1` starts at or below it, so from there down.
+    fn chunks(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> BucketScan {
+        let end = keys::chunk_key(prefix, hi.saturating_sub(1));
+        BucketScan::over(
+            tree.range(prefix.to_vec()..=end),
+            prefix,
+            keys::chunk_ids,
+            lo,
+            hi,
+        )
+    }
+
+    fn over(
+        iter: sled::Iter,
+        prefix: &[u8],
+        decode: fn(u64, &[u8]) -> Option<Vec<ActionId>>,
+        lo: ActionId,
+        hi: ActionId,
+    ) -> BucketScan {
         BucketScan {
-            iter: tree.range(start..=end),
+            iter,
             prefix_len: prefix.len(),
+            decode,
             pending: Vec::new(),
             lo,
             hi,
-            done: empty,
+            done: hi <= lo,
         }
     }
 }
@@ -132,12 +159,12 @@ impl IdStream for BucketScan {
                 return Ok(None);
             };
             let (k, v) = kv.map_err(sled_q)?;
-            let bucket = k
+            let at = k
                 .get(self.prefix_len..)
                 .and_then(keys::read_u64)
                 .ok_or_else(|| damaged(format!("index key {k:?} is malformed")))?;
-            self.pending = keys::bucket_ids(bucket, &v)
-                .ok_or_else(|| damaged(format!("index bucket {k:?} is malformed")))?;
+            self.pending = (self.decode)(at, &v)
+                .ok_or_else(|| damaged(format!("index value of {k:?} is malformed")))?;
         }
     }
 }
@@ -156,63 +183,6 @@ where
                 let (id, v) = r.map_err(store)?;
                 Ok(Some((id, Some(v))))
             }
-        }
-    }
-}
-
-/// Newest-first over a resource list's chunks (see `keys`), limited to ids in `lo..hi`.
-struct ChunkScan {
-    iter: sled::Iter,
-    prefix_len: usize,
-    /// Ids of the current chunk, ascending (popped from the end).
-    pending: Vec<ActionId>,
-    lo: ActionId,
-    hi: ActionId,
-    done: bool,
-}
-
-impl ChunkScan {
-    fn new(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> ChunkScan {
-        // The chunk holding `hi - 1` starts at or below it: scan from there down.
-        let end = keys::chunk_key(prefix, hi.saturating_sub(1));
-        ChunkScan {
-            iter: tree.range(prefix.to_vec()..=end),
-            prefix_len: prefix.len(),
-            pending: Vec::new(),
-            lo,
-            hi,
-            done: hi <= lo,
-        }
-    }
-}
-
-impl IdStream for ChunkScan {
-    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            if let Some(id) = self.pending.pop() {
-                if id >= self.hi {
-                    continue;
-                }
-                if id < self.lo {
-                    self.done = true;
-                    return Ok(None);
-                }
-                return Ok(Some((id, None)));
-            }
-            let Some(kv) = self.iter.next_back() else {
-                self.done = true;
-                return Ok(None);
-            };
-            let (k, v) = kv.map_err(sled_q)?;
-            let first = k
-                .get(self.prefix_len..)
-                .and_then(keys::read_u64)
-                .ok_or_else(|| damaged(format!("resource list key {k:?} is malformed")))?;
-            self.pending = keys::chunk_ids(first, &v)
-                .ok_or_else(|| damaged(format!("resource list chunk {k:?} is malformed")))?;
         }
     }
 }
@@ -367,7 +337,7 @@ fn resource_stream(
     hi: ActionId,
 ) -> Result<Box<dyn IdStream>, QueryError> {
     if let Some(t) = tenant {
-        return Ok(Box::new(ChunkScan::new(
+        return Ok(Box::new(BucketScan::chunks(
             tree,
             &keys::ix_resource(t, r),
             lo,
@@ -390,7 +360,7 @@ fn resource_stream(
         let (t, _) = keys::take_str(&k[all.len()..])
             .ok_or_else(|| damaged(format!("index key {k:?} is malformed")))?;
         let prefix = k[..all.len() + 4 + t.len()].to_vec();
-        streams.push(Box::new(ChunkScan::new(tree, &prefix, lo, hi)));
+        streams.push(Box::new(BucketScan::chunks(tree, &prefix, lo, hi)));
         match keys::prefix_end(&prefix) {
             Some(end) => seek = end,
             None => break,
@@ -628,7 +598,7 @@ pub(super) fn plan(
     let mut streams: Vec<Box<dyn IdStream>> = best
         .1
         .iter()
-        .map(|prefix| Box::new(BucketScan::new(tree, prefix, lo, hi)) as Box<dyn IdStream>)
+        .map(|prefix| Box::new(BucketScan::buckets(tree, prefix, lo, hi)) as Box<dyn IdStream>)
         .collect();
     if streams.len() == 1 {
         Ok(streams.remove(0))

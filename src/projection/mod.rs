@@ -16,7 +16,8 @@
 //! - snapshots come from [`crate::event::fold::apply_entry`], the one fold.
 //!
 //! Modules:
-//! - [`keys`]: the key layout of the one sled tree (drawn there byte by byte);
+//! - [`keys`]: the key layout of the one sled tree (drawn there byte by byte); `pack`: the
+//!   compressed packs finished actions live in;
 //! - `apply`: folding a run of committed entries into one set of sled writes;
 //! - [`query`]: the query types; `list`: planning and running them; [`cursor`]: keyset
 //!   cursors bound to their filters;

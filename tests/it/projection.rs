@@ -11,6 +11,15 @@ use action_ledger::projection::{self, ActionQuery, AsOf, Page, Projection, Query
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// Every key of the projection in one of `families`, with its value, in key order.
+fn keys_of(p: &Projection, families: &[u8]) -> Vec<(sled::IVec, sled::IVec)> {
+    p.tree_for_tests()
+        .iter()
+        .map(|kv| kv.unwrap())
+        .filter(|(k, _)| families.contains(&k[0]))
+        .collect()
+}
+
 fn q_tenant(t: &str, limit: usize) -> ActionQuery {
     ActionQuery {
         tenant: Some(t.into()),
@@ -441,19 +450,15 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
     let (_, tail) = projection::keys::split_snapshot(&snapshot).unwrap();
     assert_eq!(tail.len(), 27 * projection::keys::LOCATION_BYTES);
     // Every snapshot and history key with its value.
-    let layout = |p: &Projection| -> Vec<_> {
-        p.tree_for_tests()
-            .iter()
-            .map(|kv| kv.unwrap())
-            .filter(|(k, _)| {
-                [
-                    projection::keys::P_SNAPSHOT,
-                    projection::keys::P_PACK,
-                    projection::keys::P_HISTORY,
-                ]
-                .contains(&k[0])
-            })
-            .collect()
+    let layout = |p: &Projection| {
+        keys_of(
+            p,
+            &[
+                projection::keys::P_SNAPSHOT,
+                projection::keys::P_PACK,
+                projection::keys::P_HISTORY,
+            ],
+        )
     };
     let live = layout(&p);
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
@@ -1221,19 +1226,15 @@ fn finished_actions_live_in_packs_and_resource_lists_page_across_chunks() {
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
     assert!(report.is_consistent(), "{:?}", report.differences);
 
-    let layout = |p: &Projection| -> Vec<_> {
-        p.tree_for_tests()
-            .iter()
-            .map(|kv| kv.unwrap())
-            .filter(|(k, _)| {
-                [
-                    projection::keys::P_SNAPSHOT,
-                    projection::keys::P_PACK,
-                    projection::keys::P_IX_RESOURCE,
-                ]
-                .contains(&k[0])
-            })
-            .collect()
+    let layout = |p: &Projection| {
+        keys_of(
+            p,
+            &[
+                projection::keys::P_SNAPSHOT,
+                projection::keys::P_PACK,
+                projection::keys::P_IX_RESOURCE,
+            ],
+        )
     };
     let live = layout(&p);
     l.close();
