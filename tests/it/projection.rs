@@ -20,6 +20,29 @@ fn keys_of(p: &Projection, families: &[u8]) -> Vec<(sled::IVec, sled::IVec)> {
         .collect()
 }
 
+/// Closes the ledger, rebuilds its projection in `dir` from the log, and checks that the
+/// rebuilt projection holds the very keys and values of `families` the live one held.
+fn rebuilt_with_the_same_keys(
+    sim: &SimStorage,
+    dir: &std::path::Path,
+    l: impl std::borrow::Borrow<action_ledger::ledger::Ledger>,
+    p: Arc<Projection>,
+    families: &[u8],
+) -> Projection {
+    let live = keys_of(&p, families);
+    l.borrow().close();
+    drop(l);
+    drop(p);
+    let (p, _) =
+        projection::rebuild(sim, &log_dir(), dir, &projection_config(), &mut |_| {}).unwrap();
+    assert_eq!(
+        keys_of(&p, families),
+        live,
+        "the rebuilt layout is the live one"
+    );
+    p
+}
+
 fn q_tenant(t: &str, limit: usize) -> ActionQuery {
     ActionQuery {
         tenant: Some(t.into()),
@@ -449,27 +472,15 @@ fn a_long_history_spills_out_of_the_snapshot_and_reads_back_whole() {
     let snapshot = p.snapshot_value_for_tests(id).unwrap();
     let (_, tail) = projection::keys::split_snapshot(&snapshot).unwrap();
     assert_eq!(tail.len(), 27 * projection::keys::LOCATION_BYTES);
-    // Every snapshot and history key with its value.
-    let layout = |p: &Projection| {
-        keys_of(
-            p,
-            &[
-                projection::keys::P_SNAPSHOT,
-                projection::keys::P_PACK,
-                projection::keys::P_HISTORY,
-            ],
-        )
-    };
-    let live = layout(&p);
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
     assert!(report.is_consistent(), "{:?}", report.differences);
-    l.close();
-    drop(l);
-    drop(p);
-
-    let (p, _) =
-        projection::rebuild(&sim, &log_dir(), &dir, &projection_config(), &mut |_| {}).unwrap();
-    assert_eq!(layout(&p), live, "the rebuilt layout is the live one");
+    // Every snapshot and history key with its value.
+    let families = [
+        projection::keys::P_SNAPSHOT,
+        projection::keys::P_PACK,
+        projection::keys::P_HISTORY,
+    ];
+    let p = rebuilt_with_the_same_keys(&sim, &dir, l, p, &families);
     assert_eq!(positions(&p), expected);
 
     p.tree_for_tests().remove(&spilled[1].0).unwrap();
@@ -1226,22 +1237,11 @@ fn finished_actions_live_in_packs_and_resource_lists_page_across_chunks() {
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
     assert!(report.is_consistent(), "{:?}", report.differences);
 
-    let layout = |p: &Projection| {
-        keys_of(
-            p,
-            &[
-                projection::keys::P_SNAPSHOT,
-                projection::keys::P_PACK,
-                projection::keys::P_IX_RESOURCE,
-            ],
-        )
-    };
-    let live = layout(&p);
-    l.close();
-    drop(l);
-    drop(p);
-    let (p, _) =
-        projection::rebuild(&sim, &log_dir(), &dir, &projection_config(), &mut |_| {}).unwrap();
-    assert_eq!(layout(&p), live, "the rebuilt layout is the live one");
+    let families = [
+        projection::keys::P_SNAPSHOT,
+        projection::keys::P_PACK,
+        projection::keys::P_IX_RESOURCE,
+    ];
+    let p = rebuilt_with_the_same_keys(&sim, &dir, l, p, &families);
     assert_eq!(page_all(&p, Some("acme")), newest_first);
 }
