@@ -391,17 +391,7 @@ async fn a_timed_out_request_is_answered_503_with_retry_after_and_its_id() {
 #[tokio::test]
 async fn process_metrics_are_present_and_plausible() {
     let s = Server::start(&[]).await;
-    let text = s
-        .api
-        .client
-        .get(s.api.url("/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.api.metrics_text().await;
     let value = |name: &str| -> f64 {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
         text.lines()

@@ -58,6 +58,19 @@ impl Api {
         }
     }
 
+    /// The server's `/metrics` text, read as the admin.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `method target` with the given headers and `body` as JSON: the one request helper.
     pub async fn request(
         &self,

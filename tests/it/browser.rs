@@ -373,16 +373,7 @@ async fn event(api: &Api, token: &str, id: u64, body: Value) {
 
 /// The watch streams the server has open (its `action_ledger_watchers` gauge).
 async fn watchers(api: &Api) -> u64 {
-    let text = api
-        .client
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(crate::app::ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix("action_ledger_watchers "))
         .and_then(|v| v.trim().parse::<f64>().ok())

@@ -55,16 +55,7 @@ async fn wait_readyz(node: &Node, what: &str, ok: impl Fn(StatusCode, &Value) ->
 /// One sample of `/metrics`.
 async fn metric(node: &Node, name: &str) -> f64 {
     let api = node.api();
-    let text = api
-        .client
-        .get(api.url("/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .unwrap_or_else(|| panic!("{}: no {name} in /metrics:\n{text}", node.name))

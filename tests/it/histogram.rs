@@ -5,7 +5,7 @@
 use crate::app::{spawn_app, ADMIN};
 use crate::support::*;
 use action_ledger::event::*;
-use action_ledger::ledger::{CommittedEntry, StateStore};
+use action_ledger::ledger::StateStore;
 use action_ledger::projection::{ActionQuery, Projection};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -15,20 +15,6 @@ use serde_json::{json, Value};
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 const TYPES: [&str; 3] = ["snapshot", "resize", "reboot"];
 const USERS: [&str; 2] = ["ann", "bob"];
-
-fn entry(position: u64, at: Micros, op: Op) -> CommittedEntry {
-    CommittedEntry {
-        position,
-        segment: 1,
-        offset: position * 64,
-        entry: Entry {
-            recorded_at: at,
-            principal: "test".into(),
-            idempotency: None,
-            ops: vec![op],
-        },
-    }
-}
 
 /// `n` actions over many minutes with every attribute varied and every status reached,
 /// applied directly with chosen record times (0–20 s apart); `backwards_at` makes the
@@ -69,7 +55,7 @@ fn fill(p: &Projection, rng: &mut SmallRng, n: u64, backwards_at: Option<u64>) -
             InitialStatus::Running
         };
         let created_at = if backwards_at == Some(id) { t0 - 1 } else { at };
-        batch.push(entry(
+        batch.push(committed(
             position,
             created_at,
             Op::Create(NewAction::assign(&create, id, format!("u-{id}"))),
@@ -88,7 +74,7 @@ fn fill(p: &Projection, rng: &mut SmallRng, n: u64, backwards_at: Option<u64>) -
             };
             if let Some(body) = end {
                 position += 1;
-                batch.push(entry(position, at, Op::Event { action: id, body }));
+                batch.push(committed(position, at, Op::Event { action: id, body }));
             }
         }
         if batch.len() >= 50 {

@@ -356,17 +356,7 @@ fn updated_ranges_find_actions_across_time_buckets() {
                 body: EventBody::Heartbeat,
             }
         };
-        batch.push(CommittedEntry {
-            position,
-            segment: 1,
-            offset: position * 64,
-            entry: Entry {
-                recorded_at: at,
-                principal: "test".into(),
-                idempotency: None,
-                ops: vec![op],
-            },
-        });
+        batch.push(committed(position, at, op));
         if batch.len() == 37 {
             p.apply(&batch).unwrap();
             batch.clear();

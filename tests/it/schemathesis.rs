@@ -92,15 +92,11 @@ async fn seed(api: &Api) {
 
 /// Requests the server answered, by status class, from its own `/metrics` counters.
 async fn served(client: &Client, base: &str) -> (u64, Vec<String>) {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = crate::app::Api {
+        base: base.to_string(),
+        client: client.clone(),
+    };
+    let text = api.metrics_text().await;
     let mut total = 0;
     let mut errors = Vec::new();
     for line in text.lines() {

@@ -58,6 +58,22 @@ pub fn progress(p: f64) -> EventBody {
     })
 }
 
+/// A committed entry of one operation at `position`, as the writer hands it to a store
+/// (segment 1, a made-up offset).
+pub fn committed(position: u64, at: Micros, op: Op) -> action_ledger::ledger::CommittedEntry {
+    action_ledger::ledger::CommittedEntry {
+        position,
+        segment: 1,
+        offset: position * 64,
+        entry: Entry {
+            recorded_at: at,
+            principal: "test".into(),
+            idempotency: None,
+            ops: vec![op],
+        },
+    }
+}
+
 /// Submits one command as the admin (no tenant scope).
 pub fn submit(ledger: &Ledger, command: Command) -> Result<Committed, LedgerError> {
     ledger.submit_blocking(submission(None, vec![command]))
