@@ -64,7 +64,8 @@
 //! - `QUERY_PG_REUSE=1` — keep the generated log, the rebuilt projection (its rebuild time
 //!   is remembered and printed again) and the rows file between runs; PostgreSQL is loaded
 //!   afresh every run;
-//! - `QUERY_PG_SNAPSHOT=jsonb|text` — the snapshot column's type (default jsonb).
+//! - `QUERY_PG_SNAPSHOT=jsonb|text` — the snapshot column's type (default jsonb);
+//! - `QUERY_PG_ONLY=resource,one,tenant,running,floor` — the queries to run (default all).
 //!
 //! Run with `cargo bench --bench query_pg`. `cargo test` never builds or runs it.
 
@@ -138,6 +139,16 @@ impl Kind {
             Kind::ListTenant => "list 50 newest of a tenant",
             Kind::ListRunning => "list 50 newest running of a tenant",
             Kind::Floor => "floor: GET /healthz vs SELECT a constant",
+        }
+    }
+    /// Its name in `QUERY_PG_ONLY`.
+    fn short(self) -> &'static str {
+        match self {
+            Kind::ListResource => "resource",
+            Kind::GetOne => "one",
+            Kind::ListTenant => "tenant",
+            Kind::ListRunning => "running",
+            Kind::Floor => "floor",
         }
     }
     fn sql(self) -> &'static str {
@@ -1087,7 +1098,9 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
     };
     let lat_keys = keys(n, ops + ops / 10, 17);
     let thr_keys = Arc::new(keys(n, 1 << 16, 23));
-    for kind in Kind::ALL {
+    let only = std::env::var("QUERY_PG_ONLY").unwrap_or_default();
+    let chosen = |k: Kind| only.is_empty() || only.split(',').any(|w| w.trim() == k.short());
+    for kind in Kind::ALL.into_iter().filter(|&k| chosen(k)) {
         // Rounds alternate the two sides; each side keeps its best round (lowest p50 at 1
         // client, highest rate at `conns`), so a burst of the machine's other work hits
         // one round, not one side.

@@ -34,6 +34,55 @@ pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 /// A finished action's new snapshot value at its offset in its pack (`None`: it leaves).
 type PackChange = (u8, Option<Vec<u8>>);
 
+/// What one resource list gains in a run: ids appended at its end (ascending), and the
+/// snapshot values of finished members (`None`: the member is no longer finished).
+#[derive(Default)]
+struct ListChanges {
+    appended: Vec<ActionId>,
+    packed: Vec<(ActionId, Option<Vec<u8>>)>,
+}
+
+/// One chunk of a resource list as a run leaves it.
+struct ChunkEdit {
+    ids: Vec<ActionId>,
+    pack: ChunkPack,
+    /// Changed by the run: to be written.
+    dirty: bool,
+}
+
+/// A chunk's pack: its value as stored until an entry changes, then decoded.
+enum ChunkPack {
+    Stored(Vec<u8>),
+    Entries(BTreeMap<u8, Vec<u8>>),
+}
+
+impl ChunkEdit {
+    /// The pack's entries (position → snapshot value), decoded on first use.
+    fn entries(&mut self) -> Result<&mut BTreeMap<u8, Vec<u8>>, String> {
+        if let ChunkPack::Stored(v) = &self.pack {
+            let entries = match v.is_empty() {
+                true => BTreeMap::new(),
+                false => super::pack::decode(v)?
+                    .iter()
+                    .map(|(o, v)| (o, v.to_vec()))
+                    .collect(),
+            };
+            if entries
+                .keys()
+                .next_back()
+                .is_some_and(|&o| usize::from(o) >= self.ids.len())
+            {
+                return Err("a pack entry lies past the chunk's ids".into());
+            }
+            self.pack = ChunkPack::Entries(entries);
+        }
+        match &mut self.pack {
+            ChunkPack::Entries(e) => Ok(e),
+            ChunkPack::Stored(_) => unreachable!("decoded above"),
+        }
+    }
+}
+
 /// What [`Fold::finish`] produces: the writes, and every action they change (for the
 /// memos).
 pub(crate) struct Finished {
@@ -125,11 +174,18 @@ impl<'t> Fold<'t> {
         }
     }
 
-    /// The last key under `prefix` and its value, as applied (the write-back over sled).
-    fn last_under(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, sled::IVec)>, StoreError> {
+    /// The last key under `prefix` (and at or below `upper`, when given) and its value, as
+    /// applied (the write-back over sled).
+    fn last_under(
+        &self,
+        prefix: &[u8],
+        upper: Option<&[u8]>,
+    ) -> Result<Option<(Vec<u8>, sled::IVec)>, StoreError> {
         use std::ops::Bound;
-        let end = keys::prefix_end(prefix);
-        let upper = end.clone().map_or(Bound::Unbounded, Bound::Excluded);
+        let upper = match upper {
+            Some(u) => Bound::Included(u.to_vec()),
+            None => keys::prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
         let mut in_sled = None;
         for kv in self
             .tree
@@ -159,49 +215,114 @@ impl<'t> Fold<'t> {
         })
     }
 
-    /// Appends `ids` (ascending, all above the list's last id) to the resource list under
-    /// `prefix`: into its last chunk while that has room, then into new chunks.
-    fn append_to_list(
+    /// Applies one run's `changes` to the resource list under `prefix`: appends its new ids
+    /// (into its last chunk while that has room, then into new chunks) and sets or removes
+    /// the finished members' entries in their chunks' packs. Each chunk it changes is
+    /// written once.
+    fn edit_list(
         &self,
         prefix: &[u8],
-        ids: &[ActionId],
+        changes: ListChanges,
         writes: &mut Vec<Write>,
     ) -> Result<(), StoreError> {
         let damaged = |why: String| StoreError::Damaged(format!("resource list {prefix:?}: {why}"));
-        let mut chunk = match self.last_under(prefix)? {
-            None => Vec::new(),
-            Some((k, v)) => {
-                let first = k
-                    .get(prefix.len()..)
-                    .and_then(keys::read_u64)
-                    .ok_or_else(|| damaged(format!("chunk key {k:?} is malformed")))?;
-                keys::chunk_ids(first, &v)
-                    .ok_or_else(|| damaged(format!("chunk {first} is malformed")))?
-            }
+        let read = |(k, v): (Vec<u8>, sled::IVec)| -> Result<(ActionId, ChunkEdit), StoreError> {
+            let first = k
+                .get(prefix.len()..)
+                .and_then(keys::read_u64)
+                .ok_or_else(|| damaged(format!("chunk key {k:?} is malformed")))?;
+            let (ids, pack) = keys::chunk_split(first, &v)
+                .ok_or_else(|| damaged(format!("chunk {first} is malformed")))?;
+            let chunk = ChunkEdit {
+                ids,
+                pack: ChunkPack::Stored(pack.to_vec()),
+                dirty: false,
+            };
+            Ok((first, chunk))
         };
-        let mut dirty = false;
-        for &id in ids {
-            if let Some(&last) = chunk.last() {
-                if id <= last {
-                    return Err(damaged(format!("action {id} arrived after action {last}")));
-                }
+        // The chunks this run touches, by first id.
+        let mut chunks: BTreeMap<ActionId, ChunkEdit> = BTreeMap::new();
+        if !changes.appended.is_empty() {
+            if let Some(last) = self.last_under(prefix, None)? {
+                let (first, chunk) = read(last)?;
+                chunks.insert(first, chunk);
             }
-            if chunk.len() == keys::RESOURCE_CHUNK_IDS {
-                if dirty {
-                    writes.push((
-                        keys::chunk_key(prefix, chunk[0]),
-                        Some(keys::chunk_value(&chunk)),
-                    ));
-                }
-                chunk.clear();
-            }
-            chunk.push(id);
-            dirty = true;
         }
-        if dirty {
+        for id in changes.appended {
+            match chunks.values_mut().next_back() {
+                Some(last) if last.ids.last().is_some_and(|&l| l >= id) => {
+                    let l = last.ids.last().copied().unwrap_or_default();
+                    return Err(damaged(format!("action {id} arrived after action {l}")));
+                }
+                Some(last) if last.ids.len() < keys::RESOURCE_CHUNK_IDS => {
+                    last.ids.push(id);
+                    last.dirty = true;
+                }
+                _ => {
+                    let chunk = ChunkEdit {
+                        ids: vec![id],
+                        pack: ChunkPack::Stored(Vec::new()),
+                        dirty: true,
+                    };
+                    chunks.insert(id, chunk);
+                }
+            }
+        }
+        for (id, value) in changes.packed {
+            let known = chunks
+                .range(..=id)
+                .next_back()
+                .filter(|(_, c)| c.ids.binary_search(&id).is_ok())
+                .map(|(&first, _)| first);
+            let first = match known {
+                Some(first) => first,
+                None => {
+                    let stored = self
+                        .last_under(prefix, Some(&keys::chunk_key(prefix, id)))?
+                        .ok_or_else(|| damaged(format!("action {id} is in none of its chunks")))?;
+                    let (first, chunk) = read(stored)?;
+                    chunks.entry(first).or_insert(chunk);
+                    first
+                }
+            };
+            let chunk = chunks.get_mut(&first).expect("just found or inserted");
+            let at = chunk
+                .ids
+                .binary_search(&id)
+                .map_err(|_| damaged(format!("action {id} is not in chunk {first}")))?;
+            let entries = chunk
+                .entries()
+                .map_err(|e| damaged(format!("chunk {first}: {e}")))?;
+            match value {
+                Some(v) => entries.insert(at as u8, v),
+                None => entries.remove(&(at as u8)),
+            };
+            chunk.dirty = true;
+        }
+        for (first, mut chunk) in chunks.into_iter().filter(|(_, c)| c.dirty) {
+            // A chunk's pack is compressed once the chunk is full: a list's last chunk,
+            // where its newest actions finish, stays raw, so each finish there costs a copy
+            // rather than a decompression and a compression.
+            let full = chunk.ids.len() == keys::RESOURCE_CHUNK_IDS;
+            if let ChunkPack::Stored(v) = &chunk.pack {
+                if full && v.first() == Some(&super::pack::CODEC_RAW) {
+                    // Filled by this run: compressed now.
+                    chunk
+                        .entries()
+                        .map_err(|e| damaged(format!("chunk {first}: {e}")))?;
+                }
+            }
+            let pack = match chunk.pack {
+                ChunkPack::Stored(v) => v,
+                ChunkPack::Entries(e) if e.is_empty() => Vec::new(),
+                ChunkPack::Entries(e) => {
+                    super::pack::encode_as(e.iter().map(|(o, v)| (*o, &v[..])), full)
+                        .map_err(StoreError::Other)?
+                }
+            };
             writes.push((
-                keys::chunk_key(prefix, chunk[0]),
-                Some(keys::chunk_value(&chunk)),
+                keys::chunk_key(prefix, first),
+                Some(keys::chunk_value(&chunk.ids, &pack)),
             ));
         }
         Ok(())
@@ -369,9 +490,10 @@ impl<'t> Fold<'t> {
         let mut updated: HashMap<Vec<u8>, BTreeMap<u16, bool>> = HashMap::new();
         let mut counters: HashMap<(keys::Scope<'_>, keys::Dim<'_>), i64> = HashMap::new();
         // Finished actions' snapshot values by pack (offset → new value, `None`: leaves it),
-        // and the ids each resource list gains (ascending: ids are visited in order).
+        // and each resource list's changes: the ids it gains (ascending: ids are visited in
+        // order) and its finished members' values.
         let mut packs: BTreeMap<u64, Vec<PackChange>> = BTreeMap::new();
-        let mut listed: HashMap<keys::Ix<'_>, Vec<ActionId>> = HashMap::new();
+        let mut listed: HashMap<keys::Ix<'_>, ListChanges> = HashMap::new();
 
         // Sorted so writes go to sled in key order (kinder to its leaves).
         let ids: BTreeSet<ActionId> = self.now.keys().copied().collect();
@@ -405,6 +527,17 @@ impl<'t> Fold<'t> {
             let was_packed = old.is_some_and(|o| o.status.is_terminal());
             let own_key = keys::snapshot_key(id).to_vec();
             let (pack, at) = (keys::pack_of(id), keys::pack_offset(id));
+            // The chunks of its resource lists carry the same value by the same rule.
+            let listed_value = match new.status.is_terminal() {
+                true => Some(Some(value.clone())),
+                false => was_packed.then_some(None),
+            };
+            if let Some(v) = listed_value {
+                for r in keys::resources_of(new) {
+                    let list = listed.entry(keys::Ix::Resource(&new.tenant, r));
+                    list.or_default().packed.push((id, v.clone()));
+                }
+            }
             if new.status.is_terminal() {
                 packs.entry(pack).or_default().push((at, Some(value)));
                 if old.is_some() && !was_packed {
@@ -440,7 +573,7 @@ impl<'t> Fold<'t> {
                 }
                 for &ix in new_ix.iter().filter(|ix| !old_ix.contains(ix)) {
                     if let keys::Ix::Resource(..) = ix {
-                        listed.entry(ix).or_default().push(id);
+                        listed.entry(ix).or_default().appended.push(id);
                         continue;
                     }
                     buckets
@@ -495,9 +628,9 @@ impl<'t> Fold<'t> {
             writes.push((key.to_vec(), value));
         }
 
-        let lists = listed.into_iter().map(|(ix, ids)| (ix.prefix(), ids));
-        for (prefix, ids) in sorted(lists) {
-            self.append_to_list(&prefix, &ids, &mut writes)?;
+        let lists = listed.into_iter().map(|(ix, c)| (ix.prefix(), c));
+        for (prefix, changes) in sorted(lists) {
+            self.edit_list(&prefix, changes, &mut writes)?;
         }
 
         let buckets = buckets

@@ -15,7 +15,7 @@
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
 //! counter      06 ‖ scope ‖ dimension                               count u64
 //! pack         07 ‖ id / 16 u64                                     see `pack`
-//! resource     11 ‖ s(type) ‖ s(id) ‖ s(tenant) ‖ first id u64      chunk value
+//! resource     11 ‖ s(type) ‖ s(id) ‖ s(tenant) ‖ first id u64      chunk value (ids + pack)
 //! updated      16 ‖ s(tenant) ‖ id bucket u64 ‖ time bucket u64    bucket value
 //! id buckets   10, 12..15 ‖ index components ‖ bucket u64           bucket value
 //! ```
@@ -35,8 +35,13 @@
 //! cut into chunks of at most [`RESOURCE_CHUNK_IDS`] ids keyed by their first id. An
 //! action's resources are set when it is created, and ids are created in increasing order,
 //! so a list only ever grows at its end: every chunk but the last is full, whatever the
-//! batching. Chunk value: the ids after the first, each as the LEB128 varint of its
-//! distance from the one before (a chunk of one id has an empty value).
+//! batching. A chunk also carries the snapshot values of its finished members, as a pack
+//! whose entry offsets are their positions in the chunk — a second copy of what their id
+//! packs hold, so that a resource's newest 50 actions are three or four neighbouring keys
+//! (one reverse range scan) rather than 50 packs spread over the id range. The copy is
+//! written in the same batch as the id pack, by the same rule (finished ⇔ present), so the
+//! two never disagree and a rebuilt chunk is the same bytes as a live one. Chunk value:
+//! see [`chunk_value`].
 //!
 //! **Id buckets.** The id-ordered indexes (tenant recency, status, type, user, kind) do
 //! not keep one key per action: ids are grouped in buckets of [`BUCKET_IDS`]
@@ -103,7 +108,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -127,8 +132,10 @@ pub const UPDATED_BUCKET_SHIFT: u32 = 26;
 pub const BUCKET_IDS: u64 = 4096;
 /// Consecutive ids per pack of finished actions (see `pack`).
 pub const PACK_IDS: u64 = 16;
-/// Most ids one chunk of a resource's list holds.
-pub const RESOURCE_CHUNK_IDS: usize = 128;
+/// Most ids one chunk of a resource's list holds: as many as a pack, because a chunk
+/// carries the finished actions among its ids as a pack whose entry offsets are positions
+/// in the chunk (see "Resource lists").
+pub const RESOURCE_CHUNK_IDS: usize = PACK_IDS as usize;
 const BITMAP_BYTES: usize = (BUCKET_IDS / 8) as usize;
 
 pub fn u64_be(v: u64) -> [u8; 8] {
@@ -393,10 +400,16 @@ pub fn chunk_key(resource_index: &[u8], first: ActionId) -> Vec<u8> {
     bucket_key(resource_index, first)
 }
 
-/// A chunk value: the ids after the first (named by the key), each as the LEB128 varint of
-/// its distance from the one before. `ids` ascend strictly and start with the key's id.
-pub fn chunk_value(ids: &[ActionId]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(ids.len() * 3);
+/// A chunk value: `n u8 ‖ the ids after the first ‖ pack`. `n` is how many ids the chunk
+/// holds (1 to [`RESOURCE_CHUNK_IDS`]); the ids after the first (named by the key) are each
+/// the LEB128 varint of its distance from the one before; `pack` is a pack value (see
+/// `pack`) of the finished actions among them, each at its position in the chunk, or
+/// nothing when none is finished; compressed (when smaller) once the chunk is full, raw
+/// before. `ids` ascend strictly and start with the key's id.
+pub fn chunk_value(ids: &[ActionId], pack: &[u8]) -> Vec<u8> {
+    debug_assert!((1..=RESOURCE_CHUNK_IDS).contains(&ids.len()));
+    let mut v = Vec::with_capacity(1 + ids.len() * 3 + pack.len());
+    v.push(ids.len() as u8);
     for w in ids.windows(2) {
         let mut d = w[1] - w[0];
         loop {
@@ -409,30 +422,53 @@ pub fn chunk_value(ids: &[ActionId]) -> Vec<u8> {
             v.push(byte | 0x80);
         }
     }
+    v.extend_from_slice(pack);
     v
 }
 
-/// The ids of the chunk whose key names `first`, ascending; `None` when the value is not
-/// a valid chunk value (a zero or overflowing distance, a cut varint, too many ids).
-pub fn chunk_ids(first: ActionId, value: &[u8]) -> Option<Vec<ActionId>> {
-    let mut ids = vec![first];
-    let (mut d, mut shift) = (0u64, 0u32);
-    for &b in value {
-        if shift > 63 {
-            return None;
-        }
-        d |= u64::from(b & 0x7f).checked_shl(shift)?;
-        if b & 0x80 != 0 {
+/// The ids of the chunk whose key names `first`, ascending, and its pack value (empty when
+/// no member is finished); `None` when the value is not a valid chunk value (a count out
+/// of range, a zero or overflowing distance, a cut varint).
+pub fn chunk_split(first: ActionId, value: &[u8]) -> Option<(Vec<ActionId>, &[u8])> {
+    let (&n, mut rest) = value.split_first()?;
+    let n = usize::from(n);
+    if !(1..=RESOURCE_CHUNK_IDS).contains(&n) {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(n);
+    ids.push(first);
+    while ids.len() < n {
+        let (mut d, mut shift) = (0u64, 0u32);
+        loop {
+            let (&b, more) = rest.split_first()?;
+            rest = more;
+            if shift > 63 {
+                return None;
+            }
+            d |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                break;
+            }
             shift += 7;
-            continue;
         }
-        if d == 0 || ids.len() == RESOURCE_CHUNK_IDS {
+        if d == 0 {
             return None;
         }
         ids.push(ids.last()?.checked_add(d)?);
-        (d, shift) = (0, 0);
     }
-    (shift == 0).then_some(ids)
+    Some((ids, rest))
+}
+
+/// Whether a chunk value holds [`RESOURCE_CHUNK_IDS`] ids: no later id joins it.
+pub fn chunk_is_full(value: &[u8]) -> bool {
+    value
+        .first()
+        .is_some_and(|&n| usize::from(n) == RESOURCE_CHUNK_IDS)
+}
+
+/// The ids of a chunk (see [`chunk_split`]).
+pub fn chunk_ids(first: ActionId, value: &[u8]) -> Option<Vec<ActionId>> {
+    chunk_split(first, value).map(|(ids, _)| ids)
 }
 
 /// The distinct resources an action is indexed under: primary first, then related.
@@ -702,15 +738,25 @@ mod tests {
                 .map(|i| 7 + i * 300)
                 .collect(),
         ] {
-            let v = chunk_value(&ids);
-            assert_eq!(chunk_ids(ids[0], &v), Some(ids.clone()), "{ids:?}");
+            for pack in [&b""[..], &b"\x00\x00\x00\x00\x01z"[..]] {
+                let v = chunk_value(&ids, pack);
+                assert_eq!(
+                    chunk_split(ids[0], &v),
+                    Some((ids.clone(), pack)),
+                    "{ids:?}"
+                );
+                assert_eq!(chunk_ids(ids[0], &v), Some(ids.clone()));
+            }
         }
-        assert_eq!(chunk_value(&[9]), Vec::<u8>::new());
-        assert_eq!(chunk_ids(1, &[0]), None, "a zero distance");
-        assert_eq!(chunk_ids(1, &[0x81]), None, "a cut varint");
-        assert_eq!(chunk_ids(u64::MAX, &[1]), None, "past the last id");
-        let too_many: Vec<u64> = (0..=RESOURCE_CHUNK_IDS as u64).collect();
-        assert_eq!(chunk_ids(0, &chunk_value(&too_many)), None);
+        assert_eq!(chunk_value(&[9], b""), vec![1]);
+        assert_eq!(chunk_ids(1, &[]), None, "no count");
+        assert_eq!(chunk_ids(1, &[0]), None, "no ids");
+        assert_eq!(chunk_ids(1, &[2, 0]), None, "a zero distance");
+        assert_eq!(chunk_ids(1, &[2, 0x81]), None, "a cut varint");
+        assert_eq!(chunk_ids(1, &[3, 1]), None, "fewer ids than counted");
+        assert_eq!(chunk_ids(u64::MAX, &[2, 1]), None, "past the last id");
+        let too_many = RESOURCE_CHUNK_IDS as u8 + 1;
+        assert_eq!(chunk_ids(0, &[too_many, 1]), None);
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::cache::{ResourceIds, ResourceKey, RESOURCE_IDS_MAX};
 use super::cursor;
 use super::keys::{self, Dim, Scope};
 use super::query::{ActionQuery, Page, QueryError, LIST_IDS_MAX, LIST_LIMIT_MAX};
-use super::Projection;
+use super::{pack, Projection};
 use crate::event::{Action, ActionId, Micros, ResourceRef};
 use crate::ledger::StoreError;
 use std::sync::Arc;
@@ -81,8 +81,11 @@ pub(crate) fn matches(q: &ActionQuery, a: &Action) -> bool {
 
 /// Ids in descending order, each with its snapshot bytes when the source already has them.
 pub(super) trait IdStream {
-    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError>;
+    fn next_id(&mut self) -> Result<Option<Entry>, QueryError>;
 }
+
+/// One id a stream yields, with its snapshot value when the source already holds it.
+type Entry = (ActionId, Option<sled::IVec>);
 
 /// Newest-first scan of one index whose keys are `prefix ‖ u64` and whose values each hold
 /// ascending ids — an id-bucket index ([`BucketScan::buckets`]) or a resource list
@@ -90,13 +93,55 @@ pub(super) trait IdStream {
 struct BucketScan {
     iter: sled::Iter,
     prefix_len: usize,
-    /// The ids a key (its u64 suffix) and value hold, ascending; `None` if malformed.
-    decode: fn(u64, &[u8]) -> Option<Vec<ActionId>>,
-    /// Ids of the current key, ascending (popped from the end).
-    pending: Vec<ActionId>,
+    /// The entries a key (its u64 suffix) and value hold, ascending; `None` if malformed.
+    decode: fn(u64, &[u8]) -> Option<Vec<Entry>>,
+    /// Entries of the current key, ascending (popped from the end).
+    pending: Vec<Entry>,
     lo: ActionId,
     hi: ActionId,
     done: bool,
+}
+
+/// An id bucket's members (the snapshots are elsewhere).
+fn bucket_entries(bucket: u64, value: &[u8]) -> Option<Vec<Entry>> {
+    Some(
+        keys::bucket_ids(bucket, value)?
+            .into_iter()
+            .map(|id| (id, None))
+            .collect(),
+    )
+}
+
+/// A chunk's ids, with the snapshot values its pack holds for the finished ones.
+fn chunk_entries(first: ActionId, value: &[u8]) -> Option<Vec<Entry>> {
+    let (ids, pack) = chunk_with_pack(first, value)?;
+    Some(
+        ids.iter()
+            .enumerate()
+            .map(|(at, &id)| (id, pack.get(at as u8).map(sled::IVec::from)))
+            .collect(),
+    )
+}
+
+/// A chunk's ids alone.
+fn chunk_ids_only(first: ActionId, value: &[u8]) -> Option<Vec<Entry>> {
+    Some(
+        keys::chunk_ids(first, value)?
+            .into_iter()
+            .map(|id| (id, None))
+            .collect(),
+    )
+}
+
+/// A chunk's ids and its decoded pack (empty when no member is finished); `None` when
+/// either is malformed.
+fn chunk_with_pack(first: ActionId, value: &[u8]) -> Option<(Vec<ActionId>, pack::Pack)> {
+    let (ids, pack) = keys::chunk_split(first, value)?;
+    let pack = match pack.is_empty() {
+        true => pack::Pack::default(),
+        false => pack::decode(pack).ok()?,
+    };
+    Some((ids, pack))
 }
 
 impl BucketScan {
@@ -104,25 +149,30 @@ impl BucketScan {
     fn buckets(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> BucketScan {
         let start = keys::bucket_key(prefix, keys::bucket_of(lo));
         let end = keys::bucket_key(prefix, keys::bucket_of(hi.saturating_sub(1)));
-        BucketScan::over(tree.range(start..=end), prefix, keys::bucket_ids, lo, hi)
+        BucketScan::over(tree.range(start..=end), prefix, bucket_entries, lo, hi)
     }
 
     /// A resource list: the chunk holding `hi - 1` starts at or below it, so from there down.
-    fn chunks(tree: &sled::Tree, prefix: &[u8], lo: ActionId, hi: ActionId) -> BucketScan {
+    /// With `snapshots`, finished members come with their values from the chunks' packs.
+    fn chunks(
+        tree: &sled::Tree,
+        prefix: &[u8],
+        lo: ActionId,
+        hi: ActionId,
+        snapshots: bool,
+    ) -> BucketScan {
         let end = keys::chunk_key(prefix, hi.saturating_sub(1));
-        BucketScan::over(
-            tree.range(prefix.to_vec()..=end),
-            prefix,
-            keys::chunk_ids,
-            lo,
-            hi,
-        )
+        let decode = match snapshots {
+            true => chunk_entries,
+            false => chunk_ids_only,
+        };
+        BucketScan::over(tree.range(prefix.to_vec()..=end), prefix, decode, lo, hi)
     }
 
     fn over(
         iter: sled::Iter,
         prefix: &[u8],
-        decode: fn(u64, &[u8]) -> Option<Vec<ActionId>>,
+        decode: fn(u64, &[u8]) -> Option<Vec<Entry>>,
         lo: ActionId,
         hi: ActionId,
     ) -> BucketScan {
@@ -139,12 +189,12 @@ impl BucketScan {
 }
 
 impl IdStream for BucketScan {
-    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+    fn next_id(&mut self) -> Result<Option<Entry>, QueryError> {
         loop {
             if self.done {
                 return Ok(None);
             }
-            if let Some(id) = self.pending.pop() {
+            if let Some((id, bytes)) = self.pending.pop() {
                 if id >= self.hi {
                     continue;
                 }
@@ -152,7 +202,7 @@ impl IdStream for BucketScan {
                     self.done = true;
                     return Ok(None);
                 }
-                return Ok(Some((id, None)));
+                return Ok(Some((id, bytes)));
             }
             let Some(kv) = self.iter.next_back() else {
                 self.done = true;
@@ -176,7 +226,7 @@ impl<I> IdStream for SnapshotScan<I>
 where
     I: Iterator<Item = Result<(ActionId, sled::IVec), StoreError>>,
 {
-    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+    fn next_id(&mut self) -> Result<Option<Entry>, QueryError> {
         match self.0.next() {
             None => Ok(None),
             Some(r) => {
@@ -191,7 +241,7 @@ where
 struct IdList(std::vec::IntoIter<ActionId>);
 
 impl IdStream for IdList {
-    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+    fn next_id(&mut self) -> Result<Option<Entry>, QueryError> {
         Ok(self.0.next().map(|id| (id, None)))
     }
 }
@@ -200,7 +250,7 @@ impl IdStream for IdList {
 /// two merged indexes while the scan runs may show up in both).
 struct Merge {
     streams: Vec<Box<dyn IdStream>>,
-    heads: Vec<Option<ActionId>>,
+    heads: Vec<Option<Entry>>,
     started: bool,
 }
 
@@ -216,22 +266,24 @@ impl Merge {
 }
 
 impl IdStream for Merge {
-    fn next_id(&mut self) -> Result<Option<(ActionId, Option<sled::IVec>)>, QueryError> {
+    fn next_id(&mut self) -> Result<Option<Entry>, QueryError> {
         if !self.started {
             for (s, h) in self.streams.iter_mut().zip(self.heads.iter_mut()) {
-                *h = s.next_id()?.map(|(id, _)| id);
+                *h = s.next_id()?;
             }
             self.started = true;
         }
-        let Some(top) = self.heads.iter().flatten().copied().max() else {
+        let Some(top) = self.heads.iter().flatten().map(|(id, _)| *id).max() else {
             return Ok(None);
         };
+        let mut bytes = None;
         for (s, h) in self.streams.iter_mut().zip(self.heads.iter_mut()) {
-            if *h == Some(top) {
-                *h = s.next_id()?.map(|(id, _)| id);
+            if h.as_ref().is_some_and(|(id, _)| *id == top) {
+                let (_, b) = std::mem::replace(h, s.next_id()?).expect("checked above");
+                bytes = bytes.or(b);
             }
         }
-        Ok(Some((top, None)))
+        Ok(Some((top, bytes)))
     }
 }
 
@@ -328,13 +380,15 @@ fn counter_total(p: &Projection, q: &ActionQuery) -> Result<Option<u64>, QueryEr
 }
 
 /// The ids of the actions on resource `r` (primary or related) of `tenant` (`None`: every
-/// tenant's), in `lo..hi`, newest first.
+/// tenant's), in `lo..hi`, newest first; with `snapshots`, the finished ones come with
+/// their snapshot values.
 fn resource_stream(
     tree: &sled::Tree,
     tenant: Option<&str>,
     r: &ResourceRef,
     lo: ActionId,
     hi: ActionId,
+    snapshots: bool,
 ) -> Result<Box<dyn IdStream>, QueryError> {
     if let Some(t) = tenant {
         return Ok(Box::new(BucketScan::chunks(
@@ -342,6 +396,7 @@ fn resource_stream(
             &keys::ix_resource(t, r),
             lo,
             hi,
+            snapshots,
         )));
     }
     // Every tenant's bucket index on this resource, found by seeking from one tenant's
@@ -360,7 +415,9 @@ fn resource_stream(
         let (t, _) = keys::take_str(&k[all.len()..])
             .ok_or_else(|| damaged(format!("index key {k:?} is malformed")))?;
         let prefix = k[..all.len() + 4 + t.len()].to_vec();
-        streams.push(Box::new(BucketScan::chunks(tree, &prefix, lo, hi)));
+        streams.push(Box::new(BucketScan::chunks(
+            tree, &prefix, lo, hi, snapshots,
+        )));
         match keys::prefix_end(&prefix) {
             Some(end) => seek = end,
             None => break,
@@ -403,6 +460,7 @@ fn resource_ids(p: &Projection, key: ResourceKey) -> Result<Option<ResourceIds>,
         &key.resource,
         0,
         ActionId::MAX,
+        false,
     )?;
     let mut ids = Vec::new();
     while let Some((id, _)) = stream.next_id()? {
@@ -413,6 +471,78 @@ fn resource_ids(p: &Projection, key: ResourceKey) -> Result<Option<ResourceIds>,
     }
     p.memos.resources.offer(key, ids.clone(), read_at);
     Ok(Some(Arc::new(ids)))
+}
+
+/// Loads the actions of one tenant's resource list for a page: from the memo when it
+/// holds them, else a finished one from its chunk's pack — one read for up to
+/// [`keys::RESOURCE_CHUNK_IDS`] neighbours in the list, where their id packs would cost a
+/// read each — else from its own key. Every tenant's list (the admin's) reads each action
+/// by its id.
+struct ChunkReader<'p> {
+    p: &'p Projection,
+    /// The tenant's list, `None` for every tenant's.
+    prefix: Option<Vec<u8>>,
+    /// The chunk read last: its ids and pack, and the applied position before the read.
+    current: Option<(Vec<ActionId>, pack::Pack, u64)>,
+}
+
+impl<'p> ChunkReader<'p> {
+    fn new(p: &'p Projection, key: &ResourceKey) -> ChunkReader<'p> {
+        let prefix = key
+            .tenant
+            .as_deref()
+            .map(|t| keys::ix_resource(t, &key.resource));
+        ChunkReader {
+            p,
+            prefix,
+            current: None,
+        }
+    }
+
+    fn load(&mut self, id: ActionId) -> Result<Option<Arc<Action>>, QueryError> {
+        if let Some(a) = self.p.memos.snapshots.get(id) {
+            return Ok(Some(a));
+        }
+        let Some(prefix) = &self.prefix else {
+            return self.p.load_shared(id).map_err(store);
+        };
+        let holds = |c: &(Vec<ActionId>, pack::Pack, _)| c.0.binary_search(&id).is_ok();
+        if !self.current.as_ref().is_some_and(holds) {
+            // Read before the chunk: what makes the offer below safe (see `cache`).
+            let read_at = self.p.applied.load(std::sync::atomic::Ordering::Acquire);
+            let tree = self.p.settled()?;
+            let last = tree
+                .range(prefix.clone()..=keys::chunk_key(prefix, id))
+                .next_back();
+            self.current = match last {
+                None => None,
+                Some(kv) => {
+                    let (k, v) = kv.map_err(sled_q)?;
+                    let (ids, pack) = k
+                        .get(prefix.len()..)
+                        .and_then(keys::read_u64)
+                        .and_then(|first| chunk_with_pack(first, &v))
+                        .ok_or_else(|| {
+                            damaged(format!("resource list chunk {k:?} is malformed"))
+                        })?;
+                    Some((ids, pack, read_at))
+                }
+            };
+        }
+        if let Some((ids, pack, read_at)) = &self.current {
+            let value = ids
+                .binary_search(&id)
+                .ok()
+                .and_then(|at| pack.get(at as u8));
+            if let Some(v) = value {
+                let a = Arc::new(super::decode_action(id, v).map_err(store)?);
+                self.p.memos.snapshots.offer(a.clone(), v.len(), *read_at);
+                return Ok(Some(a));
+            }
+        }
+        // Not finished (or not listed, a race the caller handles): its own key.
+        self.p.load_shared(id).map_err(store)
+    }
 }
 
 /// The page of `q` out of `ids` (every match of `q`, newest first), loading each action
@@ -503,7 +633,7 @@ pub(super) fn plan(
     }
     let Some(tenant) = &q.tenant else {
         if let Some(r) = &q.resource {
-            return resource_stream(tree, None, r, lo, hi);
+            return resource_stream(tree, None, r, lo, hi, true);
         }
         return Ok(Box::new(SnapshotScan(super::snapshots_newest_first(
             tree, lo, hi,
@@ -593,7 +723,7 @@ pub(super) fn plan(
             .resource
             .as_ref()
             .expect("only the resource list has no bucket prefix");
-        return resource_stream(tree, Some(tenant), r, lo, hi);
+        return resource_stream(tree, Some(tenant), r, lo, hi, true);
     }
     let mut streams: Vec<Box<dyn IdStream>> = best
         .1
@@ -611,9 +741,9 @@ pub(super) fn run(p: &Projection, q: &ActionQuery) -> Result<Page, QueryError> {
     // Ids below `after` only (the page after the cursor's).
     let after = check(q)?;
     if let Some(key) = resource_only(q) {
+        let mut chunks = ChunkReader::new(p, &key);
         if let Some(ids) = resource_ids(p, key)? {
-            let load = |id| p.load_shared(id).map_err(store);
-            if let Some(page) = page_of_ids(q, &ids, after, load)? {
+            if let Some(page) = page_of_ids(q, &ids, after, |id| chunks.load(id))? {
                 return Ok(page);
             }
         }

@@ -829,13 +829,8 @@ impl StateStore for Projection {
             None => 0,
             Some(kv) => {
                 let (k, v) = kv.map_err(store_err)?;
-                let pack = keys::read_u64(&k[1..])
-                    .ok_or_else(|| StoreError::Damaged(format!("pack key of {} bytes", k.len())))?;
-                let last = pack::decode(&v)
-                    .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?
-                    .iter()
-                    .next_back()
-                    .map_or(0, |(o, _)| u64::from(o));
+                let (pack, decoded) = pack::decode_stored(&k, &v)?;
+                let last = decoded.iter().next_back().map_or(0, |(o, _)| u64::from(o));
                 pack * keys::PACK_IDS + last
             }
         };
@@ -922,11 +917,7 @@ pub(crate) fn snapshots_newest_first(
             move |kv| -> Vec<Result<(ActionId, sled::IVec), StoreError>> {
                 let unpack = || -> Result<Vec<(ActionId, sled::IVec)>, StoreError> {
                     let (k, v) = kv.map_err(store_err)?;
-                    let pack = keys::read_u64(&k[1..]).ok_or_else(|| {
-                        StoreError::Damaged(format!("pack key {k:?} is malformed"))
-                    })?;
-                    let decoded = pack::decode(&v)
-                        .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
+                    let (pack, decoded) = pack::decode_stored(&k, &v)?;
                     Ok(decoded
                         .iter()
                         .rev()
@@ -968,10 +959,7 @@ pub(crate) fn first_snapshot_at_or_after(
     // The pack of `id` may hold only smaller ids; the next pack then holds the answer.
     for kv in tree.range(keys::pack_key(keys::pack_of(id)).to_vec()..[keys::P_PACK + 1].to_vec()) {
         let (k, v) = kv.map_err(store_err)?;
-        let pack = keys::read_u64(&k[1..])
-            .ok_or_else(|| StoreError::Damaged(format!("pack key {k:?} is malformed")))?;
-        let decoded =
-            pack::decode(&v).map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
+        let (pack, decoded) = pack::decode_stored(&k, &v)?;
         packed = decoded
             .iter()
             .map(|(o, v)| (pack * keys::PACK_IDS + u64::from(o), v))

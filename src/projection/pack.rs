@@ -21,6 +21,7 @@
 
 use super::keys;
 use crate::event::ActionId;
+use crate::ledger::StoreError;
 use std::cell::RefCell;
 use std::io::Read;
 
@@ -61,8 +62,17 @@ impl Pack {
     }
 }
 
-/// The value of a pack holding `entries` (offset → snapshot value, at least one).
+/// The value of a pack holding `entries` (offset → snapshot value, at least one):
+/// compressed when that makes it smaller.
 pub fn encode<'a>(entries: impl IntoIterator<Item = (u8, &'a [u8])>) -> Result<Vec<u8>, String> {
+    encode_as(entries, true)
+}
+
+/// [`encode`], or with `compress` false the raw bytes whatever their size.
+pub fn encode_as<'a>(
+    entries: impl IntoIterator<Item = (u8, &'a [u8])>,
+    compress: bool,
+) -> Result<Vec<u8>, String> {
     let mut raw = Vec::new();
     for (offset, value) in entries {
         raw.push(offset);
@@ -73,19 +83,23 @@ pub fn encode<'a>(entries: impl IntoIterator<Item = (u8, &'a [u8])>) -> Result<V
     }
     let raw_len = u32::try_from(raw.len())
         .map_err(|_| format!("a pack of {} bytes is too large", raw.len()))?;
-    let compressed = COMPRESSOR
-        .with(|c| {
-            let mut c = c.borrow_mut();
-            if c.is_none() {
-                *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-            }
-            c.as_mut().expect("just made").compress(&raw)
-        })
-        .map_err(|e| format!("cannot compress a pack: {e}"))?;
-    let (codec, body) = if compressed.len() < raw.len() {
-        (CODEC_ZSTD, &compressed[..])
-    } else {
-        (CODEC_RAW, &raw[..])
+    let compressed = match compress {
+        false => None,
+        true => Some(
+            COMPRESSOR
+                .with(|c| {
+                    let mut c = c.borrow_mut();
+                    if c.is_none() {
+                        *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+                    }
+                    c.as_mut().expect("just made").compress(&raw)
+                })
+                .map_err(|e| format!("cannot compress a pack: {e}"))?,
+        ),
+    };
+    let (codec, body) = match &compressed {
+        Some(c) if c.len() < raw.len() => (CODEC_ZSTD, &c[..]),
+        _ => (CODEC_RAW, &raw[..]),
     };
     let mut v = Vec::with_capacity(HEADER_BYTES + body.len());
     v.push(codec);
@@ -158,6 +172,17 @@ pub fn decode(value: &[u8]) -> Result<Pack, String> {
         return Err("pack holds no entry".into());
     }
     Ok(Pack { raw, entries })
+}
+
+/// The pack number and the decoded pack of a stored pack key and value; damage is a
+/// [`StoreError::Damaged`] naming the pack.
+pub fn decode_stored(key: &[u8], value: &[u8]) -> Result<(u64, Pack), StoreError> {
+    let pack = key
+        .get(1..)
+        .and_then(keys::read_u64)
+        .ok_or_else(|| StoreError::Damaged(format!("pack key {key:?} is malformed")))?;
+    let decoded = decode(value).map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
+    Ok((pack, decoded))
 }
 
 thread_local! {

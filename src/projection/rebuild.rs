@@ -6,7 +6,9 @@
 //! a thread of its own, at most [`REBUILD_WINDOWS_AHEAD`] windows ahead, and folds it in
 //! windows of [`REBUILD_WINDOW_RECORDS`] records: each window is folded in
 //! memory and written once, so an action created and finished within a window costs one
-//! snapshot write, and dense index buckets and counters one write per window. The writes of
+//! snapshot write, and dense index buckets and counters one write per window; a resource
+//! list's last chunk, which most windows touching that resource change, stays in memory
+//! until it fills (bounded by [`REBUILD_HELD_CHUNK_BYTES_MAX`]). The writes of
 //! a window go to sled in several batches (sled 0.34 holds every write of a batch in memory
 //! until it ends), which is only safe because the format version is written last: a
 //! rebuild interrupted at any point leaves a projection that [`Projection::open`] deletes
@@ -14,8 +16,9 @@
 //!
 //! [`verify_projection`] folds the log into a [`MemoryStore`] (memory grows with the number
 //! of actions: it is an offline check) up to the projection's applied position and compares
-//! every snapshot, index bucket (the `updated` index's too), counter, uid, exclusive holder,
-//! idempotent answer and history location with what they should be.
+//! every snapshot, index bucket (the `updated` index's too), resource list chunk (its ids
+//! and the copy of its finished members), counter, uid, exclusive holder, idempotent answer
+//! and history location with what they should be.
 
 use super::apply::{self, Fold};
 use super::keys;
@@ -27,7 +30,7 @@ use crate::event::{Action, ActionId};
 use crate::ledger::memory::MemoryStore;
 use crate::ledger::{CommittedEntry, StateStore, StoreError};
 use crate::log::{self, LogError, Storage, TornTail};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -37,6 +40,9 @@ use thiserror::Error;
 pub const REBUILD_WINDOW_RECORDS: usize = 16 * 1024;
 /// Windows the rebuild's scanning thread may read ahead of the fold.
 pub const REBUILD_WINDOWS_AHEAD: usize = 2;
+/// Most bytes of resource list chunks a rebuild holds in memory between windows rather than
+/// rewriting them in sled each window (see `apply_window`); past it, all go to sled.
+pub const REBUILD_HELD_CHUNK_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Most differences [`verify_projection`] lists (it counts them all).
 pub const VERIFY_DIFFERENCES_LISTED_MAX: usize = 100;
 
@@ -88,24 +94,46 @@ fn segment_sizes(storage: &dyn Storage, log_dir: &Path) -> Result<Vec<(u64, u64)
 }
 
 impl Projection {
-    /// Folds a rebuild window and writes it in sled batches of `batch_writes_max`.
-    fn apply_window(&self, entries: &[CommittedEntry]) -> Result<(), StoreError> {
+    /// Folds a rebuild window and writes it in sled batches of `batch_writes_max`, except
+    /// the resource lists' last chunks while they are not full: those stay in `held` (and
+    /// the next windows read them there) until they fill, or until `held` outgrows
+    /// [`REBUILD_HELD_CHUNK_BYTES_MAX`] and everything in it goes to sled. A list's last
+    /// chunk gains an id or a finished snapshot in most windows that touch its resource,
+    /// so writing it every window wrote each chunk's pack up to 16 times.
+    fn apply_window(&self, entries: &[CommittedEntry], held: &mut Held) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut created = self.write.lock().unwrap_or_else(|e| e.into_inner());
         // A rebuild writes underneath the applier's memo: it starts and stays empty.
         self.written.clear();
-        // A rebuild writes sled directly: its projection is fresh, the write-back empty.
-        let unwritten = apply::Unwritten::new();
-        let mut fold = Fold::new(&self.tree, &unwritten, &self.written, *created);
+        // A rebuild writes sled directly (its projection is fresh, the write-back empty),
+        // but for the chunks it holds back.
+        let mut fold = Fold::new(&self.tree, &held.chunks, &self.written, *created);
         for c in entries {
             fold.fold_entry(c)?;
         }
         let last = fold.last_position();
         let meta = fold.created();
         let done = fold.finish()?;
-        apply::write_in_chunks(&self.tree, done.writes, self.config.batch_writes_max)
+        let mut writes = Vec::with_capacity(done.writes.len());
+        for (k, v) in done.writes {
+            match v {
+                Some(v) if k.first() == Some(&keys::P_IX_RESOURCE) && !keys::chunk_is_full(&v) => {
+                    held.hold(k, v)
+                }
+                v => {
+                    if k.first() == Some(&keys::P_IX_RESOURCE) {
+                        held.release(&k);
+                    }
+                    writes.push((k, v));
+                }
+            }
+        }
+        if held.bytes > REBUILD_HELD_CHUNK_BYTES_MAX {
+            writes.extend(held.take());
+        }
+        apply::write_in_chunks(&self.tree, writes, self.config.batch_writes_max)
             .map_err(store_err)?;
         if let Some(last) = last {
             self.memos.publishing(last);
@@ -116,6 +144,34 @@ impl Projection {
             .store(meta.monotone, Ordering::Release);
         *created = meta;
         Ok(())
+    }
+}
+
+/// The resource list chunks a rebuild holds back from sled between windows.
+#[derive(Default)]
+struct Held {
+    chunks: apply::Unwritten,
+    /// Bytes of their keys and values.
+    bytes: usize,
+}
+
+impl Held {
+    fn hold(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.release(&key);
+        self.bytes += key.len() + value.len();
+        self.chunks.insert(key, Some(value));
+    }
+
+    fn release(&mut self, key: &[u8]) {
+        if let Some(Some(old)) = self.chunks.remove(key) {
+            self.bytes -= key.len() + old.len();
+        }
+    }
+
+    /// Everything held, to write.
+    fn take(&mut self) -> Vec<apply::Write> {
+        self.bytes = 0;
+        std::mem::take(&mut self.chunks).into_iter().collect()
     }
 }
 
@@ -164,10 +220,11 @@ pub fn rebuild(
             })?;
         let mut last = None;
         let mut applied = Ok(());
+        let mut held = Held::default();
         // A failed fold ends the loop, which drops the receiver: the scanner stops at its
         // next window.
         for (window, state) in windows_rx {
-            applied = projection.apply_window(&window);
+            applied = projection.apply_window(&window, &mut held);
             if applied.is_err() {
                 break;
             }
@@ -181,6 +238,8 @@ pub fn rebuild(
         });
         // The fold's failure first: it is why the scan stopped.
         applied?;
+        apply::write_in_chunks(&projection.tree, held.take(), config.batch_writes_max)
+            .map_err(store_err)?;
         Ok((scanned?, last))
     })?;
     let mut state = last.unwrap_or(RebuildProgress {
@@ -504,7 +563,8 @@ pub fn verify_projection(
             Err(e) => report.differ(format!("pack {pack}: {e}")),
         }
     }
-    for (id, packed, v) in stored_snapshots {
+    for (id, packed, v) in &stored_snapshots {
+        let (id, packed) = (*id, *packed);
         if let Some(id) = id.filter(|id| known.contains(id)) {
             if finished.contains(&id) != packed {
                 report.differ(format!(
@@ -519,7 +579,7 @@ pub fn verify_projection(
             }
         }
         match id {
-            Some(id) if known.contains(&id) => match keys::split_snapshot(&v) {
+            Some(id) if known.contains(&id) => match keys::split_snapshot(v) {
                 Some((_, tail)) if !tail.is_empty() && tail.len() <= run_bytes => {
                     for l in tail.chunks_exact(keys::LOCATION_BYTES) {
                         stored_history.add(&history_item(id, l));
@@ -546,7 +606,12 @@ pub fn verify_projection(
         ));
     }
 
-    // Resource lists: each chunk's ids, in key order, make up the list of its prefix.
+    // Resource lists: each chunk's ids, in key order, make up the list of its prefix, and
+    // its pack holds exactly its finished members, each the very value of its id pack.
+    let packed: HashMap<ActionId, &sled::IVec> = stored_snapshots
+        .iter()
+        .filter_map(|(id, packed, v)| id.filter(|_| *packed).map(|id| (id, v)))
+        .collect();
     let mut stored_lists: BTreeMap<Vec<u8>, Vec<ActionId>> = BTreeMap::new();
     for (k, v) in scan(tree, &[keys::P_IX_RESOURCE])? {
         let Some((prefix, first)) = k
@@ -557,10 +622,39 @@ pub fn verify_projection(
             report.differ(format!("resource list key {k:?} is malformed"));
             continue;
         };
-        match keys::chunk_ids(first, &v) {
-            Some(ids) => stored_lists.entry(prefix).or_default().extend(ids),
-            None => report.differ(format!("resource list chunk {k:?} is malformed")),
+        let Some((ids, pack)) = keys::chunk_split(first, &v) else {
+            report.differ(format!("resource list chunk {k:?} is malformed"));
+            continue;
+        };
+        let entries = match pack.is_empty() {
+            true => Ok(super::pack::Pack::default()),
+            false => super::pack::decode(pack),
+        };
+        match entries {
+            Ok(entries) => {
+                for (at, &id) in ids.iter().enumerate() {
+                    let copy = entries.get(at as u8);
+                    if copy.is_some() != finished.contains(&id) {
+                        report.differ(format!(
+                            "resource list chunk {k:?}: action {id} is {}in its pack although it is {}finished",
+                            if copy.is_some() { "" } else { "not " },
+                            if copy.is_some() { "not " } else { "" },
+                        ));
+                    } else if copy.is_some_and(|c| packed.get(&id).is_none_or(|v| &v[..] != c)) {
+                        report.differ(format!(
+                            "resource list chunk {k:?}: action {id} differs from its id pack's"
+                        ));
+                    }
+                }
+                if entries.iter().any(|(at, _)| usize::from(at) >= ids.len()) {
+                    report.differ(format!(
+                        "resource list chunk {k:?}: a pack entry lies past its ids"
+                    ));
+                }
+            }
+            Err(e) => report.differ(format!("resource list chunk {k:?}: {e}")),
         }
+        stored_lists.entry(prefix).or_default().extend(ids);
     }
     if stored_lists != expected_lists {
         let all: BTreeSet<&Vec<u8>> = stored_lists.keys().chain(expected_lists.keys()).collect();

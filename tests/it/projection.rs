@@ -1042,7 +1042,9 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
     // Goal: a log longer than a few rebuild windows (read on the scanning thread, folded on
     // the caller's) is folded whole — an action created in one window and started in the
-    // next is running — and every progress report carries the log's size and moves forward.
+    // next is running, one completed later still is completed and in its resource list's
+    // chunk (verify checks) — and every progress report carries the log's size and moves
+    // forward.
     use action_ledger::log::writer::NewRecord;
     use action_ledger::log::{LogConfig, LogWriter};
     let tmp = tempfile::tempdir().unwrap();
@@ -1064,17 +1066,25 @@ fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
         .unwrap()
     };
     let mut payloads = Vec::new();
-    // Every action is created, then started `actions` records later (in a later window).
-    for record in 1..=2 * actions {
+    // Every action is created, then started `actions` records later (in a later window);
+    // the first half then completes, in later windows still, so the resource lists' chunks
+    // gain finished members long after they were written.
+    let records = 2 * actions + actions / 2;
+    for record in 1..=records {
         let ops = if record <= actions {
             let id = record;
             let mut c = CreateAction::new("acme", "snapshot", "droplet", &(id % 97).to_string());
             c.uid = None;
             vec![Op::Create(NewAction::assign(&c, id, format!("al-{id}")))]
-        } else {
+        } else if record <= 2 * actions {
             vec![Op::Event {
                 action: record - actions,
                 body: EventBody::Started,
+            }]
+        } else {
+            vec![Op::Event {
+                action: record - 2 * actions,
+                body: EventBody::Completed { message: None },
             }]
         };
         payloads.push(entry(record, ops));
@@ -1098,7 +1108,7 @@ fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
         &mut |r| reports.push(*r),
     )
     .unwrap();
-    assert_eq!(summary.records, 2 * actions);
+    assert_eq!(summary.records, records);
     assert_eq!(summary.actions, actions);
     assert!(
         reports.len() >= 3,
@@ -1113,15 +1123,33 @@ fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
         assert!(pair[1].bytes_done <= total, "{reports:?}");
     }
     let last = reports.last().unwrap();
-    assert_eq!((last.bytes_done, last.records_done), (total, 2 * actions));
-    for id in [
-        1,
-        projection::rebuild::REBUILD_WINDOW_RECORDS as u64,
-        actions,
+    assert_eq!((last.bytes_done, last.records_done), (total, records));
+    for (id, status) in [
+        (1, Status::Completed),
+        (actions / 2, Status::Completed),
+        (actions / 2 + 1, Status::Running),
+        (
+            projection::rebuild::REBUILD_WINDOW_RECORDS as u64,
+            Status::Running,
+        ),
+        (actions, Status::Running),
     ] {
         let a = p.get(id).unwrap().expect("every action is there");
-        assert_eq!(a.status, Status::Running, "action {id}");
+        assert_eq!(a.status, status, "action {id}");
     }
+    // A resource's list pages newest first through chunks written in many windows.
+    let q = ActionQuery {
+        tenant: Some("acme".into()),
+        resource: Some(ResourceRef {
+            resource_type: "droplet".into(),
+            id: "5".into(),
+        }),
+        limit: 1000,
+        ..Default::default()
+    };
+    let listed: Vec<u64> = p.list(&q).unwrap().actions.iter().map(|a| a.id).collect();
+    let expected: Vec<u64> = (1..=actions).rev().filter(|id| id % 97 == 5).collect();
+    assert_eq!(listed, expected);
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
     assert!(report.is_consistent(), "{:?}", report.differences);
 }
@@ -1131,14 +1159,15 @@ fn finished_actions_live_in_packs_and_resource_lists_page_across_chunks() {
     // Goal: a finished action leaves its own snapshot key for its pack in the write that
     // finishes it, an unfinished one keeps its key; a resource with more actions than a
     // list chunk holds pages newest first across chunks (tenant and admin alike), every
-    // chunk but the last full; verify agrees, and a rebuild lays out the same keys.
+    // chunk but the last full, each chunk carrying its finished members' snapshots; verify
+    // agrees (and notices a chunk that lost them), and a rebuild lays out the same keys.
     let tmp = tempfile::tempdir().unwrap();
     let sim = SimStorage::new();
     let dir = tmp.path().join("p");
     let p = open_projection(&dir);
     let l = open_sim_with(&sim, 1 << 20, p.clone()).unwrap();
     let chunk = projection::keys::RESOURCE_CHUNK_IDS;
-    let n = 2 * chunk + 44;
+    let n = 4 * chunk + 11;
     let mut on_resource = Vec::new();
     let mut unfinished = Vec::new();
     for i in 0..n {
@@ -1188,7 +1217,7 @@ fn finished_actions_live_in_packs_and_resource_lists_page_across_chunks() {
             projection::keys::chunk_ids(first, &v).unwrap().len()
         })
         .collect();
-    assert_eq!(chunks, vec![chunk, chunk, 44]);
+    assert_eq!(chunks, vec![chunk, chunk, chunk, chunk, 11]);
 
     let newest_first: Vec<u64> = on_resource.iter().rev().copied().collect();
     let page_all = |p: &Projection, tenant: Option<&str>| -> Vec<u64> {
@@ -1232,6 +1261,24 @@ fn finished_actions_live_in_packs_and_resource_lists_page_across_chunks() {
         projection::keys::P_PACK,
         projection::keys::P_IX_RESOURCE,
     ];
-    let p = rebuilt_with_the_same_keys(&sim, &dir, l, p, &families);
+    let p = Arc::new(rebuilt_with_the_same_keys(&sim, &dir, l, p, &families));
     assert_eq!(page_all(&p, Some("acme")), newest_first);
+
+    // A chunk whose finished members' snapshots are gone is damage verify names.
+    let tree = p.tree_for_tests();
+    let (k, v) = tree.scan_prefix(&prefix).next().unwrap().unwrap();
+    let first = u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
+    let ids = projection::keys::chunk_ids(first, &v).unwrap();
+    let bare = projection::keys::chunk_value(&ids, b"");
+    assert!(bare.len() < v.len(), "the first chunk carries snapshots");
+    tree.insert(&k, bare).unwrap();
+    let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.contains("is not in its pack although it is finished")),
+        "{:?}",
+        report.differences
+    );
 }
