@@ -447,27 +447,49 @@ fn resource_only(q: &ActionQuery) -> Option<ResourceKey> {
 }
 
 /// Every id of the resource of `key`, newest first, from the memo or read from sled (and
-/// offered to the memo); `None` for a resource with more than the memo keeps.
-fn resource_ids(p: &Projection, key: ResourceKey) -> Result<Option<ResourceIds>, QueryError> {
+/// offered to the memo); `None` for a resource with more than the memo keeps. A tenant's
+/// list is read in one forward scan (sled 0.34 steps forward far more cheaply than
+/// backward), and its chunks are handed to `reader` for the page's reads.
+fn resource_ids(
+    p: &Projection,
+    key: ResourceKey,
+    reader: &mut ChunkReader<'_>,
+) -> Result<Option<ResourceIds>, QueryError> {
     if let Some(ids) = p.memos.resources.get(&key) {
         return Ok(Some(ids));
     }
-    // Read before the scan: what makes the offer safe (see `cache`).
+    // Read before the scan: what makes the offers safe (see `cache`).
     let read_at = p.applied.load(std::sync::atomic::Ordering::Acquire);
-    let mut stream = resource_stream(
-        p.settled()?,
-        key.tenant.as_deref(),
-        &key.resource,
-        0,
-        ActionId::MAX,
-        false,
-    )?;
+    let tree = p.settled()?;
     let mut ids = Vec::new();
-    while let Some((id, _)) = stream.next_id()? {
-        if ids.len() == RESOURCE_IDS_MAX {
-            return Ok(None);
+    if let Some(prefix) = &reader.prefix {
+        let mut chunks = Vec::new();
+        for kv in tree.scan_prefix(prefix) {
+            let (k, v) = kv.map_err(sled_q)?;
+            let malformed = || damaged(format!("resource list chunk {k:?} is malformed"));
+            let first = k
+                .get(prefix.len()..)
+                .and_then(keys::read_u64)
+                .ok_or_else(malformed)?;
+            let chunk = keys::chunk_ids(first, &v).ok_or_else(malformed)?;
+            if ids.len() + chunk.len() > RESOURCE_IDS_MAX {
+                return Ok(None);
+            }
+            ids.extend(chunk);
+            chunks.push((first, v));
         }
-        ids.push(id);
+        ids.reverse();
+        reader.read = chunks;
+        reader.read_at = read_at;
+    } else {
+        let tenant = key.tenant.as_deref();
+        let mut stream = resource_stream(tree, tenant, &key.resource, 0, ActionId::MAX, false)?;
+        while let Some((id, _)) = stream.next_id()? {
+            if ids.len() == RESOURCE_IDS_MAX {
+                return Ok(None);
+            }
+            ids.push(id);
+        }
     }
     p.memos.resources.offer(key, ids.clone(), read_at);
     Ok(Some(Arc::new(ids)))
@@ -476,13 +498,16 @@ fn resource_ids(p: &Projection, key: ResourceKey) -> Result<Option<ResourceIds>,
 /// Loads the actions of one tenant's resource list for a page: from the memo when it
 /// holds them, else a finished one from its chunk's pack — one read for up to
 /// [`keys::RESOURCE_CHUNK_IDS`] neighbours in the list, where their id packs would cost a
-/// read each — else from its own key. Every tenant's list (the admin's) reads each action
-/// by its id.
+/// read each, and none at all for the chunks [`resource_ids`] just read — else from its
+/// own key. Every tenant's list (the admin's) reads each action by its id.
 struct ChunkReader<'p> {
     p: &'p Projection,
     /// The tenant's list, `None` for every tenant's.
     prefix: Option<Vec<u8>>,
-    /// The chunk read last: its ids and pack, and the applied position before the read.
+    /// Chunks already read (first id, value), ascending, and the applied position before.
+    read: Vec<(ActionId, sled::IVec)>,
+    read_at: u64,
+    /// The chunk decoded last: its ids and pack, and the applied position before its read.
     current: Option<(Vec<ActionId>, pack::Pack, u64)>,
 }
 
@@ -495,53 +520,67 @@ impl<'p> ChunkReader<'p> {
         ChunkReader {
             p,
             prefix,
+            read: Vec::new(),
+            read_at: 0,
             current: None,
         }
+    }
+
+    /// Makes `current` the chunk that holds `id`, if the list has one.
+    fn find(&mut self, id: ActionId) -> Result<(), QueryError> {
+        let Some(prefix) = &self.prefix else {
+            return Ok(());
+        };
+        let holds = |c: &(Vec<ActionId>, pack::Pack, u64)| c.0.binary_search(&id).is_ok();
+        if self.current.as_ref().is_some_and(holds) {
+            return Ok(());
+        }
+        let below = self.read.partition_point(|(first, _)| *first <= id);
+        let (first, value, read_at) = match below.checked_sub(1).map(|i| &self.read[i]) {
+            Some((first, v)) => (*first, v.clone(), self.read_at),
+            None => {
+                // Read before the chunk: what makes the offers safe (see `cache`).
+                let read_at = self.p.applied.load(std::sync::atomic::Ordering::Acquire);
+                let tree = self.p.settled()?;
+                let last = tree
+                    .range(prefix.clone()..=keys::chunk_key(prefix, id))
+                    .next_back();
+                let Some(kv) = last else {
+                    self.current = None;
+                    return Ok(());
+                };
+                let (k, v) = kv.map_err(sled_q)?;
+                let first = k
+                    .get(prefix.len()..)
+                    .and_then(keys::read_u64)
+                    .ok_or_else(|| damaged(format!("resource list chunk {k:?} is malformed")))?;
+                (first, v, read_at)
+            }
+        };
+        let (ids, pack) = chunk_with_pack(first, &value)
+            .ok_or_else(|| damaged(format!("resource list chunk {first} is malformed")))?;
+        self.current = Some((ids, pack, read_at));
+        Ok(())
     }
 
     fn load(&mut self, id: ActionId) -> Result<Option<Arc<Action>>, QueryError> {
         if let Some(a) = self.p.memos.snapshots.get(id) {
             return Ok(Some(a));
         }
-        let Some(prefix) = &self.prefix else {
-            return self.p.load_shared(id).map_err(store);
-        };
-        let holds = |c: &(Vec<ActionId>, pack::Pack, _)| c.0.binary_search(&id).is_ok();
-        if !self.current.as_ref().is_some_and(holds) {
-            // Read before the chunk: what makes the offer below safe (see `cache`).
-            let read_at = self.p.applied.load(std::sync::atomic::Ordering::Acquire);
-            let tree = self.p.settled()?;
-            let last = tree
-                .range(prefix.clone()..=keys::chunk_key(prefix, id))
-                .next_back();
-            self.current = match last {
-                None => None,
-                Some(kv) => {
-                    let (k, v) = kv.map_err(sled_q)?;
-                    let (ids, pack) = k
-                        .get(prefix.len()..)
-                        .and_then(keys::read_u64)
-                        .and_then(|first| chunk_with_pack(first, &v))
-                        .ok_or_else(|| {
-                            damaged(format!("resource list chunk {k:?} is malformed"))
-                        })?;
-                    Some((ids, pack, read_at))
-                }
-            };
-        }
+        self.find(id)?;
+        let mut listed = false;
         if let Some((ids, pack, read_at)) = &self.current {
-            let value = ids
-                .binary_search(&id)
-                .ok()
-                .and_then(|at| pack.get(at as u8));
-            if let Some(v) = value {
+            let at = ids.binary_search(&id).ok();
+            listed = at.is_some();
+            if let Some(v) = at.and_then(|at| pack.get(at as u8)) {
                 let a = Arc::new(super::decode_action(id, v).map_err(store)?);
                 self.p.memos.snapshots.offer(a.clone(), v.len(), *read_at);
                 return Ok(Some(a));
             }
         }
-        // Not finished (or not listed, a race the caller handles): its own key.
-        self.p.load_shared(id).map_err(store)
+        // Listed but not in the pack: not finished when the chunk was read, so under its own
+        // key (or, finished since, in its id pack). Not listed: a race the caller handles.
+        self.p.load_shared_as(id, !listed).map_err(store)
     }
 }
 
@@ -742,7 +781,7 @@ pub(super) fn run(p: &Projection, q: &ActionQuery) -> Result<Page, QueryError> {
     let after = check(q)?;
     if let Some(key) = resource_only(q) {
         let mut chunks = ChunkReader::new(p, &key);
-        if let Some(ids) = resource_ids(p, key)? {
+        if let Some(ids) = resource_ids(p, key, &mut chunks)? {
             if let Some(page) = page_of_ids(q, &ids, after, |id| chunks.load(id))? {
                 return Ok(page);
             }

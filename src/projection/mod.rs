@@ -672,13 +672,23 @@ impl Projection {
 
     /// The snapshot of action `id`, from the memo when it holds it.
     pub(crate) fn load_shared(&self, id: ActionId) -> Result<Option<Arc<Action>>, StoreError> {
+        self.load_shared_as(id, true)
+    }
+
+    /// [`Self::load_shared`], looking in the pack of `id` first or, with `pack_first`
+    /// false (for an action known not to be finished), under its own key first.
+    pub(crate) fn load_shared_as(
+        &self,
+        id: ActionId,
+        pack_first: bool,
+    ) -> Result<Option<Arc<Action>>, StoreError> {
         if let Some(a) = self.memos.snapshots.get(id) {
             return Ok(Some(a));
         }
         // Read before the lookup: what makes the offer below safe (see `cache`).
         let read_at = self.applied.load(Ordering::Acquire);
         let tree = self.settled()?;
-        match snapshot_bytes(|k| tree.get(k).map_err(store_err), id, true)? {
+        match snapshot_bytes(|k| tree.get(k).map_err(store_err), id, pack_first)? {
             None => Ok(None),
             Some(v) => {
                 let a = Arc::new(decode_action(id, &v)?);
