@@ -174,8 +174,10 @@ impl<'t> Fold<'t> {
         }
     }
 
-    /// The last key under `prefix` (and at or below `upper`, when given) and its value, as
-    /// applied (the write-back over sled).
+    /// The last chunk of the resource list under `prefix` (at or below the key `upper`,
+    /// when given) and its value, as applied (the write-back over sled). A chunk that is
+    /// not full is its list's last, so one found in the write-back answers without a sled
+    /// read (a rebuild holds every list's unfilled chunk there).
     fn last_under(
         &self,
         prefix: &[u8],
@@ -186,17 +188,27 @@ impl<'t> Fold<'t> {
             Some(u) => Bound::Included(u.to_vec()),
             None => keys::prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
         };
+        let unwritten = self
+            .unwritten
+            .range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), upper.clone()))
+            .rev()
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), sled::IVec::from(&v[..]))));
+        if let Some((_, v)) = &unwritten {
+            if !keys::chunk_is_full(v) {
+                return Ok(unwritten);
+            }
+        }
         let mut in_sled = None;
         for kv in self
             .tree
-            .range((Bound::Included(prefix.to_vec()), upper.clone()))
+            .range((Bound::Included(prefix.to_vec()), upper))
             .rev()
         {
             let (k, v) = kv.map_err(store_err)?;
             match self.unwritten.get(&*k) {
                 // Deleted, not yet in sled.
                 Some(None) => continue,
-                // Rewritten: the write-back's value is found below.
+                // Rewritten: the write-back's value is found above.
                 Some(Some(_)) => break,
                 None => {
                     in_sled = Some((k.to_vec(), v));
@@ -204,11 +216,6 @@ impl<'t> Fold<'t> {
                 }
             }
         }
-        let unwritten = self
-            .unwritten
-            .range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), upper))
-            .rev()
-            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), sled::IVec::from(&v[..]))));
         Ok(match (in_sled, unwritten) {
             (Some(a), Some(b)) => Some(if a.0 > b.0 { a } else { b }),
             (a, b) => a.or(b),

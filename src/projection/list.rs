@@ -23,7 +23,9 @@
 //! are paged out of the resource's whole id list: kept in the projection's memo (see
 //! `cache`; the applier keeps it current), or read once from the resource index (≤ 1024
 //! ids; a larger resource takes the general path below) and offered to it. With the
-//! snapshots memoised too, such a page needs no sled read ([`run_in_memory`]).
+//! snapshots memoised too, such a page needs no sled read ([`run_in_memory`]). Otherwise
+//! the page's finished actions come from the packs its chunks carry (see `keys`): a page
+//! of 50 reads three or four neighbouring chunks, not 50 id packs.
 //!
 //! **Cost.**
 //! - A page: O(scanned index entries until `limit + 1` matches) snapshot reads. With one

@@ -94,6 +94,9 @@ pub struct ProjectionConfig {
     pub snapshot_cache_bytes: usize,
     /// Bytes of the applier's memo of the values it wrote ([`WRITTEN_MEMO_BYTES`]).
     pub written_memo_bytes: usize,
+    /// Bytes of resource list chunks a rebuild holds between windows
+    /// ([`rebuild::REBUILD_HELD_CHUNK_BYTES_MAX`]).
+    pub rebuild_held_bytes_max: usize,
 }
 
 impl Default for ProjectionConfig {
@@ -104,6 +107,7 @@ impl Default for ProjectionConfig {
             flush_every_ms: Some(1000),
             snapshot_cache_bytes: MEMO_BYTES_DEFAULT,
             written_memo_bytes: WRITTEN_MEMO_BYTES,
+            rebuild_held_bytes_max: rebuild::REBUILD_HELD_CHUNK_BYTES_MAX,
         }
     }
 }

@@ -41,8 +41,11 @@ pub const REBUILD_WINDOW_RECORDS: usize = 16 * 1024;
 /// Windows the rebuild's scanning thread may read ahead of the fold.
 pub const REBUILD_WINDOWS_AHEAD: usize = 2;
 /// Most bytes of resource list chunks a rebuild holds in memory between windows rather than
-/// rewriting them in sled each window (see `apply_window`); past it, all go to sled.
-pub const REBUILD_HELD_CHUNK_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// rewriting them in sled each window (see `apply_window`); past it, all go to sled. A
+/// list's unfilled chunk holds ~2 KB, so this holds every list of a store of ~120k
+/// resources (10M actions at ~100 per resource). With 32 MiB a 10M rebuild flushed every
+/// few windows and was still running after 13.5 minutes with 6 GB of sled files.
+pub const REBUILD_HELD_CHUNK_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Most differences [`verify_projection`] lists (it counts them all).
 pub const VERIFY_DIFFERENCES_LISTED_MAX: usize = 100;
 
@@ -97,7 +100,8 @@ impl Projection {
     /// Folds a rebuild window and writes it in sled batches of `batch_writes_max`, except
     /// the resource lists' last chunks while they are not full: those stay in `held` (and
     /// the next windows read them there) until they fill, or until `held` outgrows
-    /// [`REBUILD_HELD_CHUNK_BYTES_MAX`] and everything in it goes to sled. A list's last
+    /// `rebuild_held_bytes_max` ([`REBUILD_HELD_CHUNK_BYTES_MAX`]) and everything in it
+    /// goes to sled. A list's last
     /// chunk gains an id or a finished snapshot in most windows that touch its resource,
     /// so writing it every window wrote each chunk's pack up to 16 times.
     fn apply_window(&self, entries: &[CommittedEntry], held: &mut Held) -> Result<(), StoreError> {
@@ -130,7 +134,7 @@ impl Projection {
                 }
             }
         }
-        if held.bytes > REBUILD_HELD_CHUNK_BYTES_MAX {
+        if held.bytes > self.config.rebuild_held_bytes_max {
             writes.extend(held.take());
         }
         apply::write_in_chunks(&self.tree, writes, self.config.batch_writes_max)

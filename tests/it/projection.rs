@@ -1043,7 +1043,8 @@ fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
     // Goal: a log longer than a few rebuild windows (read on the scanning thread, folded on
     // the caller's) is folded whole — an action created in one window and started in the
     // next is running, one completed later still is completed and in its resource list's
-    // chunk (verify checks) — and every progress report carries the log's size and moves
+    // chunk (verify checks), whether the lists' unfilled chunks stay in memory between
+    // windows or are flushed — and every progress report carries the log's size and moves
     // forward.
     use action_ledger::log::writer::NewRecord;
     use action_ledger::log::{LogConfig, LogWriter};
@@ -1150,6 +1151,26 @@ fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
     let listed: Vec<u64> = p.list(&q).unwrap().actions.iter().map(|a| a.id).collect();
     let expected: Vec<u64> = (1..=actions).rev().filter(|id| id % 97 == 5).collect();
     assert_eq!(listed, expected);
+    // The lists' unfilled chunks held in memory to the end (the default bound) or flushed
+    // to sled every window (the tests' small one): the same bytes either way.
+    let config = projection::ProjectionConfig {
+        rebuild_held_bytes_max: projection::rebuild::REBUILD_HELD_CHUNK_BYTES_MAX,
+        ..projection_config()
+    };
+    let (held, _) = projection::rebuild(
+        &sim,
+        &log_dir(),
+        &tmp.path().join("held"),
+        &config,
+        &mut |_| {},
+    )
+    .unwrap();
+    let families = [
+        projection::keys::P_SNAPSHOT,
+        projection::keys::P_PACK,
+        projection::keys::P_IX_RESOURCE,
+    ];
+    assert_eq!(keys_of(&held, &families), keys_of(&p, &families));
     let report = projection::verify_projection(&sim, &log_dir(), &p).unwrap();
     assert!(report.is_consistent(), "{:?}", report.differences);
 }

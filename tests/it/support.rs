@@ -118,6 +118,8 @@ pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
         // Small, so tests cross the snapshot memo's evictions (~10 actions per shard).
         snapshot_cache_bytes: 256 * 1024,
         written_memo_bytes: action_ledger::projection::WRITTEN_MEMO_BYTES,
+        // Small, so rebuilds cross the flush of the chunks they hold between windows.
+        rebuild_held_bytes_max: 4 * 1024,
     }
 }
 
