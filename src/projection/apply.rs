@@ -57,6 +57,27 @@ enum ChunkPack {
 }
 
 impl ChunkEdit {
+    /// Sets (`None`: removes) the pack entry at position `at`: spliced into the stored
+    /// value while that is raw (a list's last chunk, where most finishes land), else into
+    /// the decoded entries.
+    fn set(&mut self, at: u8, value: Option<Vec<u8>>) -> Result<(), String> {
+        if let ChunkPack::Stored(v) = &self.pack {
+            if v.first()
+                .is_none_or(|&codec| codec == super::pack::CODEC_RAW)
+            {
+                let spliced = super::pack::splice_raw(v, at, value.as_deref())?;
+                self.pack = ChunkPack::Stored(spliced);
+                return Ok(());
+            }
+        }
+        let entries = self.entries()?;
+        match value {
+            Some(v) => entries.insert(at, v),
+            None => entries.remove(&at),
+        };
+        Ok(())
+    }
+
     /// The pack's entries (position → snapshot value), decoded on first use.
     fn entries(&mut self) -> Result<&mut BTreeMap<u8, Vec<u8>>, String> {
         if let ChunkPack::Stored(v) = &self.pack {
@@ -297,13 +318,9 @@ impl<'t> Fold<'t> {
                 .ids
                 .binary_search(&id)
                 .map_err(|_| damaged(format!("action {id} is not in chunk {first}")))?;
-            let entries = chunk
-                .entries()
+            chunk
+                .set(at as u8, value)
                 .map_err(|e| damaged(format!("chunk {first}: {e}")))?;
-            match value {
-                Some(v) => entries.insert(at as u8, v),
-                None => entries.remove(&(at as u8)),
-            };
             chunk.dirty = true;
         }
         for (first, mut chunk) in chunks.into_iter().filter(|(_, c)| c.dirty) {

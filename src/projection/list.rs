@@ -106,12 +106,12 @@ struct BucketScan {
 
 /// An id bucket's members (the snapshots are elsewhere).
 fn bucket_entries(bucket: u64, value: &[u8]) -> Option<Vec<Entry>> {
-    Some(
-        keys::bucket_ids(bucket, value)?
-            .into_iter()
-            .map(|id| (id, None))
-            .collect(),
-    )
+    without_snapshots(keys::bucket_ids(bucket, value))
+}
+
+/// Ids as entries that carry no snapshot.
+fn without_snapshots(ids: Option<Vec<ActionId>>) -> Option<Vec<Entry>> {
+    Some(ids?.into_iter().map(|id| (id, None)).collect())
 }
 
 /// A chunk's ids, with the snapshot values its pack holds for the finished ones.
@@ -127,12 +127,7 @@ fn chunk_entries(first: ActionId, value: &[u8]) -> Option<Vec<Entry>> {
 
 /// A chunk's ids alone.
 fn chunk_ids_only(first: ActionId, value: &[u8]) -> Option<Vec<Entry>> {
-    Some(
-        keys::chunk_ids(first, value)?
-            .into_iter()
-            .map(|id| (id, None))
-            .collect(),
-    )
+    without_snapshots(keys::chunk_ids(first, value))
 }
 
 /// A chunk's ids and its decoded pack (empty when no member is finished); `None` when

@@ -108,6 +108,68 @@ pub fn encode_as<'a>(
     Ok(v)
 }
 
+/// The raw pack value `value` (empty: no pack) with its entry at `offset` set to `entry`
+/// (`None`: removed), spliced in place — no decode, no encode; empty when no entry is left.
+/// The very bytes [`encode_as`] gives for the resulting entries uncompressed.
+pub fn splice_raw(value: &[u8], offset: u8, entry: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    let raw = match value.get(..HEADER_BYTES) {
+        None if value.is_empty() => &[][..],
+        None => return Err(format!("pack value of {} bytes", value.len())),
+        Some(header) => {
+            if header[0] != CODEC_RAW {
+                return Err(format!("pack codec {} is not raw", header[0]));
+            }
+            let raw_len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+            let raw = &value[HEADER_BYTES..];
+            if raw.len() != raw_len {
+                return Err(format!(
+                    "pack holds {} bytes where its header says {raw_len}",
+                    raw.len()
+                ));
+            }
+            raw
+        }
+    };
+    // The entries below `offset` are kept before the new one, those above after it.
+    let (mut at, mut below, mut above) = (0, raw.len(), raw.len());
+    while at < raw.len() {
+        let len = raw
+            .get(at + 1..at + 5)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("pack entry header is cut short")?;
+        let end = at + 5 + len;
+        if end > raw.len() {
+            return Err(format!("pack entry at byte {at} runs past the pack"));
+        }
+        if raw[at] >= offset {
+            below = at;
+            above = if raw[at] == offset { end } else { at };
+            break;
+        }
+        at = end;
+    }
+    let added = entry.map_or(0, |e| 5 + e.len());
+    let raw_len = below + added + (raw.len() - above);
+    if raw_len == 0 {
+        return Ok(Vec::new());
+    }
+    let stated =
+        u32::try_from(raw_len).map_err(|_| format!("a pack of {raw_len} bytes is too large"))?;
+    let mut v = Vec::with_capacity(HEADER_BYTES + raw_len);
+    v.push(CODEC_RAW);
+    v.extend_from_slice(&stated.to_be_bytes());
+    v.extend_from_slice(&raw[..below]);
+    if let Some(e) = entry {
+        let len = u32::try_from(e.len())
+            .map_err(|_| format!("a snapshot of {} bytes does not fit a pack", e.len()))?;
+        v.push(offset);
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(e);
+    }
+    v.extend_from_slice(&raw[above..]);
+    Ok(v)
+}
+
 /// Decodes a pack value; `Err` names what is wrong with it.
 pub fn decode(value: &[u8]) -> Result<Pack, String> {
     let header = value
@@ -215,6 +277,43 @@ pub fn find(id: ActionId, value: &[u8]) -> Result<Option<Vec<u8>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splicing_a_raw_pack_gives_the_bytes_encoding_would() {
+        let mut entries: std::collections::BTreeMap<u8, Vec<u8>> = Default::default();
+        let mut spliced = Vec::new();
+        // Inserts out of order, a replacement, removals down to nothing.
+        let steps: [(u8, Option<&[u8]>); 9] = [
+            (7, Some(b"seven")),
+            (2, Some(b"two")),
+            (15, Some(b"")),
+            (7, Some(b"SEVEN!")),
+            (0, Some(b"zero")),
+            (2, None),
+            (9, None),
+            (0, None),
+            (15, None),
+        ];
+        for (offset, entry) in steps {
+            spliced = splice_raw(&spliced, offset, entry).unwrap();
+            match entry {
+                Some(e) => entries.insert(offset, e.to_vec()),
+                None => entries.remove(&offset),
+            };
+            let expected = match entries.is_empty() {
+                true => Vec::new(),
+                false => encode_as(entries.iter().map(|(o, v)| (*o, &v[..])), false).unwrap(),
+            };
+            assert_eq!(spliced, expected, "after {offset} {entry:?}");
+        }
+        assert_eq!(entries.len(), 1, "7 is left");
+        let compressed = encode([(1, &[7u8; 300][..])]).unwrap();
+        assert!(
+            splice_raw(&compressed, 1, None).is_err(),
+            "only raw packs splice"
+        );
+        assert!(splice_raw(&[CODEC_RAW, 0, 0, 0, 9, 1], 1, None).is_err());
+    }
 
     #[test]
     fn packs_round_trip_compressed_or_raw() {

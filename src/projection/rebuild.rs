@@ -101,9 +101,9 @@ impl Projection {
     /// the resource lists' last chunks while they are not full: those stay in `held` (and
     /// the next windows read them there) until they fill, or until `held` outgrows
     /// `rebuild_held_bytes_max` ([`REBUILD_HELD_CHUNK_BYTES_MAX`]) and everything in it
-    /// goes to sled. A list's last
-    /// chunk gains an id or a finished snapshot in most windows that touch its resource,
-    /// so writing it every window wrote each chunk's pack up to 16 times.
+    /// goes to sled. A list's last chunk gains an id or a finished snapshot in most windows
+    /// that touch its resource, so writing it every window wrote each chunk's pack up to 16
+    /// times.
     fn apply_window(&self, entries: &[CommittedEntry], held: &mut Held) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
