@@ -81,13 +81,10 @@ impl ChunkEdit {
     /// The pack's entries (position → snapshot value), decoded on first use.
     fn entries(&mut self) -> Result<&mut BTreeMap<u8, Vec<u8>>, String> {
         if let ChunkPack::Stored(v) = &self.pack {
-            let entries = match v.is_empty() {
-                true => BTreeMap::new(),
-                false => super::pack::decode(v)?
-                    .iter()
-                    .map(|(o, v)| (o, v.to_vec()))
-                    .collect(),
-            };
+            let entries: BTreeMap<u8, Vec<u8>> = super::pack::decode_or_empty(v)?
+                .iter()
+                .map(|(o, v)| (o, v.to_vec()))
+                .collect();
             if entries
                 .keys()
                 .next_back()

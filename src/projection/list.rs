@@ -134,11 +134,7 @@ fn chunk_ids_only(first: ActionId, value: &[u8]) -> Option<Vec<Entry>> {
 /// either is malformed.
 fn chunk_with_pack(first: ActionId, value: &[u8]) -> Option<(Vec<ActionId>, pack::Pack)> {
     let (ids, pack) = keys::chunk_split(first, value)?;
-    let pack = match pack.is_empty() {
-        true => pack::Pack::default(),
-        false => pack::decode(pack).ok()?,
-    };
-    Some((ids, pack))
+    Some((ids, pack::decode_or_empty(pack).ok()?))
 }
 
 impl BucketScan {

@@ -236,6 +236,15 @@ pub fn decode(value: &[u8]) -> Result<Pack, String> {
     Ok(Pack { raw, entries })
 }
 
+/// [`decode`], where an empty value (a resource list chunk with no finished member) is a
+/// pack of no entries.
+pub fn decode_or_empty(value: &[u8]) -> Result<Pack, String> {
+    match value.is_empty() {
+        true => Ok(Pack::default()),
+        false => decode(value),
+    }
+}
+
 /// The pack number and the decoded pack of a stored pack key and value; damage is a
 /// [`StoreError::Damaged`] naming the pack.
 pub fn decode_stored(key: &[u8], value: &[u8]) -> Result<(u64, Pack), StoreError> {

@@ -630,11 +630,7 @@ pub fn verify_projection(
             report.differ(format!("resource list chunk {k:?} is malformed"));
             continue;
         };
-        let entries = match pack.is_empty() {
-            true => Ok(super::pack::Pack::default()),
-            false => super::pack::decode(pack),
-        };
-        match entries {
+        match super::pack::decode_or_empty(pack) {
             Ok(entries) => {
                 for (at, &id) in ids.iter().enumerate() {
                     let copy = entries.get(at as u8);
