@@ -65,7 +65,12 @@
 //!   is remembered and printed again) and the rows file between runs; PostgreSQL is loaded
 //!   afresh every run;
 //! - `QUERY_PG_SNAPSHOT=jsonb|text` — the snapshot column's type (default jsonb);
-//! - `QUERY_PG_ONLY=resource,one,tenant,running,floor` — the queries to run (default all).
+//! - `QUERY_PG_ONLY=resource,one,tenant,running,floor` — the queries to run (default all);
+//! - `QUERY_PG_PROBE_VALUE_FILE=1` — the probe child also measures reading a finished
+//!   action's pack from a flat file through a pointer instead of from sled (see
+//!   `value_file_probe`). The probe alone runs on an existing projection with
+//!   `QUERY_PG_PROBE_DIR=<bench dir>/n<N>/projection QUERY_PG_PROBE_N=<N>` and the bench
+//!   binary (`cargo bench --bench query_pg --no-run` prints its path).
 //!
 //! Run with `cargo bench --bench query_pg`. `cargo test` never builds or runs it.
 
@@ -689,6 +694,9 @@ fn probe(dir: &Path, n: u64) {
         );
     }
     raw_probe(&p, n, ops);
+    if std::env::var_os("QUERY_PG_PROBE_VALUE_FILE").is_some() {
+        value_file_probe(&p, dir, n, ops);
+    }
     println!(
         "probe n={n} | VmRSS {} MB, VmHWM {} MB",
         status_kb("VmRSS:") / 1024,
@@ -764,6 +772,103 @@ fn raw_probe(p: &Projection, n: u64, ops: usize) {
         us(percentile(&gets, 0.5)),
         us(percentile(&gets, 0.99)),
     );
+}
+
+/// What a get by id would cost with the finished actions' packs out of sled: every pack
+/// value is copied to a flat file, and a small sled tree of its own (16 MiB cache) maps a
+/// pack to its offset and length. For the same random finished actions, the time to read
+/// the pack's value from the projection's tree (as a get by id does today) is set against
+/// the pointer's get plus one `pread` of the value (the page cache holds both files, as it
+/// holds sled's). Decompressing and finding the entry would be the same on both sides and
+/// is left out. `QUERY_PG_PROBE_VALUE_FILE=1` in probe mode; the files go next to the
+/// projection and are deleted after.
+fn value_file_probe(p: &Projection, dir: &Path, n: u64, ops: usize) {
+    use action_ledger::projection::keys;
+    use std::os::unix::fs::FileExt as _;
+    let tree = p.tree_for_tests();
+    let base = dir.parent().unwrap_or(dir);
+    let (file_path, index_path) = (
+        base.join("value-file.probe"),
+        base.join("value-index.probe"),
+    );
+    let _ = std::fs::remove_dir_all(&index_path);
+    let t = Instant::now();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&file_path).expect("value file"));
+    let index = sled::Config::new()
+        .path(&index_path)
+        .cache_capacity(16 << 20)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .expect("pointer tree");
+    let (mut offset, mut batch, mut packs) = (0u64, sled::Batch::default(), 0u64);
+    for kv in tree.scan_prefix([keys::P_PACK]) {
+        let (k, v) = kv.expect("scan");
+        file.write_all(&v).expect("write");
+        let mut ptr = offset.to_be_bytes().to_vec();
+        ptr.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        batch.insert(&k[..], ptr);
+        offset += v.len() as u64;
+        packs += 1;
+        if packs % 10_000 == 0 {
+            index
+                .apply_batch(std::mem::take(&mut batch))
+                .expect("batch");
+        }
+    }
+    index.apply_batch(batch).expect("batch");
+    file.flush().expect("flush");
+    drop(file.into_inner().expect("file"));
+    let file = std::fs::File::open(&file_path).expect("value file");
+    index.flush().expect("flush");
+    println!(
+        "probe n={n} | value file: {packs} packs, {} MB, written with their pointers in {}",
+        offset >> 20,
+        secs(t.elapsed())
+    );
+    let ids: Vec<u64> = keys(n, ops * 2, 17)
+        .into_iter()
+        .map(|k| k.id as u64)
+        .filter(|id| {
+            !tree
+                .contains_key(keys::snapshot_key(*id))
+                .expect("readable")
+        })
+        .take(ops)
+        .collect();
+    let (mut in_sled, mut in_file, mut in_pointer) = (Vec::new(), Vec::new(), Vec::new());
+    for id in &ids {
+        let key = keys::pack_key(keys::pack_of(*id));
+        let t0 = Instant::now();
+        let v = tree.get(key).expect("get").expect("a pack");
+        let t1 = Instant::now();
+        let ptr = index.get(key).expect("get").expect("a pointer");
+        let at = u64::from_be_bytes(ptr[..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(ptr[8..12].try_into().expect("4 bytes")) as usize;
+        let t1b = Instant::now();
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at).expect("pread");
+        let t2 = Instant::now();
+        assert_eq!(&v[..], &buf[..], "the file holds the same bytes");
+        in_sled.push(t1 - t0);
+        in_file.push(t2 - t1);
+        in_pointer.push(t1b - t1);
+    }
+    in_pointer.sort_unstable();
+    in_sled.sort_unstable();
+    in_file.sort_unstable();
+    println!(
+        "probe n={n} | a finished action's pack bytes  | sled get p50 {} / p99 {} us | pointer get + pread p50 {} / p99 {} us (the get alone p50 {} / p99 {} us; {} reads)",
+        us(percentile(&in_sled, 0.5)),
+        us(percentile(&in_sled, 0.99)),
+        us(percentile(&in_file, 0.5)),
+        us(percentile(&in_file, 0.99)),
+        us(percentile(&in_pointer, 0.5)),
+        us(percentile(&in_pointer, 0.99)),
+        ids.len(),
+    );
+    drop(index);
+    let _ = std::fs::remove_file(&file_path);
+    let _ = std::fs::remove_dir_all(&index_path);
 }
 
 fn us(d: Duration) -> String {
