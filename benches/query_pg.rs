@@ -708,12 +708,19 @@ fn probe(dir: &Path, n: u64) {
 /// The projection's sled keys by family (what sled's per-key memory is paid for), after
 /// the timed probes: a full scan of the tree.
 fn key_census(p: &Projection, n: u64) {
+    use action_ledger::projection::keys;
     let mut by_family = std::collections::BTreeMap::<u8, (u64, u64)>::new();
+    // The resource lists' unfilled chunks: what a rebuild holds in memory at its end.
+    let (mut unfilled, mut unfilled_bytes) = (0u64, 0u64);
     for kv in p.tree_for_tests().iter() {
         let (k, v) = kv.expect("scan");
         let e = by_family.entry(k[0]).or_default();
         e.0 += 1;
         e.1 += (k.len() + v.len()) as u64;
+        if k[0] == keys::P_IX_RESOURCE && !keys::chunk_is_full(&v) {
+            unfilled += 1;
+            unfilled_bytes += (k.len() + v.len()) as u64;
+        }
     }
     let total: u64 = by_family.values().map(|e| e.0).sum();
     let families: Vec<String> = by_family
@@ -724,6 +731,10 @@ fn key_census(p: &Projection, n: u64) {
         "probe n={n} | sled keys {total} ({:.3} per action): {}",
         total as f64 / n.max(1) as f64,
         families.join(", ")
+    );
+    println!(
+        "probe n={n} | unfilled resource list chunks {unfilled} ({} MB)",
+        unfilled_bytes >> 20
     );
 }
 
