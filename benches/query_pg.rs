@@ -679,18 +679,12 @@ fn probe(dir: &Path, n: u64) {
                 both.push(t2 - t0);
             }
         }
-        for v in [&mut store, &mut json, &mut both] {
-            v.sort_unstable();
-        }
         println!(
-            "probe n={n} | {:<30} | projection call p50 {} / p99 {} us | JSON render p50 {} / p99 {} us | together p50 {} / p99 {} us",
+            "probe n={n} | {:<30} | projection call {} | JSON render {} | together {}",
             kind.name(),
-            us(percentile(&store, 0.5)),
-            us(percentile(&store, 0.99)),
-            us(percentile(&json, 0.5)),
-            us(percentile(&json, 0.99)),
-            us(percentile(&both, 0.5)),
-            us(percentile(&both, 0.99)),
+            p50_p99(&mut store),
+            p50_p99(&mut json),
+            p50_p99(&mut both),
         );
     }
     raw_probe(&p, n, ops);
@@ -773,15 +767,11 @@ fn raw_probe(p: &Projection, n: u64, ops: usize) {
         scans.push(t1 - t0);
         gets.push(t1.elapsed());
     }
-    scans.sort_unstable();
-    gets.sort_unstable();
     println!(
-        "probe n={n} | raw sled, list by resource      | index scan p50 {} / p99 {} us ({:.1} keys) | 50 snapshot gets p50 {} / p99 {} us",
-        us(percentile(&scans, 0.5)),
-        us(percentile(&scans, 0.99)),
+        "probe n={n} | raw sled, list by resource      | index scan {} ({:.1} keys) | 50 snapshot gets {}",
+        p50_p99(&mut scans),
         keys_read as f64 / ops.max(1) as f64,
-        us(percentile(&gets, 0.5)),
-        us(percentile(&gets, 0.99)),
+        p50_p99(&mut gets),
     );
 }
 
@@ -864,22 +854,26 @@ fn value_file_probe(p: &Projection, dir: &Path, n: u64, ops: usize) {
         in_file.push(t2 - t1);
         in_pointer.push(t1b - t1);
     }
-    in_pointer.sort_unstable();
-    in_sled.sort_unstable();
-    in_file.sort_unstable();
     println!(
-        "probe n={n} | a finished action's pack bytes  | sled get p50 {} / p99 {} us | pointer get + pread p50 {} / p99 {} us (the get alone p50 {} / p99 {} us; {} reads)",
-        us(percentile(&in_sled, 0.5)),
-        us(percentile(&in_sled, 0.99)),
-        us(percentile(&in_file, 0.5)),
-        us(percentile(&in_file, 0.99)),
-        us(percentile(&in_pointer, 0.5)),
-        us(percentile(&in_pointer, 0.99)),
+        "probe n={n} | a finished action's pack bytes  | sled get {} | pointer get + pread {} (the get alone {}; {} reads)",
+        p50_p99(&mut in_sled),
+        p50_p99(&mut in_file),
+        p50_p99(&mut in_pointer),
         ids.len(),
     );
     drop(index);
     let _ = std::fs::remove_file(&file_path);
     let _ = std::fs::remove_dir_all(&index_path);
+}
+
+/// "p50 … / p99 … us" of `v` (sorted here).
+fn p50_p99(v: &mut [Duration]) -> String {
+    v.sort_unstable();
+    format!(
+        "p50 {} / p99 {} us",
+        us(percentile(v, 0.5)),
+        us(percentile(v, 0.99))
+    )
 }
 
 fn us(d: Duration) -> String {
