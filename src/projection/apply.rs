@@ -62,9 +62,7 @@ impl ChunkEdit {
     /// the decoded entries.
     fn set(&mut self, at: u8, value: Option<Vec<u8>>) -> Result<(), String> {
         if let ChunkPack::Stored(v) = &self.pack {
-            if v.first()
-                .is_none_or(|&codec| codec == super::pack::CODEC_RAW)
-            {
+            if super::pack::is_raw(v) {
                 let spliced = super::pack::splice_raw(v, at, value.as_deref())?;
                 self.pack = ChunkPack::Stored(spliced);
                 return Ok(());
@@ -326,7 +324,7 @@ impl<'t> Fold<'t> {
             // rather than a decompression and a compression.
             let full = chunk.ids.len() == keys::RESOURCE_CHUNK_IDS;
             if let ChunkPack::Stored(v) = &chunk.pack {
-                if full && v.first() == Some(&super::pack::CODEC_RAW) {
+                if full && super::pack::is_raw(v) {
                     // Filled by this run: compressed now.
                     chunk
                         .entries()

@@ -30,6 +30,8 @@ pub const CODEC_ZSTD: u8 = 1;
 /// zstd's fastest levels compress snapshots of one id range ~3–4× at a few µs per pack.
 pub const ZSTD_LEVEL: i32 = 1;
 const HEADER_BYTES: usize = 5;
+/// An entry's `offset u8 ‖ length u32 BE` before its value.
+const ENTRY_HEADER_BYTES: usize = 5;
 /// Packs up to this many raw bytes (nearly all) decompress in one call into a buffer of
 /// their stated length, with this thread's reused zstd context; larger ones stream.
 const BULK_RAW_BYTES_MAX: usize = 1024 * 1024;
@@ -75,11 +77,7 @@ pub fn encode_as<'a>(
 ) -> Result<Vec<u8>, String> {
     let mut raw = Vec::new();
     for (offset, value) in entries {
-        raw.push(offset);
-        let len = u32::try_from(value.len())
-            .map_err(|_| format!("a snapshot of {} bytes does not fit a pack", value.len()))?;
-        raw.extend_from_slice(&len.to_be_bytes());
-        raw.extend_from_slice(value);
+        push_entry(&mut raw, offset, value)?;
     }
     let raw_len = u32::try_from(raw.len())
         .map_err(|_| format!("a pack of {} bytes is too large", raw.len()))?;
@@ -108,76 +106,120 @@ pub fn encode_as<'a>(
     Ok(v)
 }
 
+/// Appends one entry, `offset u8 ‖ length u32 BE ‖ value`, to raw pack bytes.
+fn push_entry(raw: &mut Vec<u8>, offset: u8, value: &[u8]) -> Result<(), String> {
+    let len = u32::try_from(value.len())
+        .map_err(|_| format!("a snapshot of {} bytes does not fit a pack", value.len()))?;
+    raw.push(offset);
+    raw.extend_from_slice(&len.to_be_bytes());
+    raw.extend_from_slice(value);
+    Ok(())
+}
+
+/// A pack value's codec, stated raw length and body.
+fn split_header(value: &[u8]) -> Result<(u8, usize, &[u8]), String> {
+    let header = value
+        .get(..HEADER_BYTES)
+        .ok_or_else(|| format!("pack value of {} bytes", value.len()))?;
+    let raw_len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+    Ok((header[0], raw_len, &value[HEADER_BYTES..]))
+}
+
+/// `Err` unless the raw bytes are as long as the header says.
+fn check_raw_len(raw: &[u8], raw_len: usize) -> Result<(), String> {
+    match raw.len() == raw_len {
+        true => Ok(()),
+        false => Err(format!(
+            "pack holds {} bytes where its header says {raw_len}",
+            raw.len()
+        )),
+    }
+}
+
+/// Where each entry of raw pack bytes lies: (offset, start, end) of its value, checked to
+/// be whole and in ascending offsets below [`keys::PACK_IDS`].
+fn entries_of(raw: &[u8]) -> Result<Vec<(u8, usize, usize)>, String> {
+    let mut entries: Vec<(u8, usize, usize)> = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let offset = raw[at];
+        let len = raw
+            .get(at + 1..at + ENTRY_HEADER_BYTES)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("pack entry header is cut short")?;
+        let (start, end) = (at + ENTRY_HEADER_BYTES, at + ENTRY_HEADER_BYTES + len);
+        if end > raw.len() {
+            return Err(format!("pack entry at byte {at} runs past the pack"));
+        }
+        if u64::from(offset) >= keys::PACK_IDS
+            || entries.last().is_some_and(|&(o, _, _)| o >= offset)
+        {
+            return Err(format!(
+                "pack entry offsets are not ascending below {}",
+                keys::PACK_IDS
+            ));
+        }
+        entries.push((offset, start, end));
+        at = end;
+    }
+    Ok(entries)
+}
+
+/// True when `value` is a raw pack (or empty: no pack), which [`splice_raw`] can edit.
+pub fn is_raw(value: &[u8]) -> bool {
+    value.first().is_none_or(|&codec| codec == CODEC_RAW)
+}
+
 /// The raw pack value `value` (empty: no pack) with its entry at `offset` set to `entry`
 /// (`None`: removed), spliced in place — no decode, no encode; empty when no entry is left.
 /// The very bytes [`encode_as`] gives for the resulting entries uncompressed.
 pub fn splice_raw(value: &[u8], offset: u8, entry: Option<&[u8]>) -> Result<Vec<u8>, String> {
-    let raw = match value.get(..HEADER_BYTES) {
-        None if value.is_empty() => &[][..],
-        None => return Err(format!("pack value of {} bytes", value.len())),
-        Some(header) => {
-            if header[0] != CODEC_RAW {
-                return Err(format!("pack codec {} is not raw", header[0]));
+    let raw = match value.is_empty() {
+        true => &[][..],
+        false => {
+            let (codec, raw_len, raw) = split_header(value)?;
+            if codec != CODEC_RAW {
+                return Err(format!("pack codec {codec} is not raw"));
             }
-            let raw_len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-            let raw = &value[HEADER_BYTES..];
-            if raw.len() != raw_len {
-                return Err(format!(
-                    "pack holds {} bytes where its header says {raw_len}",
-                    raw.len()
-                ));
-            }
+            check_raw_len(raw, raw_len)?;
             raw
         }
     };
     // The entries below `offset` are kept before the new one, those above after it.
-    let (mut at, mut below, mut above) = (0, raw.len(), raw.len());
-    while at < raw.len() {
-        let len = raw
-            .get(at + 1..at + 5)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
-            .ok_or("pack entry header is cut short")?;
-        let end = at + 5 + len;
-        if end > raw.len() {
-            return Err(format!("pack entry at byte {at} runs past the pack"));
-        }
-        if raw[at] >= offset {
-            below = at;
-            above = if raw[at] == offset { end } else { at };
-            break;
-        }
-        at = end;
+    let entries = entries_of(raw)?;
+    let next = entries.partition_point(|&(o, _, _)| o < offset);
+    let below = entries
+        .get(next)
+        .map_or(raw.len(), |&(_, start, _)| start - ENTRY_HEADER_BYTES);
+    let above = match entries.get(next) {
+        Some(&(o, _, end)) if o == offset => end,
+        _ => below,
+    };
+    // The header's length is written once the entries are in place.
+    let mut v = Vec::with_capacity(
+        HEADER_BYTES + raw.len() + entry.map_or(0, <[u8]>::len) + ENTRY_HEADER_BYTES,
+    );
+    v.push(CODEC_RAW);
+    v.extend_from_slice(&[0; 4]);
+    v.extend_from_slice(&raw[..below]);
+    if let Some(e) = entry {
+        push_entry(&mut v, offset, e)?;
     }
-    let added = entry.map_or(0, |e| 5 + e.len());
-    let raw_len = below + added + (raw.len() - above);
+    v.extend_from_slice(&raw[above..]);
+    let raw_len = v.len() - HEADER_BYTES;
     if raw_len == 0 {
         return Ok(Vec::new());
     }
     let stated =
         u32::try_from(raw_len).map_err(|_| format!("a pack of {raw_len} bytes is too large"))?;
-    let mut v = Vec::with_capacity(HEADER_BYTES + raw_len);
-    v.push(CODEC_RAW);
-    v.extend_from_slice(&stated.to_be_bytes());
-    v.extend_from_slice(&raw[..below]);
-    if let Some(e) = entry {
-        let len = u32::try_from(e.len())
-            .map_err(|_| format!("a snapshot of {} bytes does not fit a pack", e.len()))?;
-        v.push(offset);
-        v.extend_from_slice(&len.to_be_bytes());
-        v.extend_from_slice(e);
-    }
-    v.extend_from_slice(&raw[above..]);
+    v[1..HEADER_BYTES].copy_from_slice(&stated.to_be_bytes());
     Ok(v)
 }
 
 /// Decodes a pack value; `Err` names what is wrong with it.
 pub fn decode(value: &[u8]) -> Result<Pack, String> {
-    let header = value
-        .get(..HEADER_BYTES)
-        .ok_or_else(|| format!("pack value of {} bytes", value.len()))?;
-    let raw_len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-    let body = &value[HEADER_BYTES..];
-    let raw = match header[0] {
+    let (codec, raw_len, body) = split_header(value)?;
+    let raw = match codec {
         CODEC_RAW => body.to_vec(),
         CODEC_ZSTD if raw_len <= BULK_RAW_BYTES_MAX => DECOMPRESSOR
             .with(|d| {
@@ -201,35 +243,8 @@ pub fn decode(value: &[u8]) -> Result<Pack, String> {
         }
         other => return Err(format!("pack codec {other} is unknown")),
     };
-    if raw.len() != raw_len {
-        return Err(format!(
-            "pack holds {} bytes where its header says {raw_len}",
-            raw.len()
-        ));
-    }
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while at < raw.len() {
-        let offset = raw[at];
-        let len = raw
-            .get(at + 1..at + 5)
-            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
-            .ok_or("pack entry header is cut short")?;
-        let (start, end) = (at + 5, at + 5 + len);
-        if end > raw.len() {
-            return Err(format!("pack entry at byte {at} runs past the pack"));
-        }
-        if u64::from(offset) >= keys::PACK_IDS
-            || entries.last().is_some_and(|&(o, _, _)| o >= offset)
-        {
-            return Err(format!(
-                "pack entry offsets are not ascending below {}",
-                keys::PACK_IDS
-            ));
-        }
-        entries.push((offset, start, end));
-        at = end;
-    }
+    check_raw_len(&raw, raw_len)?;
+    let entries = entries_of(&raw)?;
     if entries.is_empty() {
         return Err("pack holds no entry".into());
     }
