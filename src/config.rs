@@ -68,6 +68,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "33554432",
     ),
     (
+        "read_threads",
+        "threads of the read pool that serves one action and list pages (0: one per core; at most READ_THREADS_MAX, 1024)",
+        "0",
+    ),
+    (
         "body_bytes_max",
         "largest request body (BODY_BYTES_MAX)",
         "4194304",
@@ -322,6 +327,14 @@ impl Settings {
             "memo_bytes" => {
                 s.memo_bytes = count(value)?;
                 self.memo_set = true;
+            }
+            "read_threads" => {
+                s.read_threads = at_most(
+                    count(value)?,
+                    limits::READ_THREADS_MAX,
+                    "READ_THREADS_MAX",
+                    "more threads than that only wait on each other",
+                )?
             }
             "body_bytes_max" => l.body_bytes_max = at_least(count(value)?, limits::BODY_BYTES_MIN)?,
             "list_limit_max" => {
@@ -661,6 +674,7 @@ mod tests {
             "cache_bytes" => limits::CACHE_BYTES_DEFAULT.to_string(),
             "sled_cache_bytes" => v.sled_cache_bytes.to_string(),
             "memo_bytes" => v.memo_bytes.to_string(),
+            "read_threads" => v.read_threads.to_string(),
             "body_bytes_max" => l.body_bytes_max.to_string(),
             "list_limit_max" => l.list_limit_max.to_string(),
             "wait_ms_max" => l.wait_ms_max.to_string(),
@@ -801,10 +815,14 @@ mod tests {
         for (key, limit) in [
             ("connections_max", "CONNECTIONS_CEILING"),
             ("append_queue_max", "APPEND_QUEUE_CEILING"),
+            ("read_threads", "READ_THREADS_MAX"),
         ] {
             let e = set(key, usize::MAX.to_string()).unwrap_err();
             assert!(e.reason.contains(limit), "{e}");
         }
+        let s = set("read_threads", limits::READ_THREADS_MAX.to_string()).unwrap();
+        assert_eq!(s.serve.read_threads, limits::READ_THREADS_MAX);
+        assert!(set("read_threads", "-1".into()).is_err());
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub const WATCH_IDENTITIES_MAX: usize = 10_000;
 /// Most simultaneous connections per listener (the `connections_max` key); connections
 /// beyond it are answered 503 and closed.
 pub const CONNECTIONS_MAX: usize = 4096;
+/// Most threads of the read pool (`read_threads`; `http::reads`).
+pub const READ_THREADS_MAX: usize = 1024;
 /// Largest `connections_max` the configuration accepts: the most a semaphore can count.
 pub const CONNECTIONS_CEILING: usize = tokio::sync::Semaphore::MAX_PERMITS;
 /// Most 503 answers to connections beyond [`CONNECTIONS_MAX`] being written at once; the

@@ -406,7 +406,7 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
         }
     }
     let stats = state.ledger.stats();
-    let gauges: [(&str, &str, &str, f64); 9] = [
+    let gauges: [(&str, &str, &str, f64); 11] = [
         (
             "action_ledger_log_position",
             "gauge",
@@ -463,6 +463,18 @@ pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMa
             "gauge",
             "Open watch streams.",
             state.watchers.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "action_ledger_read_threads",
+            "gauge",
+            "Threads of the read pool (read_threads).",
+            state.reads.threads() as f64,
+        ),
+        (
+            "action_ledger_reads_waiting",
+            "gauge",
+            "Reads waiting for a thread of the read pool.",
+            state.reads.waiting() as f64,
         ),
     ];
     families(&mut out, &gauges);

@@ -11,6 +11,7 @@
 //! - [`dialect`]: the public API dialects (one module each; they only translate).
 //! - [`wire`]: the native JSON shapes (the OpenAPI document is generated from them).
 //! - [`metrics`]: Prometheus counters and the request-metrics middleware.
+//! - [`reads`]: the pool of threads that serves short projection reads.
 //! - [`render`]: a memo of each action state's native JSON.
 //! - [`server`]: listeners, limits, graceful shutdown.
 //! - [`web`]: compression of answers and CORS around both routers.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod metrics;
 pub mod native;
 pub mod openapi;
+pub mod reads;
 pub mod render;
 pub mod server;
 pub mod tls;
@@ -134,6 +136,8 @@ pub struct Shared {
     pub rendered: Arc<render::RenderCache>,
     /// Cluster mode: the node, and forwarding to its leader (`None`: embedded).
     pub cluster: Option<Arc<cluster::ClusterFace>>,
+    /// The threads that serve one action and list pages ([`reads`]).
+    pub reads: reads::ReadPool,
 }
 
 impl Shared {
@@ -183,7 +187,9 @@ pub async fn shutting_down(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|down| *down).await;
 }
 
-/// Runs blocking work (sled, log reads) off the async workers.
+/// Runs blocking work off the async workers on tokio's blocking pool: writes that wait (token
+/// changes), and long reads (scans, the log). Short projection reads go to the read pool,
+/// [`Shared::reads`].
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

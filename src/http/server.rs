@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub commit_batch_records_max: usize,
     pub commit_batch_bytes_max: usize,
     pub append_queue_max: usize,
+    /// Threads of the read pool ([`super::reads`]); 0: one per core.
+    pub read_threads: usize,
     pub limits: HttpLimits,
     pub public_metrics: bool,
     /// The web console at `/console` (key `console`; on by default). Off: its routes are
@@ -115,6 +117,9 @@ pub enum ServeError {
     /// The TLS certificate, key or client CA cannot be used (the message names the file).
     #[error("TLS: {0}")]
     Tls(String),
+    /// The read pool's threads could not be started.
+    #[error("cannot start the read pool's threads: {0}")]
+    ReadPool(#[source] std::io::Error),
     /// Serving a listener failed.
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -163,6 +168,7 @@ impl ServeConfig {
             commit_batch_records_max: crate::limits::COMMIT_BATCH_RECORDS_MAX,
             commit_batch_bytes_max: crate::limits::COMMIT_BATCH_BYTES_MAX,
             append_queue_max: crate::limits::APPEND_QUEUE_MAX,
+            read_threads: 0,
             limits: HttpLimits::default(),
             public_metrics: false,
             console: true,
@@ -647,6 +653,13 @@ pub async fn start(
             return Err(e);
         }
     };
+    let reads = match super::reads::ReadPool::start(config.read_threads) {
+        Ok(pool) => pool,
+        Err(e) => {
+            serving.abort();
+            return Err(ServeError::ReadPool(e));
+        }
+    };
     let state = AppState::new(super::Shared {
         ledger: ledger.clone(),
         projection: projection.clone(),
@@ -664,6 +677,7 @@ pub async fn start(
             config.render_cache_bytes,
         )),
         cluster,
+        reads,
     });
     // Arm the stop signal before the server can be seen ready: tokio's signal futures
     // install their handler on the first poll, and until then SIGTERM's default action

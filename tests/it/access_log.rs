@@ -417,6 +417,50 @@ async fn process_metrics_are_present_and_plausible() {
     assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
 }
 
+/// `read_threads` sizes the read pool, which `/metrics` reports; with the memos off every
+/// GET of one action and every list is read there, through the native API and a dialect.
+#[tokio::test]
+async fn the_read_pool_has_the_threads_set_and_serves_the_reads() {
+    let s = Server::start(&["--set", "read_threads=3", "--set", "memo_bytes=0"]).await;
+    let auth = format!("Bearer {ADMIN}");
+    let body = json!({"type": "resize", "resource": {"type": "droplet", "id": "77"}});
+    let (st, _, created) = s
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/actions",
+            &[("authorization", &auth)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    let (st, one) = s.get(&format!("/api/v1/actions/{id}"), ADMIN).await;
+    assert_eq!((st, one["type"].as_str()), (StatusCode::OK, Some("resize")));
+    let (st, page) = s
+        .get(
+            "/api/v1/actions?resource_type=droplet&resource_id=77",
+            ADMIN,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert_eq!(page["actions"][0]["id"].as_u64(), Some(id), "{page}");
+    let (st, missing) = s.get("/api/v1/actions/999999", ADMIN).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{missing}");
+    let (st, dialect) = s.get(&format!("/v2/actions/{id}"), ADMIN).await;
+    assert_eq!(st, StatusCode::OK, "{dialect}");
+    assert_eq!(dialect["action"]["id"].as_u64(), Some(id), "{dialect}");
+
+    let text = s.api.metrics_text().await;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {text}"))
+            .to_string()
+    };
+    assert_eq!(value("action_ledger_read_threads"), "3");
+    assert_eq!(value("action_ledger_reads_waiting"), "0");
+}
+
 /// A write sent to a follower is forwarded to the leader with its request id and trace
 /// context: both nodes log the same ids, generated or given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -533,6 +533,7 @@ fn app() -> App {
         shutdown,
         rendered: Arc::default(),
         cluster: None,
+        reads: action_ledger::http::reads::ReadPool::start(2).unwrap(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -12,7 +12,7 @@ use super::{assets, cross_site, session, PageError, Viewer};
 use crate::event::{Action, ActionRef, Command, EventBody, RecordEvent, ResourceRef, Status};
 use crate::http::auth::{allows, still_valid};
 use crate::http::error::ApiError;
-use crate::http::{blocking, load_action, AppState};
+use crate::http::{load_action, AppState};
 use crate::json::{op_json, parse_time, rfc3339};
 use crate::ledger::AsOf;
 use crate::limits::{CONSOLE_HISTORY_PAGE_RECORDS, CONSOLE_PAGE_ROWS, CONSOLE_PAGE_TRAIL_MAX};
@@ -292,7 +292,7 @@ pub async fn run_list(state: &AppState, p: &Principal, q: ActionQuery) -> Result
         Some(page) => page,
         None => {
             let st = state.clone();
-            blocking(move || Ok(st.projection.list(&q)?)).await?
+            state.reads.run(move || Ok(st.projection.list(&q)?)).await?
         }
     };
     still_valid(p)?;
@@ -680,32 +680,34 @@ pub async fn action(
             };
         let (st, p2) = (state.clone(), p.clone());
         let after = rendered_after(&state);
-        let read = blocking(move || {
-            let current = load_action(&st, &p2, &id)?;
-            let shown = match as_of {
-                None => current.clone(),
-                Some(at) => st
-                    .ledger
-                    .action_as_of(&*st.projection, current.id, at)?
-                    .ok_or_else(|| ApiError::not_found(format!("action {id} at that point")))?,
-            };
-            let skip = (history_page - 1).saturating_mul(CONSOLE_HISTORY_PAGE_RECORDS);
-            let (history, history_total) = st.ledger.history_page(
-                &*st.projection,
-                current.id,
-                skip,
-                CONSOLE_HISTORY_PAGE_RECORDS,
-            )?;
-            still_valid(&p2)?;
-            Ok(ActionRead {
-                after,
-                current,
-                shown,
-                history,
-                history_total,
+        let read = state
+            .reads
+            .run(move || {
+                let current = load_action(&st, &p2, &id)?;
+                let shown = match as_of {
+                    None => current.clone(),
+                    Some(at) => st
+                        .ledger
+                        .action_as_of(&*st.projection, current.id, at)?
+                        .ok_or_else(|| ApiError::not_found(format!("action {id} at that point")))?,
+                };
+                let skip = (history_page - 1).saturating_mul(CONSOLE_HISTORY_PAGE_RECORDS);
+                let (history, history_total) = st.ledger.history_page(
+                    &*st.projection,
+                    current.id,
+                    skip,
+                    CONSOLE_HISTORY_PAGE_RECORDS,
+                )?;
+                still_valid(&p2)?;
+                Ok(ActionRead {
+                    after,
+                    current,
+                    shown,
+                    history,
+                    history_total,
+                })
             })
-        })
-        .await?;
+            .await?;
         let body = action_body(&p, &read, as_of, history_page);
         Ok(html_response(
             StatusCode::OK,
@@ -937,7 +939,7 @@ pub async fn cancel_confirm(
     let viewer = p.clone();
     let page: Result<Response, PageError> = async move {
         let (st, p2) = (state.clone(), p.clone());
-        let a = blocking(move || load_action(&st, &p2, &id)).await?;
+        let a = state.reads.run(move || load_action(&st, &p2, &id)).await?;
         if !allows(&p, Role::Writer) {
             return Err(ApiError::forbidden("cancel actions").into());
         }

@@ -20,7 +20,7 @@
 //! shadows the other (tests/it/dialect_nova.rs checks both, and a tenant named `droplets`).
 
 use super::error::ApiError;
-use super::{blocking, load_action, native, parse_json, AppState};
+use super::{load_action, native, parse_json, AppState};
 use crate::event::{Action, Command, CreateAction, InitialStatus, ResourceRef};
 use crate::projection::query::{ActionQuery, Page};
 use crate::tokens::{Principal, Role};
@@ -52,13 +52,13 @@ pub fn redis_routes() -> Router<AppState> {
 /// through here; the query carries the caller's tenant scope.
 pub async fn list(state: &AppState, q: ActionQuery) -> Result<Page, ApiError> {
     let st = state.clone();
-    blocking(move || Ok(st.projection.list(&q)?)).await
+    state.reads.run(move || Ok(st.projection.list(&q)?)).await
 }
 
 /// One action the caller may see, by id or uid (another tenant's is "not found").
 pub async fn one(state: &AppState, p: &Principal, id: &str) -> Result<Action, ApiError> {
     let (st, p, id) = (state.clone(), p.clone(), id.to_string());
-    blocking(move || load_action(&st, &p, &id)).await
+    state.reads.run(move || load_action(&st, &p, &id)).await
 }
 
 /// Writing through a dialect needs the writer role (403 otherwise, in the dialect's shape).

@@ -248,18 +248,22 @@ pub async fn get_action(
         Some(a) => a,
         None => {
             let st = state.clone();
-            blocking(move || {
-                let current = crate::http::load_action(&st, &p, &id)?;
-                match as_of {
-                    None => Ok(Arc::new(current)),
-                    Some(as_of) => st
-                        .ledger
-                        .action_as_of(&*st.projection, current.id, as_of)?
-                        .map(Arc::new)
-                        .ok_or_else(|| ApiError::not_found(format!("action {id} at that point"))),
-                }
-            })
-            .await?
+            state
+                .reads
+                .run(move || {
+                    let current = crate::http::load_action(&st, &p, &id)?;
+                    match as_of {
+                        None => Ok(Arc::new(current)),
+                        Some(as_of) => st
+                            .ledger
+                            .action_as_of(&*st.projection, current.id, as_of)?
+                            .map(Arc::new)
+                            .ok_or_else(|| {
+                                ApiError::not_found(format!("action {id} at that point"))
+                            }),
+                    }
+                })
+                .await?
         }
     };
     action_response(&state, StatusCode::OK, &action)
@@ -274,25 +278,27 @@ pub async fn history(
     Path(id): Path<String>,
 ) -> Result<Json<RecordsOut>, ApiError> {
     let st = state.clone();
-    blocking(move || {
-        let action = crate::http::load_action(&st, &p, &id)?;
-        let mut records = Vec::new();
-        for rec in st.ledger.history(&*st.projection, action.id)? {
-            for op in &rec.ops {
-                records.push(RecordOut {
-                    position: rec.position,
-                    recorded_at: rfc3339(rec.recorded_at),
-                    principal: rec.principal.clone(),
-                    event: op_json(op),
-                });
+    state
+        .reads
+        .run(move || {
+            let action = crate::http::load_action(&st, &p, &id)?;
+            let mut records = Vec::new();
+            for rec in st.ledger.history(&*st.projection, action.id)? {
+                for op in &rec.ops {
+                    records.push(RecordOut {
+                        position: rec.position,
+                        recorded_at: rfc3339(rec.recorded_at),
+                        principal: rec.principal.clone(),
+                        event: op_json(op),
+                    });
+                }
             }
-        }
-        Ok(Json(RecordsOut {
-            records,
-            next_after: None,
-        }))
-    })
-    .await
+            Ok(Json(RecordsOut {
+                records,
+                next_after: None,
+            }))
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/api/v1/actions",
@@ -324,7 +330,10 @@ pub async fn list(
         return render(&state, page);
     }
     let st = state.clone();
-    blocking(move || render(&st, st.projection.list(&params.query)?)).await
+    state
+        .reads
+        .run(move || render(&st, st.projection.list(&params.query)?))
+        .await
 }
 
 /// The width of one histogram bucket.

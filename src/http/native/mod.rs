@@ -8,7 +8,9 @@
 //! - [`log`]: pages of the raw log.
 //!
 //! Handlers parse and authorize, build core commands and queries, and render. Every store
-//! or log read runs in `spawn_blocking` ([`super::blocking`]); every write goes through
+//! or log read runs off the async workers: one action or one page on the read pool
+//! ([`super::reads`]), scans and the log on `spawn_blocking` ([`super::blocking`]); every
+//! write goes through
 //! [`crate::ledger::Ledger::submit`], which answers after fdatasync.
 
 pub mod actions;
@@ -23,7 +25,7 @@ pub use self::watch::*;
 
 use super::error::ApiError;
 use super::wire::*;
-use super::{blocking, with_retry_after, AppState, IDEMPOTENCY_KEY_BYTES_MAX};
+use super::{with_retry_after, AppState, IDEMPOTENCY_KEY_BYTES_MAX};
 use crate::event::*;
 use crate::ledger::Committed;
 use crate::projection::query::ActionQuery;
@@ -197,13 +199,15 @@ async fn stamp_for(
             stamp.tenant.clone(),
             stamp.key.clone(),
         );
-        let stored = blocking(move || {
-            use crate::ledger::StateStore;
-            projection
-                .idempotent_result(&tenant, &key)
-                .map_err(|e| ApiError::from(crate::projection::query::QueryError::from(e)))
-        })
-        .await?;
+        let stored = state
+            .reads
+            .run(move || {
+                use crate::ledger::StateStore;
+                projection
+                    .idempotent_result(&tenant, &key)
+                    .map_err(|e| ApiError::from(crate::projection::query::QueryError::from(e)))
+            })
+            .await?;
         if stored.is_some_and(|s| s.request_digest == legacy) {
             stamp.request_digest = legacy;
         }

@@ -56,7 +56,10 @@ pub async fn wait(
     tokio::pin!(revoked);
     loop {
         let (st, p2, id2) = (state.clone(), p.clone(), id.clone());
-        let action = blocking(move || crate::http::load_action(&st, &p2, &id2)).await?;
+        let action = state
+            .reads
+            .run(move || crate::http::load_action(&st, &p2, &id2))
+            .await?;
         if action.status.is_terminal() {
             return action_response(&state, StatusCode::OK, &action);
         }
@@ -239,23 +242,25 @@ fn status_after(op: &Op) -> Option<Status> {
 /// The status of action `a` just before the record at `position`, for a stream that has
 /// not seen it yet: queued if it is queued now (a status never goes back), else refolded
 /// from its history up to the record before.
-async fn status_before(st: &AppState, a: &Action, position: u64) -> Result<Status, ApiError> {
+async fn status_before(state: &AppState, a: &Action, position: u64) -> Result<Status, ApiError> {
     if a.status == Status::Queued {
         return Ok(Status::Queued);
     }
-    let (st, id, current) = (st.clone(), a.id, a.status);
-    blocking(move || {
-        let before = st
-            .ledger
-            .action_as_of(
-                &*st.projection,
-                id,
-                crate::ledger::AsOf::Position(position.saturating_sub(1)),
-            )
-            .map_err(ApiError::internal)?;
-        Ok(before.map_or(current, |b| b.status))
-    })
-    .await
+    let (st, id, current) = (state.clone(), a.id, a.status);
+    state
+        .reads
+        .run(move || {
+            let before = st
+                .ledger
+                .action_as_of(
+                    &*st.projection,
+                    id,
+                    crate::ledger::AsOf::Position(position.saturating_sub(1)),
+                )
+                .map_err(ApiError::internal)?;
+            Ok(before.map_or(current, |b| b.status))
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/api/v1/watch",
@@ -285,7 +290,10 @@ pub async fn watch(
     if let Some(action) = action {
         // Resolved in the caller's scope: another tenant's action is not found, as anywhere.
         let (st, p2) = (state.clone(), p.clone());
-        let a = blocking(move || crate::http::load_action(&st, &p2, &action)).await?;
+        let a = state
+            .reads
+            .run(move || crate::http::load_action(&st, &p2, &action))
+            .await?;
         filter.action = Some(a.id);
     }
     let last_event_id = headers

@@ -45,7 +45,7 @@ pub use microversion::{negotiate, Microversion, MAX_VERSION, MIN_VERSION};
 use crate::event::{Action, Micros, ResourceRef, Status, SubEvent, SubResult};
 use crate::http::auth::{authenticate, AuthFailure};
 use crate::http::error::ApiError;
-use crate::http::{blocking, load_action, with_retry_after, AppState};
+use crate::http::{load_action, with_retry_after, AppState};
 use crate::projection::query::{ActionQuery, LIST_LIMIT_MAX};
 use crate::tokens::Principal;
 use axum::extract::rejection::QueryRejection;
@@ -601,49 +601,51 @@ async fn list(
     let st = state.clone();
     let sid = server_id.clone();
     let (since, before, marker) = (params.since, params.before, params.marker.clone());
-    let actions = blocking(move || {
-        let r = server(&sid);
-        let mut q = ActionQuery {
-            tenant: ctx.tenant.clone(),
-            resource: Some(r.clone()),
-            updated_since: since,
-            // changes-before is inclusive (`updated_at <= t`); the query's bound is not.
-            updated_until: before.map(|t| t.saturating_add(1)),
-            ..Default::default()
-        };
-        // After the marker in Nova's order (created_at desc, id desc): created at or
-        // before it (a key bound on the scan), minus those of its own microsecond that
-        // are not older than it.
-        let marker = match &marker {
-            None => None,
-            Some(m) => match find_action(&st, &ctx, &r, m)? {
-                Some(a) => Some(a),
-                None if !server_exists(&st, &ctx.tenant, &r)? => {
-                    return Err(instance_not_found(&sid))
-                }
-                None => {
-                    return Err(ApiError::bad_request(format!(
-                        "Marker {m} could not be found."
-                    )));
-                }
-            },
-        };
-        if let Some(m) = &marker {
-            q.created_until = Some(m.created_at.saturating_add(1));
-        }
-        let keep = |a: &Action| {
-            marker.as_ref().is_none_or(|m| {
-                a.created_at < m.created_at || (a.created_at == m.created_at && a.id < m.id)
-            })
-        };
-        let actions = collect(&st, q, limit, keep)?;
-        if actions.is_empty() && marker.is_none() && !server_exists(&st, &ctx.tenant, &r)? {
-            return Err(instance_not_found(&sid));
-        }
-        Ok(actions)
-    })
-    .await
-    .map_err(|e| Fault::from(e).at(v))?;
+    let actions = state
+        .reads
+        .run(move || {
+            let r = server(&sid);
+            let mut q = ActionQuery {
+                tenant: ctx.tenant.clone(),
+                resource: Some(r.clone()),
+                updated_since: since,
+                // changes-before is inclusive (`updated_at <= t`); the query's bound is not.
+                updated_until: before.map(|t| t.saturating_add(1)),
+                ..Default::default()
+            };
+            // After the marker in Nova's order (created_at desc, id desc): created at or
+            // before it (a key bound on the scan), minus those of its own microsecond that
+            // are not older than it.
+            let marker = match &marker {
+                None => None,
+                Some(m) => match find_action(&st, &ctx, &r, m)? {
+                    Some(a) => Some(a),
+                    None if !server_exists(&st, &ctx.tenant, &r)? => {
+                        return Err(instance_not_found(&sid))
+                    }
+                    None => {
+                        return Err(ApiError::bad_request(format!(
+                            "Marker {m} could not be found."
+                        )));
+                    }
+                },
+            };
+            if let Some(m) = &marker {
+                q.created_until = Some(m.created_at.saturating_add(1));
+            }
+            let keep = |a: &Action| {
+                marker.as_ref().is_none_or(|m| {
+                    a.created_at < m.created_at || (a.created_at == m.created_at && a.id < m.id)
+                })
+            };
+            let actions = collect(&st, q, limit, keep)?;
+            if actions.is_empty() && marker.is_none() && !server_exists(&st, &ctx.tenant, &r)? {
+                return Err(instance_not_found(&sid));
+            }
+            Ok(actions)
+        })
+        .await
+        .map_err(|e| Fault::from(e).at(v))?;
 
     let mut body = Map::new();
     let full = limit > 0 && actions.len() == limit;
@@ -683,20 +685,22 @@ async fn show(
     let admin = ctx.principal.is_admin();
     let st = state.clone();
     let sid = server_id.clone();
-    let action = blocking(move || {
-        let r = server(&sid);
-        match find_action(&st, &ctx, &r, &request_id)? {
-            Some(a) => Ok(a),
-            None if !server_exists(&st, &ctx.tenant, &r)? => Err(instance_not_found(&sid)),
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("Action {request_id} not found"),
-            )),
-        }
-    })
-    .await
-    .map_err(|e| Fault::from(e).at(v))?;
+    let action = state
+        .reads
+        .run(move || {
+            let r = server(&sid);
+            match find_action(&st, &ctx, &r, &request_id)? {
+                Some(a) => Ok(a),
+                None if !server_exists(&st, &ctx.tenant, &r)? => Err(instance_not_found(&sid)),
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("Action {request_id} not found"),
+                )),
+            }
+        })
+        .await
+        .map_err(|e| Fault::from(e).at(v))?;
 
     let mut m = action_json(&action, &server_id, v);
     if admin || v.at_least(51) {
