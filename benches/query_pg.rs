@@ -66,6 +66,11 @@
 //!   afresh every run;
 //! - `QUERY_PG_SNAPSHOT=jsonb|text` — the snapshot column's type (default jsonb);
 //! - `QUERY_PG_ONLY=resource,one,tenant,running,floor` — the queries to run (default all);
+//! - `QUERY_PG_RESTART=1` — instead of the comparison (after the log and the projection
+//!   exist): the time from spawn to `/readyz` 200 on a copy of the data directory, after
+//!   `kill -9` while 16 connections create actions (every acknowledged create checked
+//!   after) and after a clean stop, two rounds (the goal: at 10M at most twice the 10k
+//!   figure);
 //! - `QUERY_PG_PROBE_VALUE_FILE=1` — the probe child also measures reading a finished
 //!   action's pack from a flat file through a pointer instead of from sled (see
 //!   `value_file_probe`). The probe alone runs on an existing projection with
@@ -89,7 +94,7 @@ use action_ledger::event::{Action, ResourceRef};
 use action_ledger::http::render::RenderCache;
 use action_ledger::json::{rfc3339, ActionView};
 use action_ledger::projection::{self, ActionQuery, Projection, ProjectionConfig};
-use common::{dir_bytes, env_or, percentile, runtime};
+use common::{dir_bytes, env_or, ms, percentile, runtime};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::io::Write as _;
@@ -938,6 +943,114 @@ async fn start_ledger(data_dir: &Path, output: &Path) -> (Child, String, Duratio
     }
 }
 
+/// How long the server takes to be ready again on a copy of the size's data directory:
+/// after `kill -9` while 16 connections create actions, and after a clean stop. Every
+/// create acknowledged before the kill must be there after the restart (checked per writer
+/// from its resource's list `total`). Two rounds; the copy is removed after.
+fn restart_probe(base: &Path, dir: &Path, n: u64) {
+    let copy = base.join(format!("n{n}-restart"));
+    let _ = std::fs::remove_dir_all(&copy);
+    let t = Instant::now();
+    for sub in ["log", "projection"] {
+        copy_dir(&dir.join(sub), &copy.join(sub));
+    }
+    println!(
+        "n={n}: restart probe on a copy of the log and projection ({} + {}), copied in {}",
+        mb(dir_bytes(&copy.join("log"))),
+        mb(dir_bytes(&copy.join("projection"))),
+        secs(t.elapsed())
+    );
+    let output = base.join(format!("n{n}-restart-server.out"));
+    runtime(2, "restart").block_on(async {
+        let (mut child, _, first) = start_ledger(&copy, &output).await;
+        println!("n={n}: restart: first start {} ms", ms(first));
+        for round in 1..=2 {
+            // Writers until the kill; each counts its acknowledged creates.
+            let url = format!("{}/api/v1/actions", ledger_base(&output));
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut writers = Vec::new();
+            for w in 0..16 {
+                let (url, stop) = (url.clone(), stop.clone());
+                writers.push(tokio::spawn(async move {
+                    let client = http_client();
+                    let body = serde_json::json!({
+                        "type": "restart-probe",
+                        "resource": {"type": "restart-probe", "id": format!("r{round}w{w}")},
+                    });
+                    let mut acked = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.post(&url).bearer_auth(ADMIN).json(&body).send().await {
+                            Ok(r) if r.status() == reqwest::StatusCode::CREATED => acked += 1,
+                            _ => break,
+                        }
+                    }
+                    acked
+                }));
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            child.kill().expect("kill -9");
+            let _ = child.wait();
+            stop.store(true, Ordering::Relaxed);
+            let mut acked = Vec::new();
+            for w in writers {
+                acked.push(w.await.expect("writer"));
+            }
+            let (c, base_url, killed) = start_ledger(&copy, &output).await;
+            child = c;
+            let client = http_client();
+            for (w, &a) in acked.iter().enumerate() {
+                let page: serde_json::Value = client
+                    .get(format!(
+                        "{base_url}/api/v1/actions?resource_type=restart-probe&resource_id=r{round}w{w}&limit=1"
+                    ))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .expect("list")
+                    .json()
+                    .await
+                    .expect("json");
+                let total = page["total"].as_u64().expect("total");
+                assert!(total >= a, "writer {w}: {a} acknowledged, {total} after the restart");
+            }
+            stop_ledger(child);
+            let (c, _, clean) = start_ledger(&copy, &output).await;
+            child = c;
+            println!(
+                "n={n}: restart round {round}: after kill -9 under writes {} ms ({} creates acknowledged, all there); after a clean stop {} ms",
+                ms(killed),
+                acked.iter().sum::<u64>(),
+                ms(clean)
+            );
+        }
+        stop_ledger(child);
+    });
+    let _ = std::fs::remove_dir_all(&copy);
+}
+
+/// The base URL the server printed in `output`.
+fn ledger_base(output: &Path) -> String {
+    let text = std::fs::read_to_string(output).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split("listening on ").nth(1))
+        .next_back()
+        .map(|s| s.trim().to_string())
+        .expect("the server's address")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("copy dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
 /// Stops the server with SIGTERM and waits for it.
 fn stop_ledger(mut child: Child) {
     let _ = Command::new("kill")
@@ -1130,6 +1243,11 @@ fn run_size(base: &Path, n: u64, reuse: bool) {
             mb(std::fs::metadata(&rows_path).map(|m| m.len()).unwrap_or(0)),
             secs(t.elapsed())
         );
+    }
+
+    if std::env::var_os("QUERY_PG_RESTART").is_some() {
+        restart_probe(base, &dir, n);
+        return;
     }
 
     // 4. The in-process probe, in a fresh child.

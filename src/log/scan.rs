@@ -150,10 +150,12 @@ pub fn scan(
     }
 
     let count = segments.len();
+    // One buffer for every segment: a fresh one per segment costs a page fault per 4 KiB.
+    let mut bytes = Vec::new();
     for (i, (seq, path)) in segments.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let bytes = storage
-            .read(&path)
+        storage
+            .read_into(&path, &mut bytes)
             .map_err(|e| LogError::io(&path, e).during("read"))?;
         let corrupt = |offset: usize, reason: String| LogError::Corrupt {
             file: path.clone(),

@@ -26,6 +26,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Names of the entries of `dir` (files only matter to the log).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads the whole file into `buf`, replacing what it held and reusing its memory (the
+    /// scan reads every segment into one buffer).
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.read(path)?;
+        Ok(())
+    }
     /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     fn file_len(&self, path: &Path) -> io::Result<u64>;
@@ -84,6 +90,11 @@ impl Storage for FsStorage {
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        File::open(path)?.read_to_end(buf)?;
+        Ok(())
     }
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut f = File::open(path)?;
