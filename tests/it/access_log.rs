@@ -388,18 +388,22 @@ async fn a_timed_out_request_is_answered_503_with_retry_after_and_its_id() {
     assert_eq!(field(&line, "route").as_deref(), Some("/api/v1/actions"));
 }
 
+/// The value of the unlabelled series `name` in the Prometheus `text`, which must declare
+/// its type.
+fn metric(text: &str, name: &str) -> f64 {
+    assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name}: {text}"))
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn process_metrics_are_present_and_plausible() {
     let s = Server::start(&[]).await;
     let text = s.api.metrics_text().await;
-    let value = |name: &str| -> f64 {
-        assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name}: {text}"))
-            .parse()
-            .unwrap()
-    };
+    let value = |name: &str| metric(&text, name);
     assert!(value("process_resident_memory_bytes") > 0.0);
     assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
     assert!(value("process_open_fds") >= 3.0);
@@ -422,16 +426,8 @@ async fn process_metrics_are_present_and_plausible() {
 #[tokio::test]
 async fn the_read_pool_has_the_threads_set_and_serves_the_reads() {
     let s = Server::start(&["--set", "read_threads=3", "--set", "memo_bytes=0"]).await;
-    let auth = format!("Bearer {ADMIN}");
     let body = json!({"type": "resize", "resource": {"type": "droplet", "id": "77"}});
-    let (st, _, created) = s
-        .request(
-            reqwest::Method::POST,
-            "/api/v1/actions",
-            &[("authorization", &auth)],
-            Some(body),
-        )
-        .await;
+    let (st, created) = s.api.post("/api/v1/actions", ADMIN, body).await;
     assert_eq!(st, StatusCode::CREATED, "{created}");
     let id = created["id"].as_u64().unwrap();
     let (st, one) = s.get(&format!("/api/v1/actions/{id}"), ADMIN).await;
@@ -451,14 +447,8 @@ async fn the_read_pool_has_the_threads_set_and_serves_the_reads() {
     assert_eq!(dialect["action"]["id"].as_u64(), Some(id), "{dialect}");
 
     let text = s.api.metrics_text().await;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name}: {text}"))
-            .to_string()
-    };
-    assert_eq!(value("action_ledger_read_threads"), "3");
-    assert_eq!(value("action_ledger_reads_waiting"), "0");
+    assert_eq!(metric(&text, "action_ledger_read_threads"), 3.0);
+    assert_eq!(metric(&text, "action_ledger_reads_waiting"), 0.0);
 }
 
 /// A write sent to a follower is forwarded to the leader with its request id and trace
