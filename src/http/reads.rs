@@ -8,9 +8,10 @@
 //! ~26% of the server's time for a get). Here a fixed set of threads takes reads from one
 //! queue; a thread that finds the queue non-empty takes the next read without sleeping.
 //!
-//! Long reads — histograms, log pages, history, watch streams' chunks, console exports — stay
-//! on `spawn_blocking` ([`super::blocking`]): one of them here would hold a pool thread for
-//! as long as it scans, in front of the short reads waiting behind it.
+//! Scans — histograms, `/api/v1/log` pages, watch streams' chunks of records — stay on
+//! `spawn_blocking` ([`super::blocking`]): one of them here would hold a pool thread for as
+//! long as it scans, in front of the short reads waiting behind it. (An action's history is
+//! one action's records; a console export is a list read page by page: both come here.)
 //!
 //! The queue has no limit of its own: each request waits for its read before it asks for
 //! another, so at most the in-flight requests the listeners admit (`connections_max` each)
