@@ -962,11 +962,11 @@ fn restart_probe(base: &Path, dir: &Path, n: u64) {
     );
     let output = base.join(format!("n{n}-restart-server.out"));
     runtime(2, "restart").block_on(async {
-        let (mut child, _, first) = start_ledger(&copy, &output).await;
+        let (mut child, mut base_url, first) = start_ledger(&copy, &output).await;
         println!("n={n}: restart: first start {} ms", ms(first));
         for round in 1..=2 {
             // Writers until the kill; each counts its acknowledged creates.
-            let url = format!("{}/api/v1/actions", ledger_base(&output));
+            let url = format!("{base_url}/api/v1/actions");
             let stop = Arc::new(AtomicBool::new(false));
             let mut writers = Vec::new();
             for w in 0..16 {
@@ -995,8 +995,8 @@ fn restart_probe(base: &Path, dir: &Path, n: u64) {
             for w in writers {
                 acked.push(w.await.expect("writer"));
             }
-            let (c, base_url, killed) = start_ledger(&copy, &output).await;
-            child = c;
+            let (c, b, killed) = start_ledger(&copy, &output).await;
+            (child, base_url) = (c, b);
             let client = http_client();
             for (w, &a) in acked.iter().enumerate() {
                 let page: serde_json::Value = client
@@ -1014,8 +1014,8 @@ fn restart_probe(base: &Path, dir: &Path, n: u64) {
                 assert!(total >= a, "writer {w}: {a} acknowledged, {total} after the restart");
             }
             stop_ledger(child);
-            let (c, _, clean) = start_ledger(&copy, &output).await;
-            child = c;
+            let (c, b, clean) = start_ledger(&copy, &output).await;
+            (child, base_url) = (c, b);
             println!(
                 "n={n}: restart round {round}: after kill -9 under writes {} ms ({} creates acknowledged, all there); after a clean stop {} ms",
                 ms(killed),
@@ -1026,16 +1026,6 @@ fn restart_probe(base: &Path, dir: &Path, n: u64) {
         stop_ledger(child);
     });
     let _ = std::fs::remove_dir_all(&copy);
-}
-
-/// The base URL the server printed in `output`.
-fn ledger_base(output: &Path) -> String {
-    let text = std::fs::read_to_string(output).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split("listening on ").nth(1))
-        .next_back()
-        .map(|s| s.trim().to_string())
-        .expect("the server's address")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
