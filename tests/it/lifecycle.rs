@@ -416,11 +416,15 @@ fn written_but_unapplied_batches_decide_the_next_ones() {
         key: "k".into(),
         request_digest: [3; 32],
     });
+    // Each answer comes with the store's applied position when it arrived: the applier
+    // answers a batch only after applying it, so an answer that depends on batch N must
+    // arrive with N applied. (The two callers' wake-up times cannot tell: the threads the
+    // answers wake may run in either order.)
     let spawn = |s: Submission| {
-        let l = l.clone();
+        let (l, store) = (l.clone(), store.clone());
         std::thread::spawn(move || {
             let r = l.submit_blocking(s);
-            (r, std::time::Instant::now())
+            (r, store.applied_position())
         })
     };
     let a = spawn(original.clone());
@@ -450,16 +454,16 @@ fn written_but_unapplied_batches_decide_the_next_ones() {
     let repeat = spawn(original);
     let start = spawn(submission(Some("acme"), vec![started]));
 
-    let (a, a_at) = a.join().unwrap();
+    let (a, _) = a.join().unwrap();
     let a = a.unwrap();
     assert_eq!(code(busy.join().unwrap().0), "resource_busy");
     assert_eq!(code(taken.join().unwrap().0), "uid_taken");
-    let (repeat, repeat_at) = repeat.join().unwrap();
+    let (repeat, applied_when_repeated) = repeat.join().unwrap();
     let repeat = repeat.unwrap();
     assert!(repeat.replayed);
     assert_eq!((repeat.position, &repeat.actions), (a.position, &a.actions));
     assert!(
-        repeat_at >= a_at,
+        applied_when_repeated >= a.position,
         "the repeat was answered before the original"
     );
     let (start, _) = start.join().unwrap();
