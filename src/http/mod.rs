@@ -106,6 +106,16 @@ impl AppState {
     pub fn new(shared: Shared) -> AppState {
         AppState(Arc::new(shared))
     }
+
+    /// Runs a short read (one action, one list page) on the read pool, [`Shared::reads`],
+    /// handing it its own handle to the state.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let st = self.clone();
+        self.reads.run(move || read(&st)).await
+    }
 }
 
 impl std::ops::Deref for AppState {

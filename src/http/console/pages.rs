@@ -290,10 +290,7 @@ fn local_to_rfc3339(v: &str) -> String {
 pub async fn run_list(state: &AppState, p: &Principal, q: ActionQuery) -> Result<Page, ApiError> {
     let page = match state.projection.list_in_memory(&q)? {
         Some(page) => page,
-        None => {
-            let st = state.clone();
-            state.reads.run(move || Ok(st.projection.list(&q)?)).await?
-        }
+        None => state.read(move |st| Ok(st.projection.list(&q)?)).await?,
     };
     still_valid(p)?;
     Ok(page)
@@ -678,12 +675,11 @@ pub async fn action(
                     ApiError::field("history_page", "must be a page number from 1")
                 })?,
             };
-        let (st, p2) = (state.clone(), p.clone());
+        let p2 = p.clone();
         let after = rendered_after(&state);
         let read = state
-            .reads
-            .run(move || {
-                let current = load_action(&st, &p2, &id)?;
+            .read(move |st| {
+                let current = load_action(st, &p2, &id)?;
                 let shown = match as_of {
                     None => current.clone(),
                     Some(at) => st
@@ -938,8 +934,8 @@ pub async fn cancel_confirm(
 ) -> Result<Response, PageError> {
     let viewer = p.clone();
     let page: Result<Response, PageError> = async move {
-        let (st, p2) = (state.clone(), p.clone());
-        let a = state.reads.run(move || load_action(&st, &p2, &id)).await?;
+        let p2 = p.clone();
+        let a = state.read(move |st| load_action(st, &p2, &id)).await?;
         if !allows(&p, Role::Writer) {
             return Err(ApiError::forbidden("cancel actions").into());
         }

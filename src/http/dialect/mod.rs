@@ -51,14 +51,13 @@ pub fn redis_routes() -> Router<AppState> {
 /// One page of actions (the core's query, off the async workers). Every dialect list goes
 /// through here; the query carries the caller's tenant scope.
 pub async fn list(state: &AppState, q: ActionQuery) -> Result<Page, ApiError> {
-    let st = state.clone();
-    state.reads.run(move || Ok(st.projection.list(&q)?)).await
+    state.read(move |st| Ok(st.projection.list(&q)?)).await
 }
 
 /// One action the caller may see, by id or uid (another tenant's is "not found").
 pub async fn one(state: &AppState, p: &Principal, id: &str) -> Result<Action, ApiError> {
-    let (st, p, id) = (state.clone(), p.clone(), id.to_string());
-    state.reads.run(move || load_action(&st, &p, &id)).await
+    let (p, id) = (p.clone(), id.to_string());
+    state.read(move |st| load_action(st, &p, &id)).await
 }
 
 /// Writing through a dialect needs the writer role (403 otherwise, in the dialect's shape).

@@ -247,11 +247,9 @@ pub async fn get_action(
     let action = match in_memory {
         Some(a) => a,
         None => {
-            let st = state.clone();
             state
-                .reads
-                .run(move || {
-                    let current = crate::http::load_action(&st, &p, &id)?;
+                .read(move |st| {
+                    let current = crate::http::load_action(st, &p, &id)?;
                     match as_of {
                         None => Ok(Arc::new(current)),
                         Some(as_of) => st
@@ -277,11 +275,9 @@ pub async fn history(
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RecordsOut>, ApiError> {
-    let st = state.clone();
     state
-        .reads
-        .run(move || {
-            let action = crate::http::load_action(&st, &p, &id)?;
+        .read(move |st| {
+            let action = crate::http::load_action(st, &p, &id)?;
             let mut records = Vec::new();
             for rec in st.ledger.history(&*st.projection, action.id)? {
                 for op in &rec.ops {
@@ -329,10 +325,8 @@ pub async fn list(
     if let Some(page) = state.projection.list_in_memory(&params.query)? {
         return render(&state, page);
     }
-    let st = state.clone();
     state
-        .reads
-        .run(move || render(&st, st.projection.list(&params.query)?))
+        .read(move |st| render(st, st.projection.list(&params.query)?))
         .await
 }
 

@@ -194,16 +194,11 @@ async fn stamp_for(
         return Ok(None);
     };
     if let Some(legacy) = legacy_digest {
-        let (projection, tenant, key) = (
-            state.projection.clone(),
-            stamp.tenant.clone(),
-            stamp.key.clone(),
-        );
+        let (tenant, key) = (stamp.tenant.clone(), stamp.key.clone());
         let stored = state
-            .reads
-            .run(move || {
+            .read(move |st| {
                 use crate::ledger::StateStore;
-                projection
+                st.projection
                     .idempotent_result(&tenant, &key)
                     .map_err(|e| ApiError::from(crate::projection::query::QueryError::from(e)))
             })

@@ -55,10 +55,9 @@ pub async fn wait(
     let revoked = p.revocation.revoked();
     tokio::pin!(revoked);
     loop {
-        let (st, p2, id2) = (state.clone(), p.clone(), id.clone());
+        let (p2, id2) = (p.clone(), id.clone());
         let action = state
-            .reads
-            .run(move || crate::http::load_action(&st, &p2, &id2))
+            .read(move |st| crate::http::load_action(st, &p2, &id2))
             .await?;
         if action.status.is_terminal() {
             return action_response(&state, StatusCode::OK, &action);
@@ -246,10 +245,9 @@ async fn status_before(state: &AppState, a: &Action, position: u64) -> Result<St
     if a.status == Status::Queued {
         return Ok(Status::Queued);
     }
-    let (st, id, current) = (state.clone(), a.id, a.status);
+    let (id, current) = (a.id, a.status);
     state
-        .reads
-        .run(move || {
+        .read(move |st| {
             let before = st
                 .ledger
                 .action_as_of(
@@ -289,10 +287,9 @@ pub async fn watch(
     }
     if let Some(action) = action {
         // Resolved in the caller's scope: another tenant's action is not found, as anywhere.
-        let (st, p2) = (state.clone(), p.clone());
+        let p2 = p.clone();
         let a = state
-            .reads
-            .run(move || crate::http::load_action(&st, &p2, &action))
+            .read(move |st| crate::http::load_action(st, &p2, &action))
             .await?;
         filter.action = Some(a.id);
     }

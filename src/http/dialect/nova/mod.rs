@@ -598,12 +598,10 @@ async fn list(
     let v = ctx.version;
     let params = list_params(pairs(query, v)?, v).map_err(|f| f.at(v))?;
     let limit = params.limit.unwrap_or(NOVA_LIMIT_MAX);
-    let st = state.clone();
     let sid = server_id.clone();
     let (since, before, marker) = (params.since, params.before, params.marker.clone());
     let actions = state
-        .reads
-        .run(move || {
+        .read(move |st| {
             let r = server(&sid);
             let mut q = ActionQuery {
                 tenant: ctx.tenant.clone(),
@@ -618,9 +616,9 @@ async fn list(
             // are not older than it.
             let marker = match &marker {
                 None => None,
-                Some(m) => match find_action(&st, &ctx, &r, m)? {
+                Some(m) => match find_action(st, &ctx, &r, m)? {
                     Some(a) => Some(a),
-                    None if !server_exists(&st, &ctx.tenant, &r)? => {
+                    None if !server_exists(st, &ctx.tenant, &r)? => {
                         return Err(instance_not_found(&sid))
                     }
                     None => {
@@ -638,8 +636,8 @@ async fn list(
                     a.created_at < m.created_at || (a.created_at == m.created_at && a.id < m.id)
                 })
             };
-            let actions = collect(&st, q, limit, keep)?;
-            if actions.is_empty() && marker.is_none() && !server_exists(&st, &ctx.tenant, &r)? {
+            let actions = collect(st, q, limit, keep)?;
+            if actions.is_empty() && marker.is_none() && !server_exists(st, &ctx.tenant, &r)? {
                 return Err(instance_not_found(&sid));
             }
             Ok(actions)
@@ -683,15 +681,13 @@ async fn show(
         }
     }
     let admin = ctx.principal.is_admin();
-    let st = state.clone();
     let sid = server_id.clone();
     let action = state
-        .reads
-        .run(move || {
+        .read(move |st| {
             let r = server(&sid);
-            match find_action(&st, &ctx, &r, &request_id)? {
+            match find_action(st, &ctx, &r, &request_id)? {
                 Some(a) => Ok(a),
-                None if !server_exists(&st, &ctx.tenant, &r)? => Err(instance_not_found(&sid)),
+                None if !server_exists(st, &ctx.tenant, &r)? => Err(instance_not_found(&sid)),
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
