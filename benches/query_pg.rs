@@ -38,7 +38,8 @@
 //!    - the floor of each protocol: `GET /healthz` (no store, no auth) vs a prepared
 //!      `SELECT 'ok'::text` (no table): what a request costs before any work.
 //!
-//!    1 client (one keep-alive HTTP/1.1 connection, reqwest / one tokio-postgres connection):
+//!    1 client (one keep-alive HTTP/1.1 connection, hyper's connection-level client / one
+//!    tokio-postgres connection):
 //!    p50/p99 over `QUERY_PG_OPS` requests after a 10% warm-up; then
 //!    `QUERY_PG_CONNECTIONS` (16) concurrent connections for `QUERY_PG_SECS` (10) s: requests
 //!    per second (each connection sends its next request when it has read the whole
@@ -66,6 +67,8 @@
 //!   afresh every run;
 //! - `QUERY_PG_SNAPSHOT=jsonb|text` — the snapshot column's type (default jsonb);
 //! - `QUERY_PG_ONLY=resource,one,tenant,running,floor` — the queries to run (default all);
+//! - `QUERY_PG_CLIENT=reqwest` — time the ledger through reqwest instead of hyper's
+//!   connection-level client (the bench's client until 2026-12-07);
 //! - `QUERY_PG_RESTART=1` — instead of the comparison (after the log and the projection
 //!   exist): the time from spawn to `/readyz` 200 on a copy of the data directory, after
 //!   `kill -9` while 16 connections create actions (every acknowledged create checked
@@ -242,6 +245,64 @@ async fn ledger_once(client: &reqwest::Client, url: String) -> usize {
     body.len()
 }
 
+/// One keep-alive HTTP/1.1 connection as hyper's connection-level client drives it: the
+/// timed phases' client. reqwest (its pool, URL handling and layers) spent 20–25 µs of CPU
+/// per request where tokio-postgres spends 10–13 µs per statement, and the two clients share
+/// the machine with the servers they measure (`QUERY_PG_CLIENT=reqwest` brings it back).
+enum LedgerConn {
+    Hyper(hyper::client::conn::http1::SendRequest<String>),
+    Reqwest(reqwest::Client),
+}
+
+impl LedgerConn {
+    async fn open(base: &str) -> LedgerConn {
+        if std::env::var("QUERY_PG_CLIENT").as_deref() == Ok("reqwest") {
+            let client = http_client();
+            ledger_once(&client, format!("{base}/readyz")).await;
+            return LedgerConn::Reqwest(client);
+        }
+        let addr = base.trim_start_matches("http://").trim_end_matches('/');
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        LedgerConn::Hyper(send)
+    }
+
+    /// One request; returns the answer's length in bytes.
+    async fn once(&mut self, url: String) -> usize {
+        let send = match self {
+            LedgerConn::Reqwest(client) => return ledger_once(client, url).await,
+            LedgerConn::Hyper(send) => send,
+        };
+        let uri: hyper::Uri = url.parse().expect("a URL");
+        let req = hyper::Request::get(uri.path_and_query().expect("a path").as_str())
+            .header("host", uri.authority().expect("an authority").as_str())
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(String::new())
+            .expect("a request");
+        send.ready().await.expect("connection ready");
+        let resp = send.send_request(req).await.expect("request");
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            hyper::body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+        })
+        .await
+        {
+            if let Ok(data) = frame.expect("body").into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+        bytes.len()
+    }
+}
+
 struct PgConn {
     client: tokio_postgres::Client,
     stmts: Vec<tokio_postgres::Statement>,
@@ -305,10 +366,10 @@ async fn latency(side: &Side<'_>, kind: Kind, keys: &[Key], ops: usize) -> Vec<D
     let mut lat = Vec::with_capacity(ops);
     match side {
         Side::Ledger(base) => {
-            let client = http_client();
+            let mut conn = LedgerConn::open(base).await;
             for (i, k) in keys.iter().cycle().take(warm + ops).enumerate() {
                 let t = Instant::now();
-                std::hint::black_box(ledger_once(&client, url(base, kind, k)).await);
+                std::hint::black_box(conn.once(url(base, kind, k)).await);
                 if i >= warm {
                     lat.push(t.elapsed());
                 }
@@ -349,9 +410,9 @@ async fn throughput(
             Side::Ledger(base) => {
                 let base = base.to_string();
                 tasks.push(tokio::spawn(async move {
-                    let client = http_client();
+                    let mut conn = LedgerConn::open(&base).await;
                     // One request to open the connection.
-                    ledger_once(&client, format!("{base}/readyz")).await;
+                    conn.once(format!("{base}/readyz")).await;
                     start.wait().await;
                     let deadline = Instant::now() + Duration::from_secs_f64(secs);
                     let mut lat = Vec::new();
@@ -359,7 +420,7 @@ async fn throughput(
                     while Instant::now() < deadline {
                         let t = Instant::now();
                         std::hint::black_box(
-                            ledger_once(&client, url(&base, kind, &keys[i % keys.len()])).await,
+                            conn.once(url(&base, kind, &keys[i % keys.len()])).await,
                         );
                         lat.push(t.elapsed());
                         i += 1;
