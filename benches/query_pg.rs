@@ -246,8 +246,8 @@ async fn ledger_once(client: &reqwest::Client, url: String) -> usize {
 }
 
 /// One keep-alive HTTP/1.1 connection as hyper's connection-level client drives it: the
-/// timed phases' client. reqwest (its pool, URL handling and layers) spent 20–25 µs of CPU
-/// per request where tokio-postgres spends 10–13 µs per statement, and the two clients share
+/// timed phases' client. reqwest (its pool, URL handling and layers) spent 18–25 µs of CPU
+/// per request where tokio-postgres spends 9–13 µs per statement, and the two clients share
 /// the machine with the servers they measure (`QUERY_PG_CLIENT=reqwest` brings it back).
 enum LedgerConn {
     Hyper(hyper::client::conn::http1::SendRequest<String>),
@@ -257,9 +257,7 @@ enum LedgerConn {
 impl LedgerConn {
     async fn open(base: &str) -> LedgerConn {
         if std::env::var("QUERY_PG_CLIENT").as_deref() == Ok("reqwest") {
-            let client = http_client();
-            ledger_once(&client, format!("{base}/readyz")).await;
-            return LedgerConn::Reqwest(client);
+            return LedgerConn::Reqwest(http_client());
         }
         let addr = base.trim_start_matches("http://").trim_end_matches('/');
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
