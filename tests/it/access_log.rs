@@ -392,11 +392,7 @@ async fn a_timed_out_request_is_answered_503_with_retry_after_and_its_id() {
 /// its type.
 fn metric(text: &str, name: &str) -> f64 {
     assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name}: {text}"))
-        .parse()
-        .unwrap()
+    Api::metric(text, name)
 }
 
 #[tokio::test]

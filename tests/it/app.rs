@@ -71,6 +71,16 @@ impl Api {
             .unwrap()
     }
 
+    /// The value of the unlabelled series `name` in a `/metrics` text (panics, showing the
+    /// text, when it has none).
+    pub fn metric(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     /// `method target` with the given headers and `body` as JSON: the one request helper.
     pub async fn request(
         &self,

@@ -56,11 +56,7 @@ async fn wait_readyz(node: &Node, what: &str, ok: impl Fn(StatusCode, &Value) ->
 async fn metric(node: &Node, name: &str) -> f64 {
     let api = node.api();
     let text = api.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{}: no {name} in /metrics:\n{text}", node.name))
-        .parse()
-        .unwrap()
+    crate::app::Api::metric(&text, name)
 }
 
 async fn create(node: &Node, resource: &str, key: &str) -> (StatusCode, Value) {

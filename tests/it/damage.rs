@@ -14,6 +14,7 @@
 
 use super::binserver::{self, Options};
 use crate::app::{Api, ADMIN};
+use crate::support::copy_dir;
 use action_ledger::log::format::{HDR_PREV_DIGEST, HEADER_LEN};
 use action_ledger::log::{self, FsStorage, LogError, ScanSummary};
 use serde_json::{json, Value};
@@ -194,19 +195,6 @@ fn copy_template(t: &Template) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&t.data(), &dir.path().join("data"));
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 /// `path` of the template, moved into `data` (a copy).

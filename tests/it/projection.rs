@@ -1025,19 +1025,6 @@ fn power_loss_then_restart_matches_a_fresh_rebuild() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_rebuild_over_several_windows_reports_progress_and_folds_everything() {
     // Goal: a log longer than a few rebuild windows (read on the scanning thread, folded on

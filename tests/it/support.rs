@@ -153,3 +153,17 @@ pub async fn post_head_only(addr: &str, path: &str, token: &str, len: usize) -> 
         .unwrap_or_else(|_| panic!("{path}: no answer to an oversized declared body"));
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Copies the directory tree `from` to `to` (created), files and subdirectories.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
