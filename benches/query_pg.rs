@@ -74,11 +74,9 @@
 //!   `kill -9` while 16 connections create actions (every acknowledged create checked
 //!   after) and after a clean stop, two rounds (the goal: at 10M at most twice the 10k
 //!   figure);
-//! - `QUERY_PG_PROBE_VALUE_FILE=1` — the probe child also measures reading a finished
-//!   action's pack from a flat file through a pointer instead of from sled (see
-//!   `value_file_probe`). The probe alone runs on an existing projection with
-//!   `QUERY_PG_PROBE_DIR=<bench dir>/n<N>/projection QUERY_PG_PROBE_N=<N>` and the bench
-//!   binary (`cargo bench --bench query_pg --no-run` prints its path).
+//! - `QUERY_PG_PROBE_DIR=<bench dir>/n<N>/projection QUERY_PG_PROBE_N=<N>` — the probe
+//!   (step 4) alone on an existing projection, with the bench binary (`cargo bench --bench
+//!   query_pg --no-run` prints its path).
 //!
 //! Run with `cargo bench --bench query_pg`. `cargo test` never builds or runs it.
 
@@ -752,9 +750,6 @@ fn probe(dir: &Path, n: u64) {
         );
     }
     raw_probe(&p, n, ops);
-    if std::env::var_os("QUERY_PG_PROBE_VALUE_FILE").is_some() {
-        value_file_probe(&p, dir, n, ops);
-    }
     println!(
         "probe n={n} | VmRSS {} MB, VmHWM {} MB",
         status_kb("VmRSS:") / 1024,
@@ -770,11 +765,16 @@ fn key_census(p: &Projection, n: u64) {
     let mut by_family = std::collections::BTreeMap::<u8, (u64, u64)>::new();
     // The resource lists' unfilled chunks: what a rebuild holds in memory at its end.
     let (mut unfilled, mut unfilled_bytes) = (0u64, 0u64);
+    // Packs sealed into the value file (sled holds their pointers).
+    let mut sealed = 0u64;
     for kv in p.tree_for_tests().iter() {
         let (k, v) = kv.expect("scan");
         let e = by_family.entry(k[0]).or_default();
         e.0 += 1;
         e.1 += (k.len() + v.len()) as u64;
+        if k[0] == keys::P_PACK && action_ledger::projection::values::is_pointer(&v) {
+            sealed += 1;
+        }
         if k[0] == keys::P_IX_RESOURCE && !keys::chunk_is_full(&v) {
             unfilled += 1;
             unfilled_bytes += (k.len() + v.len()) as u64;
@@ -793,6 +793,11 @@ fn key_census(p: &Projection, n: u64) {
     println!(
         "probe n={n} | unfilled resource list chunks {unfilled} ({} MB)",
         unfilled_bytes >> 20
+    );
+    let file = p.dir().join(action_ledger::projection::values::VALUES_FILE);
+    println!(
+        "probe n={n} | sealed packs {sealed}; value file {} MB",
+        std::fs::metadata(file).map_or(0, |m| m.len()) >> 20
     );
 }
 
@@ -837,97 +842,6 @@ fn raw_probe(p: &Projection, n: u64, ops: usize) {
         keys_read as f64 / ops.max(1) as f64,
         p50_p99(&mut gets),
     );
-}
-
-/// What a get by id would cost with the finished actions' packs out of sled: every pack
-/// value is copied to a flat file, and a small sled tree of its own (16 MiB cache) maps a
-/// pack to its offset and length. For the same random finished actions, the time to read
-/// the pack's value from the projection's tree (as a get by id does today) is set against
-/// the pointer's get plus one `pread` of the value (the page cache holds both files, as it
-/// holds sled's). Decompressing and finding the entry would be the same on both sides and
-/// is left out. `QUERY_PG_PROBE_VALUE_FILE=1` in probe mode; the files go next to the
-/// projection and are deleted after.
-fn value_file_probe(p: &Projection, dir: &Path, n: u64, ops: usize) {
-    use action_ledger::projection::keys;
-    use std::os::unix::fs::FileExt as _;
-    let tree = p.tree_for_tests();
-    let base = dir.parent().unwrap_or(dir);
-    let (file_path, index_path) = (
-        base.join("value-file.probe"),
-        base.join("value-index.probe"),
-    );
-    let _ = std::fs::remove_dir_all(&index_path);
-    let t = Instant::now();
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&file_path).expect("value file"));
-    let index = sled::Config::new()
-        .path(&index_path)
-        .cache_capacity(16 << 20)
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .expect("pointer tree");
-    let (mut offset, mut batch, mut packs) = (0u64, sled::Batch::default(), 0u64);
-    for kv in tree.scan_prefix([keys::P_PACK]) {
-        let (k, v) = kv.expect("scan");
-        file.write_all(&v).expect("write");
-        let mut ptr = offset.to_be_bytes().to_vec();
-        ptr.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        batch.insert(&k[..], ptr);
-        offset += v.len() as u64;
-        packs += 1;
-        if packs % 10_000 == 0 {
-            index
-                .apply_batch(std::mem::take(&mut batch))
-                .expect("batch");
-        }
-    }
-    index.apply_batch(batch).expect("batch");
-    file.flush().expect("flush");
-    drop(file.into_inner().expect("file"));
-    let file = std::fs::File::open(&file_path).expect("value file");
-    index.flush().expect("flush");
-    println!(
-        "probe n={n} | value file: {packs} packs, {} MB, written with their pointers in {}",
-        offset >> 20,
-        secs(t.elapsed())
-    );
-    let ids: Vec<u64> = keys(n, ops * 2, 17)
-        .into_iter()
-        .map(|k| k.id as u64)
-        .filter(|id| {
-            !tree
-                .contains_key(keys::snapshot_key(*id))
-                .expect("readable")
-        })
-        .take(ops)
-        .collect();
-    let (mut in_sled, mut in_file, mut in_pointer) = (Vec::new(), Vec::new(), Vec::new());
-    for id in &ids {
-        let key = keys::pack_key(keys::pack_of(*id));
-        let t0 = Instant::now();
-        let v = tree.get(key).expect("get").expect("a pack");
-        let t1 = Instant::now();
-        let ptr = index.get(key).expect("get").expect("a pointer");
-        let at = u64::from_be_bytes(ptr[..8].try_into().expect("8 bytes"));
-        let len = u32::from_be_bytes(ptr[8..12].try_into().expect("4 bytes")) as usize;
-        let t1b = Instant::now();
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, at).expect("pread");
-        let t2 = Instant::now();
-        assert_eq!(&v[..], &buf[..], "the file holds the same bytes");
-        in_sled.push(t1 - t0);
-        in_file.push(t2 - t1);
-        in_pointer.push(t1b - t1);
-    }
-    println!(
-        "probe n={n} | a finished action's pack bytes  | sled get {} | pointer get + pread {} (the get alone {}; {} reads)",
-        p50_p99(&mut in_sled),
-        p50_p99(&mut in_file),
-        p50_p99(&mut in_pointer),
-        ids.len(),
-    );
-    drop(index);
-    let _ = std::fs::remove_file(&file_path);
-    let _ = std::fs::remove_dir_all(&index_path);
 }
 
 /// "p50 … / p99 … us" of `v` (sorted here).

@@ -121,6 +121,8 @@ pub(crate) type Unwritten = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 pub(crate) struct Fold<'t> {
     tree: &'t sled::Tree,
+    /// Where sealed packs are read (see `values`).
+    values: &'t super::values::ValueFile,
     /// Applied writes sled does not hold yet: read before sled.
     unwritten: &'t Unwritten,
     /// The applier's memo of the snapshot values it wrote: consulted before sled.
@@ -161,12 +163,14 @@ fn holder_of(value: Option<&[u8]>) -> Result<Option<ActionId>, StoreError> {
 impl<'t> Fold<'t> {
     pub fn new(
         tree: &'t sled::Tree,
+        values: &'t super::values::ValueFile,
         unwritten: &'t Unwritten,
         written: &'t Written,
         created: CreatedMeta,
     ) -> Fold<'t> {
         Fold {
             tree,
+            values,
             unwritten,
             written,
             before: HashMap::new(),
@@ -372,7 +376,7 @@ impl<'t> Fold<'t> {
             // Nothing stored under it; a read that fails (a store that has just failed, such
             // as a full disk) cannot tell, and the failure is reported where it is met.
             debug_assert!(!matches!(
-                super::snapshot_bytes(|k| self.get(k), id, false),
+                super::snapshot_bytes(|k| self.get(k), self.values, id, false),
                 Ok(Some(_))
             ));
             None
@@ -390,7 +394,7 @@ impl<'t> Fold<'t> {
     fn stored(&self, id: ActionId) -> Result<Option<Stored>, StoreError> {
         Ok(match self.written.get(id) {
             Some(stored) => Some(stored),
-            None => match super::snapshot_bytes(|k| self.get(k), id, false)? {
+            None => match super::snapshot_bytes(|k| self.get(k), self.values, id, false)? {
                 None => None,
                 Some(v) => {
                     let (a, tail) = super::decode_snapshot(id, &v)?;
@@ -627,7 +631,7 @@ impl<'t> Fold<'t> {
             let damaged = |e: String| StoreError::Damaged(format!("pack {pack}: {e}"));
             let mut entries: BTreeMap<u8, Vec<u8>> = match self.get(&key)? {
                 None => BTreeMap::new(),
-                Some(v) => super::pack::decode(&v)
+                Some(v) => super::pack::decode(&self.values.resolve(pack, &v)?)
                     .map_err(damaged)?
                     .iter()
                     .map(|(o, v)| (o, v.to_vec()))

@@ -15,7 +15,12 @@ pub(super) fn locations(p: &Projection, id: ActionId) -> Result<Vec<RecordLocati
     // The snapshot first, then the history keys: a run spilled by a write in between then
     // shows up twice (deduplicated below), never not at all.
     let tree = p.settled()?;
-    let tail = match super::snapshot_bytes(|k| tree.get(k).map_err(StoreError::from), id, true)? {
+    let tail = match super::snapshot_bytes(
+        |k| tree.get(k).map_err(StoreError::from),
+        &p.values,
+        id,
+        true,
+    )? {
         None => return Ok(Vec::new()),
         Some(v) => super::decode_snapshot(id, &v)?.1.to_vec(),
     };

@@ -14,7 +14,7 @@
 //! idempotency  04 ‖ s(tenant) ‖ s(key)                              codec(StoredIdempotent)
 //! exclusive    05 ‖ s(tenant) ‖ s(resource type) ‖ s(resource id)  id u64
 //! counter      06 ‖ scope ‖ dimension                               count u64
-//! pack         07 ‖ id / 16 u64                                     see `pack`
+//! pack         07 ‖ id / 16 u64                                     see `pack` (sealed: `values`)
 //! resource     11 ‖ s(type) ‖ s(id) ‖ s(tenant) ‖ first id u64      chunk value (ids + pack)
 //! updated      16 ‖ s(tenant) ‖ id bucket u64 ‖ time bucket u64    bucket value
 //! id buckets   10, 12..15 ‖ index components ‖ bucket u64           bucket value
@@ -25,7 +25,9 @@
 //! pack, the [`PACK_IDS`] consecutive ids `id / 16` names, compressed together (see
 //! `pack`). The action that finishes moves from its key into its pack in the same sled
 //! batch. Which of the two holds an action depends only on its status, so a rebuilt
-//! projection is laid out like a live one. Why: sled 0.34 holds ~35 bytes of memory per
+//! projection is laid out like a live one. (A pack's bytes may be stored in the value file
+//! instead, with a pointer under its key: see `values`. Which packs are sealed depends on
+//! when they were, so only that may differ between a live and a rebuilt projection.) Why: sled 0.34 holds ~35 bytes of memory per
 //! key whatever its cache, and most of a store is finished actions — packs bring the
 //! snapshot keys of 10M actions (90% finished) from 10M to ~1.6M.
 //!
@@ -108,7 +110,7 @@ pub const P_IX_UPDATED: u8 = 0x16;
 
 /// Format version of everything below. Bump it whenever a key, a value or the encoding of
 /// [`Action`] changes: a projection with another version is deleted and rebuilt at open.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;
 
 /// `00 ‖ "format"` → u32 BE. Absent while a rebuild is in progress, so an interrupted
 /// rebuild is detected and redone.
@@ -119,6 +121,9 @@ pub const META_APPLIED: &[u8] = b"\x00applied";
 /// whether `created_at` has been non-decreasing in id order so far, which lets a
 /// created-time range become an id range (see `list`).
 pub const META_CREATED: &[u8] = b"\x00created";
+/// `00 ‖ "sealed"` → pack u64 BE ‖ length u64 BE: packs below that pack are sealed (see
+/// `values`), the value file being that long when the last of them was. Absent: none yet.
+pub const META_SEALED: &[u8] = b"\x00sealed";
 
 /// Most record locations a snapshot value keeps in its history tail.
 pub const HISTORY_INLINE_MAX: usize = 32;

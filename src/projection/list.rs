@@ -303,7 +303,7 @@ pub(super) fn first_id_created_in(
         let mid = lo + (hi - lo) / 2;
         // Missing ids take the creation time of the next existing id, which keeps the
         // predicate monotone.
-        match super::first_snapshot_at_or_after(tree, mid).map_err(store)? {
+        match super::first_snapshot_at_or_after(tree, &p.values, mid).map_err(store)? {
             Some((id, v)) => {
                 let a = super::decode_action(id, &v).map_err(store)?;
                 if a.created_at < t {
@@ -668,7 +668,7 @@ pub(super) fn plan(
             return resource_stream(tree, None, r, lo, hi, true);
         }
         return Ok(Box::new(SnapshotScan(super::snapshots_newest_first(
-            tree, lo, hi,
+            tree, &p.values, lo, hi,
         ))));
     };
 

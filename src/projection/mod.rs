@@ -40,6 +40,7 @@ mod list;
 pub(crate) mod pack;
 pub mod query;
 pub mod rebuild;
+pub mod values;
 mod written;
 
 pub use history::{AsOf, HistoryRecord, RecordLocation};
@@ -97,6 +98,11 @@ pub struct ProjectionConfig {
     /// Bytes of resource list chunks a rebuild holds between windows
     /// ([`rebuild::REBUILD_HELD_CHUNK_BYTES_MAX`]).
     pub rebuild_held_bytes_max: usize,
+    /// How far below the newest action a pack is sealed into the value file, and how many
+    /// packs are sealed at once ([`values::SEAL_DISTANCE_IDS`], [`values::SEAL_STEP_PACKS`];
+    /// tests make them small).
+    pub seal_distance_ids: u64,
+    pub seal_step_packs: u64,
 }
 
 impl Default for ProjectionConfig {
@@ -108,6 +114,8 @@ impl Default for ProjectionConfig {
             snapshot_cache_bytes: MEMO_BYTES_DEFAULT,
             written_memo_bytes: WRITTEN_MEMO_BYTES,
             rebuild_held_bytes_max: rebuild::REBUILD_HELD_CHUNK_BYTES_MAX,
+            seal_distance_ids: values::SEAL_DISTANCE_IDS,
+            seal_step_packs: values::SEAL_STEP_PACKS,
         }
     }
 }
@@ -200,6 +208,8 @@ pub struct Projection {
     db: sled::Db,
     /// The one tree every key lives in (sled's default tree of `db`).
     tree: sled::Tree,
+    /// Where sealed packs' values live (see `values`).
+    values: Arc<values::ValueFile>,
     config: ProjectionConfig,
     /// The last position applied: in sled, or in `pending` on its way there.
     applied: AtomicU64,
@@ -284,6 +294,20 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Whether this process has opened a sled database (whose threads may still hold a lock).
 static SLED_OPENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Opens the value file of the projection in `dir` against what `db` records of it; `Err`
+/// says why they disagree (the projection is then rebuilt).
+pub(crate) fn open_values(dir: &Path, db: &sled::Db) -> Result<values::ValueFile, String> {
+    let sealed = match db.get(keys::META_SEALED) {
+        Ok(None) => None,
+        Ok(Some(v)) => Some(
+            values::read_sealed_meta(&v)
+                .ok_or_else(|| format!("its sealing record is {} bytes", v.len()))?,
+        ),
+        Err(e) => return Err(format!("cannot read its sealing record: {e}")),
+    };
+    values::ValueFile::open(dir, sealed)
+}
+
 impl Projection {
     /// Opens the projection in `dir`, creating it if needed. A projection that sled cannot
     /// open, whose format version differs, or that an interrupted rebuild left incomplete
@@ -296,8 +320,8 @@ impl Projection {
     ) -> Result<Projection, ProjectionError> {
         let dir = dir.as_ref().to_path_buf();
         let reset = match open_sled(&dir, &config) {
-            Ok(db) => match Self::check_format(&db) {
-                Ok(()) => return Self::from_db(dir, db, config, None),
+            Ok(db) => match Self::check_format(&db).and_then(|()| open_values(&dir, &db)) {
+                Ok(values) => return Self::from_db(dir, db, values, config, None),
                 Err(reason) => reason,
             },
             Err(e) if is_lock_error(&e) => {
@@ -312,7 +336,11 @@ impl Projection {
         let db = Self::fresh_db(&dir, &config)?;
         db.insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
             .map_err(|e| sled_err(&dir, e))?;
-        Self::from_db(dir, db, config, Some(reset))
+        let values = open_values(&dir, &db).map_err(|reason| ProjectionError::Damaged {
+            dir: dir.clone(),
+            reason,
+        })?;
+        Self::from_db(dir, db, values, config, Some(reset))
     }
 
     /// Deletes `dir` and opens an empty sled there, *without* a format version: until one
@@ -380,6 +408,7 @@ impl Projection {
     pub(crate) fn from_db(
         dir: PathBuf,
         db: sled::Db,
+        values: values::ValueFile,
         config: ProjectionConfig,
         reset: Option<String>,
     ) -> Result<Projection, ProjectionError> {
@@ -408,6 +437,7 @@ impl Projection {
             dir,
             db,
             tree,
+            values: Arc::new(values),
             memos: cache::Memos::new(config.snapshot_cache_bytes),
             written: written::Written::new(config.written_memo_bytes),
             config,
@@ -555,7 +585,7 @@ impl Projection {
     /// The snapshot value of action `id` as stored (its own key or its pack), for tests.
     pub fn snapshot_value_for_tests(&self, id: ActionId) -> Option<Vec<u8>> {
         let tree = self.tree_for_tests();
-        snapshot_bytes(|k| tree.get(k).map_err(store_err), id, false)
+        snapshot_bytes(|k| tree.get(k).map_err(store_err), &self.values, id, false)
             .expect("readable")
             .map(|v| v.to_vec())
     }
@@ -571,6 +601,10 @@ impl Projection {
         }
         let key = keys::pack_key(keys::pack_of(id));
         let old = tree.get(key).expect("readable").expect("a pack holds it");
+        let old = self
+            .values
+            .resolve(keys::pack_of(id), &old)
+            .expect("readable");
         let pack = pack::decode(&old).expect("a valid pack");
         let entries: Vec<(u8, &[u8])> = pack
             .iter()
@@ -578,6 +612,30 @@ impl Projection {
             .collect();
         tree.insert(key, pack::encode(entries).expect("encodes"))
             .expect("writable");
+    }
+
+    /// Seals the packs a fold whose newest action is `last_id` has made old enough (see
+    /// `values`): `writes` then carries their pointers.
+    fn seal(
+        &self,
+        unwritten: &apply::Unwritten,
+        writes: &mut Vec<apply::Write>,
+        last_id: ActionId,
+    ) -> Result<(), StoreError> {
+        self.values.seal(
+            &self.tree,
+            unwritten,
+            writes,
+            last_id,
+            (self.config.seal_distance_ids, self.config.seal_step_packs),
+        )
+    }
+
+    /// The bytes a pack key's `value` stands for (itself, or the sealed pack it points at),
+    /// for tests that compare stored packs.
+    pub fn pack_bytes_for_tests(&self, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let pack = keys::read_u64(&key[1..]).expect("a pack key");
+        self.values.resolve(pack, value).expect("readable").to_vec()
     }
 
     /// sled, holding every applied write: what every read of sled goes through.
@@ -658,7 +716,7 @@ impl Projection {
         id: ActionId,
     ) -> Result<Option<(Action, Vec<u8>)>, StoreError> {
         let tree = self.settled()?;
-        match snapshot_bytes(|k| tree.get(k).map_err(store_err), id, false)? {
+        match snapshot_bytes(|k| tree.get(k).map_err(store_err), &self.values, id, false)? {
             None => Ok(None),
             Some(v) => decode_snapshot(id, &v).map(|(a, tail)| Some((a, tail.to_vec()))),
         }
@@ -692,7 +750,12 @@ impl Projection {
         // Read before the lookup: what makes the offer below safe (see `cache`).
         let read_at = self.applied.load(Ordering::Acquire);
         let tree = self.settled()?;
-        match snapshot_bytes(|k| tree.get(k).map_err(store_err), id, pack_first)? {
+        match snapshot_bytes(
+            |k| tree.get(k).map_err(store_err),
+            &self.values,
+            id,
+            pack_first,
+        )? {
             None => Ok(None),
             Some(v) => {
                 let a = Arc::new(decode_action(id, &v)?);
@@ -740,7 +803,13 @@ impl Projection {
         let mut i = 0;
         while i < entries.len() {
             let applied = self.applied.load(Ordering::Acquire);
-            let mut fold = apply::Fold::new(&self.tree, &pending.writes, &self.written, *created);
+            let mut fold = apply::Fold::new(
+                &self.tree,
+                &self.values,
+                &pending.writes,
+                &self.written,
+                *created,
+            );
             while i < entries.len() {
                 let c = &entries[i];
                 i += 1;
@@ -754,7 +823,8 @@ impl Projection {
             }
             if let Some(last) = fold.last_position() {
                 let meta = fold.created();
-                let done = fold.finish()?;
+                let mut done = fold.finish()?;
+                self.seal(&pending.writes, &mut done.writes, meta.last_id)?;
                 // Into the write-back, which goes to sled in one atomic batch when it is
                 // big or old enough, when the applier has been idle for a moment, and
                 // before any read of sled.
@@ -843,7 +913,7 @@ impl StateStore for Projection {
             None => 0,
             Some(kv) => {
                 let (k, v) = kv.map_err(store_err)?;
-                let (pack, decoded) = pack::decode_stored(&k, &v)?;
+                let (pack, decoded) = pack::decode_stored(&self.values, &k, &v)?;
                 let last = decoded.iter().next_back().map_or(0, |(o, _)| u64::from(o));
                 pack * keys::PACK_IDS + last
             }
@@ -878,6 +948,7 @@ impl StateStore for Projection {
 /// readers, who mostly read finished actions; the applier mostly changes unfinished ones).
 pub(crate) fn snapshot_bytes(
     get: impl Fn(&[u8]) -> Result<Option<sled::IVec>, StoreError>,
+    values: &values::ValueFile,
     id: ActionId,
     pack_first: bool,
 ) -> Result<Option<sled::IVec>, StoreError> {
@@ -885,7 +956,7 @@ pub(crate) fn snapshot_bytes(
         let pack = keys::pack_of(id);
         match get(&keys::pack_key(pack))? {
             None => Ok(None),
-            Some(v) => pack::find(id, &v)
+            Some(v) => pack::find(id, &values.resolve(pack, &v)?)
                 .map(|found| found.map(sled::IVec::from))
                 .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}"))),
         }
@@ -905,6 +976,7 @@ pub(crate) fn snapshot_bytes(
 /// actions' own keys and the packs' entries, merged.
 pub(crate) fn snapshots_newest_first(
     tree: &sled::Tree,
+    values: &Arc<values::ValueFile>,
     lo: ActionId,
     hi: ActionId,
 ) -> impl Iterator<Item = Result<(ActionId, sled::IVec), StoreError>> {
@@ -927,11 +999,12 @@ pub(crate) fn snapshots_newest_first(
             ActionId::MAX => vec![keys::P_PACK + 1],
             hi => keys::pack_key(keys::pack_of(hi - 1) + 1).to_vec(),
         };
+        let values = values.clone();
         tree.range(start..end).rev().flat_map(
             move |kv| -> Vec<Result<(ActionId, sled::IVec), StoreError>> {
                 let unpack = || -> Result<Vec<(ActionId, sled::IVec)>, StoreError> {
                     let (k, v) = kv.map_err(store_err)?;
-                    let (pack, decoded) = pack::decode_stored(&k, &v)?;
+                    let (pack, decoded) = pack::decode_stored(&values, &k, &v)?;
                     Ok(decoded
                         .iter()
                         .rev()
@@ -955,6 +1028,7 @@ pub(crate) fn snapshots_newest_first(
 /// The stored snapshot with the smallest id at or above `id`, if any.
 pub(crate) fn first_snapshot_at_or_after(
     tree: &sled::Tree,
+    values: &values::ValueFile,
     id: ActionId,
 ) -> Result<Option<(ActionId, sled::IVec)>, StoreError> {
     let own = match tree
@@ -973,7 +1047,7 @@ pub(crate) fn first_snapshot_at_or_after(
     // The pack of `id` may hold only smaller ids; the next pack then holds the answer.
     for kv in tree.range(keys::pack_key(keys::pack_of(id)).to_vec()..[keys::P_PACK + 1].to_vec()) {
         let (k, v) = kv.map_err(store_err)?;
-        let (pack, decoded) = pack::decode_stored(&k, &v)?;
+        let (pack, decoded) = pack::decode_stored(values, &k, &v)?;
         packed = decoded
             .iter()
             .map(|(o, v)| (pack * keys::PACK_IDS + u64::from(o), v))

@@ -12,7 +12,9 @@
 //! and the body is the raw bytes themselves (codec [`CODEC_RAW`]) or one zstd frame of them
 //! (codec [`CODEC_ZSTD`], level [`ZSTD_LEVEL`]; written only when it is smaller). The layout
 //! depends only on which actions of the range are finished and their values, so a rebuilt
-//! projection holds the same packs as a live one.
+//! projection holds the same packs as a live one. A pack key's value may instead be a
+//! pointer (codec [`super::values::CODEC_SEALED`]) to these very bytes in the value file;
+//! readers resolve it first (`values::ValueFile::resolve`).
 //!
 //! Reading one action decompresses its whole pack. A newest-first walk over a dense index
 //! reads the same pack for up to 16 actions in a row, so each thread keeps the last pack it
@@ -260,14 +262,19 @@ pub fn decode_or_empty(value: &[u8]) -> Result<Pack, String> {
     }
 }
 
-/// The pack number and the decoded pack of a stored pack key and value; damage is a
-/// [`StoreError::Damaged`] naming the pack.
-pub fn decode_stored(key: &[u8], value: &[u8]) -> Result<(u64, Pack), StoreError> {
+/// The pack number and the decoded pack of a stored pack key and value (a pointer is read
+/// from `values` first); damage is a [`StoreError::Damaged`] naming the pack.
+pub fn decode_stored(
+    values: &super::values::ValueFile,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(u64, Pack), StoreError> {
     let pack = key
         .get(1..)
         .and_then(keys::read_u64)
         .ok_or_else(|| StoreError::Damaged(format!("pack key {key:?} is malformed")))?;
-    let decoded = decode(value).map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
+    let decoded = decode(&values.resolve(pack, value)?)
+        .map_err(|e| StoreError::Damaged(format!("pack {pack}: {e}")))?;
     Ok((pack, decoded))
 }
 

@@ -98,7 +98,8 @@ fn segment_sizes(storage: &dyn Storage, log_dir: &Path) -> Result<Vec<(u64, u64)
 
 impl Projection {
     /// Folds a rebuild window and writes it in sled batches of `batch_writes_max`, except
-    /// the resource lists' last chunks while they are not full: those stay in `held` (and
+    /// packs not sealed yet (see `values`) and the resource lists' last chunks while they
+    /// are not full: those stay in `held` (and
     /// the next windows read them there) until they fill, or until `held` outgrows
     /// `rebuild_held_bytes_max` ([`REBUILD_HELD_CHUNK_BYTES_MAX`]) and everything in it
     /// goes to sled. A list's last chunk gains an id or a finished snapshot in most windows
@@ -113,21 +114,39 @@ impl Projection {
         self.written.clear();
         // A rebuild writes sled directly (its projection is fresh, the write-back empty),
         // but for the chunks it holds back.
-        let mut fold = Fold::new(&self.tree, &held.chunks, &self.written, *created);
+        let mut fold = Fold::new(
+            &self.tree,
+            &self.values,
+            &held.chunks,
+            &self.written,
+            *created,
+        );
         for c in entries {
             fold.fold_entry(c)?;
         }
         let last = fold.last_position();
         let meta = fold.created();
-        let done = fold.finish()?;
+        let mut done = fold.finish()?;
+        self.seal(&held.chunks, &mut done.writes, meta.last_id)?;
         let mut writes = Vec::with_capacity(done.writes.len());
+        // Packs not sealed yet are held too: the next windows seal most of them, and sled
+        // then only ever sees their pointers.
+        let sealed_below = self.values.sealed_below();
         for (k, v) in done.writes {
+            let family = k.first().copied();
             match v {
-                Some(v) if k.first() == Some(&keys::P_IX_RESOURCE) && !keys::chunk_is_full(&v) => {
+                Some(v) if family == Some(keys::P_IX_RESOURCE) && !keys::chunk_is_full(&v) => {
+                    held.hold(k, v)
+                }
+                Some(v)
+                    if family == Some(keys::P_PACK)
+                        && !super::values::is_pointer(&v)
+                        && keys::read_u64(&k[1..]).is_some_and(|p| p >= sealed_below) =>
+                {
                     held.hold(k, v)
                 }
                 v => {
-                    if k.first() == Some(&keys::P_IX_RESOURCE) {
+                    if matches!(family, Some(keys::P_IX_RESOURCE | keys::P_PACK)) {
                         held.release(&k);
                     }
                     writes.push((k, v));
@@ -151,7 +170,7 @@ impl Projection {
     }
 }
 
-/// The resource list chunks a rebuild holds back from sled between windows.
+/// The resource list chunks and packs a rebuild holds back from sled between windows.
 #[derive(Default)]
 struct Held {
     chunks: apply::Unwritten,
@@ -202,9 +221,15 @@ pub fn rebuild(
     };
 
     let db = Projection::fresh_db(projection_dir, config)?;
+    let values =
+        super::open_values(projection_dir, &db).map_err(|reason| ProjectionError::Damaged {
+            dir: projection_dir.to_path_buf(),
+            reason,
+        })?;
     let projection = Projection::from_db(
         projection_dir.to_path_buf(),
         db,
+        values,
         config.clone(),
         Some("rebuild requested".into()),
     )?;
@@ -556,7 +581,14 @@ pub fn verify_projection(
             report.differ(format!("pack key {k:?} is malformed"));
             continue;
         };
-        match super::pack::decode(&v) {
+        let resolved = match projection.values.resolve(pack, &v) {
+            Ok(r) => r,
+            Err(e) => {
+                report.differ(format!("pack {pack}: {e}"));
+                continue;
+            }
+        };
+        match super::pack::decode(&resolved) {
             Ok(p) => stored_snapshots.extend(p.iter().map(|(o, v)| {
                 (
                     Some(pack * keys::PACK_IDS + u64::from(o)),

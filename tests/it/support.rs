@@ -120,6 +120,10 @@ pub fn projection_config() -> action_ledger::projection::ProjectionConfig {
         written_memo_bytes: action_ledger::projection::WRITTEN_MEMO_BYTES,
         // Small, so rebuilds cross the flush of the chunks they hold between windows.
         rebuild_held_bytes_max: 4 * 1024,
+        // Small, so nearly every test's older packs are sealed into the value file, one
+        // pack at a time, and some finishes land in sealed packs.
+        seal_distance_ids: 24,
+        seal_step_packs: 1,
     }
 }
 
