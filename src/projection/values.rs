@@ -393,19 +393,15 @@ mod tests {
             (keys::pack_key(3).to_vec(), Some(b"\x00three".to_vec())),
             (keys::pack_key(300).to_vec(), Some(b"\x00late".to_vec())),
         ];
+        let seal = |writes: &mut Vec<Write>, last_id: u64| {
+            f.seal(&db, &unwritten, writes, last_id, (100, SEAL_STEP_PACKS))
+                .unwrap()
+        };
         // Not yet a whole step below the horizon: nothing moves.
         let last = SEAL_STEP_PACKS * keys::PACK_IDS + 100 - 1;
-        f.seal(&db, &unwritten, &mut writes, last, (100, SEAL_STEP_PACKS))
-            .unwrap();
+        seal(&mut writes, last);
         assert_eq!(writes.len(), 2);
-        f.seal(
-            &db,
-            &unwritten,
-            &mut writes,
-            last + 1,
-            (100, SEAL_STEP_PACKS),
-        )
-        .unwrap();
+        seal(&mut writes, last + 1);
         assert!(is_pointer(writes[0].1.as_deref().unwrap()));
         assert_eq!(writes[1].1.as_deref(), Some(&b"\x00late"[..]));
         let find = |pack: u64| {
@@ -422,14 +418,7 @@ mod tests {
         assert_eq!((below, end), (SEAL_STEP_PACKS, f.bytes()));
         // The same horizon again: nothing more.
         let n = writes.len();
-        f.seal(
-            &db,
-            &unwritten,
-            &mut writes,
-            last + 1,
-            (100, SEAL_STEP_PACKS),
-        )
-        .unwrap();
+        seal(&mut writes, last + 1);
         assert_eq!(writes.len(), n);
     }
 }
