@@ -27,9 +27,10 @@
 //! batch. Which of the two holds an action depends only on its status, so a rebuilt
 //! projection is laid out like a live one. (A pack's bytes may be stored in the value file
 //! instead, with a pointer under its key: see `values`. Which packs are sealed depends on
-//! when they were, so only that may differ between a live and a rebuilt projection.) Why: sled 0.34 holds ~35 bytes of memory per
-//! key whatever its cache, and most of a store is finished actions — packs bring the
-//! snapshot keys of 10M actions (90% finished) from 10M to ~1.6M.
+//! when they were, so only that may differ between a live and a rebuilt projection.)
+//! Why: sled 0.34 holds ~35 bytes of memory per key whatever its cache, and most of a
+//! store is finished actions — packs bring the snapshot keys of 10M actions (90%
+//! finished) from 10M to ~1.6M.
 //!
 //! **Resource lists.** The resource index is not bucketed: a resource's ~100 actions are
 //! spread over the whole id range, so id buckets would cost a key per action.

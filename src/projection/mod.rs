@@ -333,22 +333,18 @@ impl Projection {
             Err(e) => format!("sled failed to open it: {e}"),
         };
         tracing::warn!(dir = %dir.display(), reason = %reset, "deleting the projection; it will be rebuilt from the log");
-        let db = Self::fresh_db(&dir, &config)?;
+        let (db, values) = Self::fresh_db(&dir, &config)?;
         db.insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())
             .map_err(|e| sled_err(&dir, e))?;
-        let values = open_values(&dir, &db).map_err(|reason| ProjectionError::Damaged {
-            dir: dir.clone(),
-            reason,
-        })?;
         Self::from_db(dir, db, values, config, Some(reset))
     }
 
-    /// Deletes `dir` and opens an empty sled there, *without* a format version: until one
-    /// is written, a later open treats it as incomplete.
+    /// Deletes `dir` and opens an empty sled there, *without* a format version (until one
+    /// is written, a later open treats it as incomplete), and a new value file.
     pub(crate) fn fresh_db(
         dir: &Path,
         config: &ProjectionConfig,
-    ) -> Result<sled::Db, ProjectionError> {
+    ) -> Result<(sled::Db, values::ValueFile), ProjectionError> {
         // Never delete a projection another process is serving from: taking sled's lock
         // first tells. (Any other failure to open is what deleting is for.)
         if dir.exists() {
@@ -371,7 +367,7 @@ impl Projection {
                 })
             }
         }
-        open_sled(dir, config).map_err(|e| {
+        let db = open_sled(dir, config).map_err(|e| {
             if is_lock_error(&e) {
                 ProjectionError::Locked {
                     dir: dir.to_path_buf(),
@@ -380,7 +376,12 @@ impl Projection {
             } else {
                 sled_err(dir, e)
             }
-        })
+        })?;
+        let values = open_values(dir, &db).map_err(|reason| ProjectionError::Damaged {
+            dir: dir.to_path_buf(),
+            reason,
+        })?;
+        Ok((db, values))
     }
 
     /// `Ok` when `db` holds a complete projection of this format, or is brand new.

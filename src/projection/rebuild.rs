@@ -220,12 +220,7 @@ pub fn rebuild(
             .sum()
     };
 
-    let db = Projection::fresh_db(projection_dir, config)?;
-    let values =
-        super::open_values(projection_dir, &db).map_err(|reason| ProjectionError::Damaged {
-            dir: projection_dir.to_path_buf(),
-            reason,
-        })?;
+    let (db, values) = Projection::fresh_db(projection_dir, config)?;
     let projection = Projection::from_db(
         projection_dir.to_path_buf(),
         db,
